@@ -1,0 +1,16 @@
+// The one place where absl::Status becomes grpc::Status (the service edge).
+#ifndef FORKPOOL_SERVER_DAEMON_GRPC_STATUS_H_
+#define FORKPOOL_SERVER_DAEMON_GRPC_STATUS_H_
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+
+namespace forkpool {
+
+// Same code (the numbering is shared), same message.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_SERVER_DAEMON_GRPC_STATUS_H_

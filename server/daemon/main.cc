@@ -1,0 +1,236 @@
+// forkpoold: takes the lock, forks the fork helper before any thread exists, then
+// serves forkpool.v1 over gRPC on its Unix socket until SIGTERM or SIGINT.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "server/daemon/fork_helper_client.h"
+#include "server/daemon/io_loop.h"
+#include "server/daemon/listener.h"
+#include "server/daemon/lock_file.h"
+#include "server/daemon/log.h"
+#include "server/daemon/pool_service.h"
+#include "server/daemon/pool_settings.h"
+#include "server/daemon/process_util.h"
+#include "server/daemon/scheduler.h"
+#include "server/daemon/task_service.h"
+#include "server/fork_helper/fork_helper.h"
+
+ABSL_FLAG(std::string, socket, "",
+          "Unix socket to serve on (default: /run/forkpool/forkpoold.sock as root, "
+          "$XDG_RUNTIME_DIR/forkpool/forkpoold.sock otherwise)");
+ABSL_FLAG(int, processes, 0, "workers in the default pool (0: one per CPU)");
+ABSL_FLAG(std::vector<std::string>, task_library, {},
+          "task libraries the default pool loads, comma-separated (default: the "
+          "example library installed beside forkpoold)");
+ABSL_FLAG(int, max_tasks_per_child, 0, "recycle default-pool workers after N tasks (0: never)");
+ABSL_FLAG(absl::Duration, result_ttl, absl::Hours(1), "how long finished results are kept");
+ABSL_FLAG(absl::Duration, grace, absl::Seconds(10),
+          "on SIGTERM, how long running tasks may take to finish before they are killed");
+ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks per pool");
+ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "largest request a client may send");
+
+namespace forkpool {
+namespace {
+
+std::string DefaultSocketPath() {
+  if (::geteuid() == 0) return "/run/forkpool/forkpoold.sock";
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) {
+    return absl::StrCat(xdg, "/forkpool/forkpoold.sock");
+  }
+  return absl::StrCat("/tmp/forkpool-", ::geteuid(), "/forkpoold.sock");
+}
+
+std::string DirName(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+absl::Status MakeDirs(const std::string& dir, mode_t mode) {
+  if (dir.empty() || dir == "/" || dir == ".") return absl::OkStatus();
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat("'", dir, "' is not a directory"));
+    }
+    return absl::OkStatus();
+  }
+  FORKPOOL_RETURN_IF_ERROR(MakeDirs(DirName(dir), mode));
+  if (::mkdir(dir.c_str(), mode) != 0 && errno != EEXIST) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("mkdir(", dir, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// The example task library beside the binary (build tree) or in ../lib/forkpool.
+std::string DefaultTaskLibrary() {
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return "";
+  const std::string dir = DirName(std::string(exe, static_cast<size_t>(n)));
+  for (const std::string& candidate :
+       {absl::StrCat(dir, "/libforkpool_example_tasks.so"),
+        absl::StrCat(dir, "/../lib/forkpool/libforkpool_example_tasks.so")}) {
+    if (::access(candidate.c_str(), R_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+void RaiseFileLimit() {
+  rlimit lim;
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+[[noreturn]] void Fail(const std::string& what, const absl::Status& status) {
+  Log(what, ": ", status.message());
+  std::exit(1);
+}
+
+int Serve() {
+  const absl::Time started = absl::Now();
+  std::string socket_path = absl::GetFlag(FLAGS_socket);
+  if (socket_path.empty()) socket_path = DefaultSocketPath();
+  const bool system_dir = socket_path.rfind("/run/", 0) == 0;
+  if (absl::Status s = MakeDirs(DirName(socket_path), system_dir ? 0755 : 0700); !s.ok()) {
+    Fail("creating the socket directory", s);
+  }
+  // The lock comes before the socket: gRPC-style rebinding would steal a live
+  // daemon's socket path.
+  absl::StatusOr<LockFile> lock = LockFile::Acquire(socket_path + ".lock");
+  if (!lock.ok()) Fail("cannot start", lock.status());
+  RaiseFileLimit();
+  absl::StatusOr<std::unique_ptr<Listener>> listener = Listener::Bind(socket_path, 0660);
+  if (!listener.ok()) Fail("cannot listen", listener.status());
+
+  // Still single-threaded: the helper must be forked before anything starts a thread.
+  absl::StatusOr<HelperProcess> helper = ForkFirstHelper();
+  if (!helper.ok()) Fail("cannot start the fork helper", helper.status());
+
+  // Every thread created from here on inherits this mask; main waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
+  ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  absl::StatusOr<std::unique_ptr<IoLoop>> loop = IoLoop::Create();
+  if (!loop.ok()) Fail("cannot start the I/O loop", loop.status());
+  SchedulerOptions options;
+  options.result_ttl = absl::GetFlag(FLAGS_result_ttl);
+  options.max_queued_per_pool = absl::GetFlag(FLAGS_max_queued);
+  auto scheduler = std::make_unique<Scheduler>(loop->get(), options);
+  Scheduler* sched = scheduler.get();
+  auto helper_client = std::make_unique<ForkHelperClient>(
+      loop->get(), std::move(*helper), [sched](const std::string& why) { sched->OnHelperLost(why); });
+  scheduler->AttachHelper(helper_client.get());
+  if (absl::Status s = helper_client->Start(); !s.ok()) Fail("cannot watch the fork helper", s);
+  (*loop)->Start();
+
+  v1::PoolSettings settings;
+  settings.set_name(kDefaultPoolName);
+  settings.set_processes(absl::GetFlag(FLAGS_processes));
+  settings.set_max_tasks_per_child(absl::GetFlag(FLAGS_max_tasks_per_child));
+  std::vector<std::string> libraries = absl::GetFlag(FLAGS_task_library);
+  if (libraries.empty()) {
+    const std::string lib = DefaultTaskLibrary();
+    if (lib.empty()) {
+      Fail("cannot start the default pool",
+           absl::NotFoundError("no --task_library given and the example library "
+                               "libforkpool_example_tasks.so is not installed beside forkpoold"));
+    }
+    libraries.push_back(lib);
+  }
+  for (const auto& lib : libraries) settings.add_libraries(lib);
+  absl::Notification loaded;
+  absl::Status pool_status;
+  v1::PoolInfo pool_info;
+  scheduler->CreatePool(settings, [&](absl::StatusOr<v1::PoolInfo> info) {
+    pool_status = info.status();
+    if (info.ok()) pool_info = *info;
+    loaded.Notify();
+  });
+  loaded.WaitForNotification();
+  if (!pool_status.ok()) Fail("cannot start the default pool", pool_status);
+
+  TaskService task_service(scheduler.get(), loop->get());
+  PoolService pool_service(scheduler.get());
+  QueueService queue_service;
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&task_service);
+  builder.RegisterService(&pool_service);
+  builder.RegisterService(&queue_service);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes)));
+  builder.AddChannelArgument("grpc.server_handshake_timeout_ms", 5000);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) Fail("cannot start the gRPC server", absl::InternalError("BuildAndStart failed"));
+  server->GetHealthCheckService()->SetServingStatus(true);
+  if (absl::Status s = (*listener)->Start(loop->get(), server.get()); !s.ok()) {
+    Fail("cannot accept connections", s);
+  }
+  Log("serving on unix:", socket_path, " (pid ", ::getpid(), ", fork helper pid ",
+      helper_client->pid(), ", default pool: ", pool_info.settings().processes(), " workers)");
+
+  int sig = 0;
+  while (::sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
+    Log("SIGHUP: configuration reload is not supported yet; ignoring");
+  }
+  Log("received ", SignalName(sig), "; draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_grace)), ")");
+  (void)started;
+
+  // Drain: say NOT_SERVING, refuse new work, let running tasks finish in the grace
+  // period, kill what is left, then stop gRPC, the helper and the loop, in that order.
+  server->GetHealthCheckService()->SetServingStatus(false);
+  scheduler->BeginDrain();
+  if (!scheduler->AwaitRunning(absl::Now() + absl::GetFlag(FLAGS_grace))) {
+    Log("grace period over; killing the tasks still running");
+  }
+  scheduler->KillAll(absl::Now() + absl::Seconds(5));
+  (*listener)->Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server->Wait();
+  helper_client->Stop(absl::Seconds(2));
+  (*loop)->Stop();
+  server.reset();
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace forkpool
+
+int main(int argc, char** argv) {
+  // A fork helper restarted by fork+exec after a crash (see ForkHelperClient::Respawn).
+  if (argc >= 3 && std::string(argv[1]) == forkpool::kHelperModeFlag) {
+    const pid_t parent = static_cast<pid_t>(std::atoi(argv[2]));
+    forkpool::RunForkHelper(forkpool::UniqueFd(forkpool::kHelperControlFd), parent);
+  }
+  absl::SetProgramUsageMessage(
+      "forkpoold: process pools as a service.\n"
+      "  forkpoold [--socket PATH] [--processes N] [--task_library LIB,...]");
+  absl::ParseCommandLine(argc, argv);
+  return forkpool::Serve();
+}

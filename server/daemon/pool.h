@@ -1,0 +1,57 @@
+// Pool: one named pool's settings, workers and pending queue. Plain data owned by
+// the Scheduler and guarded by its lock.
+#ifndef FORKPOOL_SERVER_DAEMON_POOL_H_
+#define FORKPOOL_SERVER_DAEMON_POOL_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "absl/time/time.h"
+#include "forkpool/v1/forkpool.pb.h"
+#include "server/daemon/worker_connection.h"
+
+namespace forkpool {
+
+// One worker process of a pool (or a request for one).
+struct WorkerSlot {
+  uint64_t key = 0;  // unique in the daemon, never reused
+  int index = 0;     // position in the pool, reused by its replacement
+  v1::WorkerState state = v1::WORKER_STATE_STARTING;
+  std::unique_ptr<WorkerConnection> conn;  // null while STARTING
+  std::string task_id;                     // set while BUSY
+  uint64_t batch_id = 0;
+  int64_t tasks_done = 0;
+  int64_t rss_bytes = 0;
+  bool writing = false;        // EPOLLOUT is being watched
+  std::string protocol_error;  // why the daemon killed it, if it broke the protocol
+  absl::Time requested_at;
+};
+
+struct Pool {
+  v1::PoolSettings settings;  // defaults filled in
+  std::set<std::string> functions;
+  bool loaded = false;  // the fork helper has loaded its libraries
+  bool closed = false;
+  std::map<uint64_t, WorkerSlot> workers;  // by key
+  std::deque<uint64_t> idle;               // keys of IDLE workers
+  std::deque<std::string> pending;         // task ids; cancelled ones are skipped
+  int64_t queued = 0;                      // PENDING tasks
+  int64_t tasks_done = 0;
+  int64_t tasks_failed = 0;
+  int64_t workers_started = 0;
+  int64_t workers_lost = 0;
+  std::string last_error;
+  // Consecutive worker starts that failed (fork error, initializer, early death):
+  // drives the restart back-off.
+  int failed_starts = 0;
+  absl::Time created_at;
+  bool reported_ready = false;
+};
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_SERVER_DAEMON_POOL_H_

@@ -1,0 +1,101 @@
+// PoolService and the placeholder QueueService.
+#include "server/daemon/pool_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/daemon/grpc_status.h"
+
+namespace forkpool {
+namespace {
+
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* NotYet(grpc::CallbackServerContext* ctx, const char* what) {
+  return Answer(ctx, absl::UnimplementedError(
+                         absl::StrCat(what, " is not implemented in this forkpoold yet")));
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* PoolService::CreatePool(grpc::CallbackServerContext* ctx,
+                                                  const v1::CreatePoolRequest* request,
+                                                  v1::PoolInfo* response) {
+  auto* reactor = ctx->DefaultReactor();
+  scheduler_->CreatePool(request->settings(),
+                         [reactor, response](absl::StatusOr<v1::PoolInfo> info) {
+                           if (info.ok()) *response = std::move(*info);
+                           reactor->Finish(ToGrpcStatus(info.status()));
+                         });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PoolService::ListPools(grpc::CallbackServerContext* ctx,
+                                                 const v1::ListPoolsRequest* request,
+                                                 v1::ListPoolsResponse* response) {
+  for (auto& info : scheduler_->ListPools()) *response->add_pools() = std::move(info);
+  return Answer(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* PoolService::DescribePool(grpc::CallbackServerContext* ctx,
+                                                    const v1::DescribePoolRequest* request,
+                                                    v1::PoolInfo* response) {
+  absl::StatusOr<v1::PoolInfo> info = scheduler_->DescribePool(request->name());
+  if (info.ok()) *response = std::move(*info);
+  return Answer(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* PoolService::DeletePool(grpc::CallbackServerContext* ctx,
+                                                  const v1::DeletePoolRequest*,
+                                                  v1::DeletePoolResponse*) {
+  return NotYet(ctx, "DeletePool");
+}
+grpc::ServerUnaryReactor* PoolService::ClosePool(grpc::CallbackServerContext* ctx,
+                                                 const v1::ClosePoolRequest*, v1::PoolInfo*) {
+  return NotYet(ctx, "ClosePool");
+}
+grpc::ServerUnaryReactor* PoolService::JoinPool(grpc::CallbackServerContext* ctx,
+                                                const v1::JoinPoolRequest*, v1::PoolInfo*) {
+  return NotYet(ctx, "JoinPool");
+}
+grpc::ServerUnaryReactor* PoolService::TerminatePool(grpc::CallbackServerContext* ctx,
+                                                     const v1::TerminatePoolRequest*,
+                                                     v1::PoolInfo*) {
+  return NotYet(ctx, "TerminatePool");
+}
+
+grpc::ServerUnaryReactor* QueueService::CreateQueue(grpc::CallbackServerContext* ctx,
+                                                    const v1::CreateQueueRequest*,
+                                                    v1::QueueInfo*) {
+  return NotYet(ctx, "Shared queues (CreateQueue)");
+}
+grpc::ServerUnaryReactor* QueueService::DeleteQueue(grpc::CallbackServerContext* ctx,
+                                                    const v1::DeleteQueueRequest*,
+                                                    v1::DeleteQueueResponse*) {
+  return NotYet(ctx, "Shared queues (DeleteQueue)");
+}
+grpc::ServerUnaryReactor* QueueService::ListQueues(grpc::CallbackServerContext* ctx,
+                                                   const v1::ListQueuesRequest*,
+                                                   v1::ListQueuesResponse*) {
+  return NotYet(ctx, "Shared queues (ListQueues)");
+}
+grpc::ServerUnaryReactor* QueueService::Put(grpc::CallbackServerContext* ctx,
+                                            const v1::PutRequest*, v1::PutResponse*) {
+  return NotYet(ctx, "Shared queues (Put)");
+}
+grpc::ServerUnaryReactor* QueueService::Get(grpc::CallbackServerContext* ctx,
+                                            const v1::QueueGetRequest*, v1::QueueGetResponse*) {
+  return NotYet(ctx, "Shared queues (Get)");
+}
+grpc::ServerUnaryReactor* QueueService::Ack(grpc::CallbackServerContext* ctx,
+                                            const v1::AckRequest*, v1::AckResponse*) {
+  return NotYet(ctx, "Shared queues (Ack)");
+}
+grpc::ServerUnaryReactor* QueueService::Size(grpc::CallbackServerContext* ctx,
+                                             const v1::SizeRequest*, v1::QueueInfo*) {
+  return NotYet(ctx, "Shared queues (Size)");
+}
+
+}  // namespace forkpool

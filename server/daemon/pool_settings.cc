@@ -1,0 +1,81 @@
+// Pool settings validation.
+#include "server/daemon/pool_settings.h"
+
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace forkpool {
+
+absl::Status ValidateName(const std::string& what, const std::string& name) {
+  if (name.empty() || name.size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " name '", name, "' must have 1 to 64 characters"));
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, " name '", name, "' may only hold letters, digits, '_', '-' and '.'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string StartMethodName(v1::StartMethod method) {
+  switch (method) {
+    case v1::START_METHOD_SPAWN:
+      return "spawn";
+    case v1::START_METHOD_FORK:
+      return "fork";
+    default:
+      return "forkserver";
+  }
+}
+
+absl::Status NormalizePoolSettings(v1::PoolSettings* s) {
+  if (absl::Status st = ValidateName("pool", s->name()); !st.ok()) return st;
+  const std::string pool = absl::StrCat("pool '", s->name(), "': ");
+  if (s->processes() < 0 || s->processes() > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pool, "processes must be 0 (one per CPU) to 4096, not ", s->processes()));
+  }
+  if (s->processes() == 0) {
+    const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    s->set_processes(cpus > 0 ? static_cast<int>(cpus) : 1);
+  }
+  if (s->max_tasks_per_child() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        pool, "max_tasks_per_child must be 0 (never recycle) or more, not ",
+        s->max_tasks_per_child()));
+  }
+  if (s->max_queued() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pool, "max_queued must not be negative, not ", s->max_queued()));
+  }
+  switch (s->start_method()) {
+    case v1::START_METHOD_UNSPECIFIED:
+      s->set_start_method(v1::START_METHOD_FORKSERVER);
+      break;
+    case v1::START_METHOD_FORKSERVER:
+      break;
+    case v1::START_METHOD_FORK:
+      return absl::InvalidArgumentError(absl::StrCat(
+          pool, "start method 'fork' is refused: forking the multi-threaded daemon can "
+          "deadlock the child (a lock held by another thread at fork time is never "
+          "released); use 'forkserver' (the default) or 'spawn'"));
+    case v1::START_METHOD_SPAWN:
+      return absl::UnimplementedError(absl::StrCat(
+          pool, "start method 'spawn' is not implemented yet; use 'forkserver'"));
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(pool, "unknown start method ", static_cast<int>(s->start_method())));
+  }
+  if (s->libraries().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(pool, "no task libraries given"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace forkpool

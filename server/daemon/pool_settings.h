@@ -1,0 +1,24 @@
+// Pool settings: validation, defaults and names shared by the daemon's parts.
+#ifndef FORKPOOL_SERVER_DAEMON_POOL_SETTINGS_H_
+#define FORKPOOL_SERVER_DAEMON_POOL_SETTINGS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "forkpool/v1/forkpool.pb.h"
+
+namespace forkpool {
+
+inline constexpr char kDefaultPoolName[] = "default";
+
+// Checks `settings` and fills in defaults (processes = CPUs, start method =
+// forkserver). Errors name the pool and the field.
+absl::Status NormalizePoolSettings(v1::PoolSettings* settings);
+// Checks a pool or queue name: [A-Za-z0-9_.-]{1,64}. `what` is "pool" or "queue".
+absl::Status ValidateName(const std::string& what, const std::string& name);
+// "forkserver", "spawn", "fork".
+std::string StartMethodName(v1::StartMethod method);
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_SERVER_DAEMON_POOL_SETTINGS_H_

@@ -1,0 +1,844 @@
+// Scheduler implementation: task intake, dispatch to idle workers, worker events.
+#include "server/daemon/scheduler.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/proto_status.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/daemon/log.h"
+#include "server/daemon/pool_settings.h"
+#include "server/daemon/process_util.h"
+
+namespace forkpool {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp NowProto() {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+}
+
+uint64_t SpecHash(const std::string& pool, const std::string& function,
+                  const std::string& input, const std::string& codec,
+                  const v1::TaskOptions& options) {
+  return absl::HashOf(pool, function, input, codec, options.SerializeAsString());
+}
+
+std::string CodecOrText(const std::string& codec) {
+  return codec.empty() ? "text" : codec;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(IoLoop* loop, SchedulerOptions options)
+    : loop_(loop), options_(options) {
+  absl::MutexLock lock(&mu_);
+  sweep_timer_ = loop_->AddTimer(absl::Now() + absl::Seconds(1), [this] { SweepResults(); });
+}
+
+Scheduler::~Scheduler() {
+  absl::MutexLock lock(&mu_);
+  loop_->CancelTimer(sweep_timer_);
+}
+
+void Scheduler::AttachHelper(ForkHelperClient* helper) { helper_ = helper; }
+
+void Scheduler::RunNotify(Notify& notify) {
+  for (auto& fn : notify) fn();
+  notify.clear();
+}
+
+void Scheduler::SweepResults() {
+  absl::MutexLock lock(&mu_);
+  tasks_.SweepExpired(absl::Now(), options_.result_ttl);
+  sweep_timer_ = loop_->AddTimer(absl::Now() + absl::Seconds(1), [this] { SweepResults(); });
+}
+
+Pool* Scheduler::FindPoolLocked(const std::string& name) {
+  auto it = pools_.find(name.empty() ? std::string(kDefaultPoolName) : name);
+  return it == pools_.end() ? nullptr : it->second.get();
+}
+
+// ---------------------------------------------------------------------------
+// Pools.
+
+void Scheduler::CreatePool(v1::PoolSettings settings,
+                           std::function<void(absl::StatusOr<v1::PoolInfo>)> done) {
+  absl::Status valid = NormalizePoolSettings(&settings);
+  if (!valid.ok()) {
+    done(valid);
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  if (draining_) {
+    done(absl::UnavailableError("forkpoold is shutting down"));
+    return;
+  }
+  if (pools_.count(settings.name())) {
+    done(absl::AlreadyExistsError(absl::StrCat("pool '", settings.name(), "' already exists")));
+    return;
+  }
+  auto pool = std::make_unique<Pool>();
+  pool->settings = settings;
+  pool->created_at = absl::Now();
+  Pool& p = *pool;
+  pools_.emplace(settings.name(), std::move(pool));
+  const std::string name = settings.name();
+  LoadPoolLocked(p, [this, name, done = std::move(done)](absl::Status s) {
+    absl::StatusOr<v1::PoolInfo> result;
+    {
+      absl::MutexLock lock(&mu_);
+      Pool* pool = FindPoolLocked(name);
+      if (pool == nullptr) {
+        result = absl::NotFoundError(absl::StrCat("pool '", name, "' was deleted while loading"));
+      } else if (!s.ok()) {
+        pools_.erase(name);
+        result = s;
+      } else {
+        for (int i = 0; i < pool->settings.processes(); ++i) StartWorkerLocked(*pool, i);
+        result = InfoLocked(*pool);
+      }
+    }
+    done(std::move(result));
+  });
+}
+
+void Scheduler::LoadPoolLocked(Pool& pool, std::function<void(absl::Status)> done) {
+  internal::ToHelper request;
+  auto* load = request.mutable_load_pool();
+  load->set_pool(pool.settings.name());
+  for (const auto& lib : pool.settings.libraries()) load->add_libraries(lib);
+  load->set_start_method(StartMethodName(pool.settings.start_method()));
+  load->set_initializer(pool.settings.initializer());
+  load->set_initargs(pool.settings.initargs().data());
+  const std::string name = pool.settings.name();
+  absl::Status sent = helper_->Request(
+      request, [this, name, done](const internal::FromHelper& reply, std::vector<UniqueFd>) {
+        absl::Status s = StatusFromProto(reply.status());
+        if (s.ok()) {
+          absl::MutexLock lock(&mu_);
+          if (Pool* pool = FindPoolLocked(name)) {
+            pool->functions.clear();
+            for (const auto& f : reply.pool_loaded().functions()) pool->functions.insert(f);
+            pool->loaded = true;
+          }
+        }
+        done(s);
+      });
+  if (!sent.ok()) {
+    // Called under mu_: hand the failure to the loop thread.
+    loop_->Post([done, sent] { done(sent); });
+  }
+}
+
+bool Scheduler::AwaitWorkersReady(const std::string& name, int count, absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Pool* pool = FindPoolLocked(name);
+    if (pool == nullptr) return true;
+    int n = 0;
+    for (const auto& [key, w] : pool->workers) {
+      if (w.state == v1::WORKER_STATE_IDLE || w.state == v1::WORKER_STATE_BUSY) ++n;
+    }
+    return n >= count;
+  };
+  return mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+}
+
+v1::PoolInfo Scheduler::InfoLocked(const Pool& pool) const {
+  v1::PoolInfo info;
+  *info.mutable_settings() = pool.settings;
+  for (const auto& [key, w] : pool.workers) {
+    auto* wi = info.add_workers();
+    wi->set_index(w.index);
+    wi->set_pid(w.conn ? w.conn->pid() : 0);
+    wi->set_state(w.state);
+    wi->set_task_id(w.task_id);
+    wi->set_tasks_done(w.tasks_done);
+    wi->set_rss_bytes(w.rss_bytes);
+    if (w.state == v1::WORKER_STATE_IDLE) info.set_idle(info.idle() + 1);
+    if (w.state == v1::WORKER_STATE_BUSY) info.set_busy(info.busy() + 1);
+  }
+  std::sort(info.mutable_workers()->begin(), info.mutable_workers()->end(),
+            [](const v1::WorkerInfo& a, const v1::WorkerInfo& b) { return a.index() < b.index(); });
+  info.set_queued(pool.queued);
+  info.set_tasks_done(pool.tasks_done);
+  info.set_tasks_failed(pool.tasks_failed);
+  info.set_workers_started(pool.workers_started);
+  info.set_workers_lost(pool.workers_lost);
+  info.set_closed(pool.closed);
+  info.set_last_error(pool.last_error);
+  return info;
+}
+
+std::vector<v1::PoolInfo> Scheduler::ListPools() {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::PoolInfo> out;
+  for (const auto& [name, pool] : pools_) out.push_back(InfoLocked(*pool));
+  return out;
+}
+
+absl::StatusOr<v1::PoolInfo> Scheduler::DescribePool(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  Pool* pool = FindPoolLocked(name);
+  if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+  return InfoLocked(*pool);
+}
+
+// ---------------------------------------------------------------------------
+// Workers.
+
+void Scheduler::StartWorkerLocked(Pool& pool, int index) {
+  if (draining_ || pool.closed) return;
+  WorkerSlot slot;
+  slot.key = next_worker_key_++;
+  slot.index = index;
+  slot.state = v1::WORKER_STATE_STARTING;
+  slot.requested_at = absl::Now();
+  const uint64_t key = slot.key;
+  pool.workers.emplace(key, std::move(slot));
+  internal::ToHelper request;
+  request.mutable_fork_worker()->set_pool(pool.settings.name());
+  request.mutable_fork_worker()->set_worker_index(index);
+  const std::string name = pool.settings.name();
+  absl::Status sent = helper_->Request(
+      request, [this, name, key](const internal::FromHelper& reply, std::vector<UniqueFd> fds) {
+        OnWorkerForked(name, key, reply, std::move(fds));
+      });
+  if (!sent.ok()) {
+    // The helper is gone; OnHelperLost starts a new one and this start is retried.
+    pool.last_error = std::string(sent.message());
+    pool.workers.erase(key);
+    ++pool.failed_starts;  // never zero here: a retry at once would recurse
+    ScheduleRestartLocked(pool, index);
+  }
+}
+
+void Scheduler::ScheduleRestartLocked(Pool& pool, int index) {
+  if (draining_ || pool.closed) return;
+  // Back off after consecutive failures so a broken initializer cannot spin.
+  const int failures = std::min(pool.failed_starts, 6);
+  const absl::Duration delay =
+      failures == 0 ? absl::ZeroDuration() : absl::Milliseconds(100) * (1 << (failures - 1));
+  const std::string name = pool.settings.name();
+  auto restart = [this, name, index] {
+    absl::MutexLock lock(&mu_);
+    Pool* pool = FindPoolLocked(name);
+    if (pool == nullptr) return;
+    for (const auto& [key, w] : pool->workers) {
+      if (w.index == index) return;  // already replaced
+    }
+    StartWorkerLocked(*pool, index);
+  };
+  if (delay == absl::ZeroDuration()) {
+    StartWorkerLocked(pool, index);
+  } else {
+    loop_->AddTimer(absl::Now() + delay, restart);
+  }
+}
+
+void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
+                               const internal::FromHelper& reply, std::vector<UniqueFd> fds) {
+  absl::MutexLock lock(&mu_);
+  Pool* pool = FindPoolLocked(name);
+  if (pool == nullptr) return;  // the fds close here; the worker sees EOF and exits
+  auto it = pool->workers.find(key);
+  if (it == pool->workers.end()) return;
+  WorkerSlot& w = it->second;
+  absl::Status s = StatusFromProto(reply.status());
+  if (s.ok() && fds.size() != 3) {
+    s = absl::InternalError(
+        absl::StrCat("fork helper passed ", fds.size(), " fds for a worker; expected 3"));
+  }
+  absl::StatusOr<std::unique_ptr<WorkerConnection>> conn =
+      s.ok() ? WorkerConnection::Create(reply.worker_forked().pid(), std::move(fds[0]),
+                                        std::move(fds[1]), std::move(fds[2]),
+                                        options_.max_frame_bytes)
+             : absl::StatusOr<std::unique_ptr<WorkerConnection>>(s);
+  if (!conn.ok()) {
+    const int index = w.index;
+    pool->last_error = absl::StrCat("starting worker ", index, ": ", conn.status().message());
+    Log("pool '", name, "': ", pool->last_error);
+    pool->workers.erase(it);
+    ++pool->failed_starts;
+    ScheduleRestartLocked(*pool, index);
+    return;
+  }
+  w.conn = std::move(*conn);
+  ++pool->workers_started;
+  ++live_workers_;
+  const int sock = w.conn->socket_fd();
+  const int pidfd = w.conn->pidfd();
+  const int err = w.conn->stderr_fd();
+  absl::Status watched = loop_->Watch(
+      pidfd, EPOLLIN, [this, name, key](uint32_t) { OnWorkerExit(name, key); });
+  if (watched.ok()) {
+    watched = loop_->Watch(sock, EPOLLIN, [this, name, key](uint32_t events) {
+      OnWorkerSocket(name, key, events);
+    });
+  }
+  if (watched.ok()) {
+    watched = loop_->Watch(err, EPOLLIN, [this, name, key](uint32_t) { OnWorkerStderr(name, key); });
+  }
+  if (!watched.ok()) {
+    Log("pool '", name, "': cannot watch worker ", w.conn->pid(), ": ", watched.message());
+    w.conn->Kill();  // its exit is still seen through the pidfd if that was watched
+  }
+}
+
+void Scheduler::OnWorkerStderr(const std::string& name, uint64_t key) {
+  absl::MutexLock lock(&mu_);
+  Pool* pool = FindPoolLocked(name);
+  if (pool == nullptr) return;
+  auto it = pool->workers.find(key);
+  if (it == pool->workers.end() || !it->second.conn) return;
+  WorkerConnection& conn = *it->second.conn;
+  const std::string lines = conn.DrainStderr();
+  if (!lines.empty()) {
+    std::string prefixed;
+    for (absl::string_view line : absl::StrSplit(absl::string_view(lines).substr(
+                                                     0, lines.size() - 1),
+                                                 '\n')) {
+      absl::StrAppend(&prefixed, "forkpoold: [", name, "/", it->second.index, " pid ",
+                      conn.pid(), "] ", line, "\n");
+    }
+    std::fwrite(prefixed.data(), 1, prefixed.size(), stderr);
+  }
+  if (conn.stderr_eof()) loop_->Unwatch(conn.stderr_fd());
+}
+
+void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t events) {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    Pool* pool = FindPoolLocked(name);
+    if (pool == nullptr) return;
+    auto it = pool->workers.find(key);
+    if (it == pool->workers.end() || !it->second.conn) return;
+    WorkerSlot& w = it->second;
+    if (events & EPOLLOUT) {
+      absl::StatusOr<bool> more = w.conn->Flush();
+      if (!more.ok()) {
+        ProtocolErrorLocked(w, std::string(more.status().message()));
+      } else if (!*more && w.writing) {
+        w.writing = false;
+        (void)loop_->Modify(w.conn->socket_fd(), EPOLLIN);
+      }
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+      // The pool and worker stay valid during Read: only this thread erases them.
+      absl::StatusOr<bool> open = w.conn->Read([&](const internal::FromWorker& m)
+                                                   ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        OnWorkerMessage(*pool, w, m, &notify);
+      });
+      if (!open.ok()) {
+        ProtocolErrorLocked(w, std::string(open.status().message()));
+      } else if (!*open) {
+        // EOF: the worker is leaving; its pidfd says how. Kill it in case it lingers.
+        loop_->Unwatch(w.conn->socket_fd());
+        if (w.state != v1::WORKER_STATE_STOPPING) w.conn->Kill();
+      }
+    }
+    DispatchLocked(*pool);
+  }
+  RunNotify(notify);
+}
+
+void Scheduler::ProtocolErrorLocked(WorkerSlot& w, const std::string& what) {
+  if (w.protocol_error.empty()) {
+    w.protocol_error = what;
+    Log("worker ", w.conn->pid(), " broke the worker protocol: ", what, "; killing it");
+  }
+  loop_->Unwatch(w.conn->socket_fd());
+  w.conn->Kill();
+}
+
+void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromWorker& m,
+                                Notify* notify) {
+  if (!w.protocol_error.empty()) return;
+  switch (m.kind_case()) {
+    case internal::FromWorker::kHello: {
+      if (w.state != v1::WORKER_STATE_STARTING) {
+        ProtocolErrorLocked(w, "hello sent twice");
+        return;
+      }
+      if (m.hello().protocol_version() != internal::PROTOCOL_VERSION_1) {
+        ProtocolErrorLocked(w, absl::StrCat("unsupported protocol version ",
+                                            m.hello().protocol_version()));
+        return;
+      }
+      if (m.hello().has_init_error() && m.hello().init_error().code() != 0) {
+        pool.last_error = absl::StrCat("initializer failed in worker ", w.conn->pid(), ": ",
+                                       m.hello().init_error().message());
+        Log("pool '", pool.settings.name(), "': ", pool.last_error);
+        w.state = v1::WORKER_STATE_STOPPING;  // it exits; the restart backs off
+        ++pool.failed_starts;
+        return;
+      }
+      pool.failed_starts = 0;
+      w.state = v1::WORKER_STATE_IDLE;
+      pool.idle.push_back(w.key);
+      if (!pool.reported_ready) {
+        int ready = 0;
+        for (const auto& [k, other] : pool.workers) {
+          if (other.state == v1::WORKER_STATE_IDLE || other.state == v1::WORKER_STATE_BUSY) ++ready;
+        }
+        if (ready >= pool.settings.processes()) {
+          pool.reported_ready = true;
+          Log("pool '", pool.settings.name(), "': ", ready, " workers ready in ",
+              absl::FormatDuration(absl::Now() - pool.created_at));
+        }
+      }
+      return;
+    }
+    case internal::FromWorker::kResults: {
+      const auto& r = m.results();
+      if (w.state != v1::WORKER_STATE_BUSY || r.batch_id() != w.batch_id) {
+        // A cancelled task's worker may still have answered; anything else is wrong.
+        if (w.state == v1::WORKER_STATE_STOPPING) return;
+        ProtocolErrorLocked(w, absl::StrCat("results for batch ", r.batch_id(),
+                                            " that is not running"));
+        return;
+      }
+      if (r.first_index() != 0 || r.results_size() != 1) {
+        ProtocolErrorLocked(w, absl::StrCat("batch ", r.batch_id(), " has one item; got results ",
+                                            r.first_index(), "..",
+                                            r.first_index() + r.results_size()));
+        return;
+      }
+      Task* task = tasks_.Find(w.task_id);
+      if (task == nullptr || IsTerminal(task->result.state())) return;
+      const internal::ItemResult& item = r.results(0);
+      if (item.status().code() == 0) {
+        task->result.mutable_output()->set_data(item.output());
+        task->result.mutable_output()->set_codec(CodecOrText(task->codec));
+        FinishLocked(&pool, *task, v1::TASK_STATE_SUCCEEDED, notify);
+      } else {
+        task->result.set_error(item.status().message());
+        FinishLocked(&pool, *task, v1::TASK_STATE_FAILED, notify);
+      }
+      return;
+    }
+    case internal::FromWorker::kDone: {
+      if (w.state == v1::WORKER_STATE_STOPPING) return;
+      if (w.state != v1::WORKER_STATE_BUSY || m.done().batch_id() != w.batch_id) {
+        ProtocolErrorLocked(w, absl::StrCat("batch ", m.done().batch_id(),
+                                            " done but it is not running"));
+        return;
+      }
+      if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
+        // Done without a result for its item.
+        task->result.set_error("protocol error: the worker finished the batch without a result");
+        FinishLocked(&pool, *task, v1::TASK_STATE_FAILED, notify);
+      }
+      --running_;
+      w.task_id.clear();
+      w.batch_id = 0;
+      ++w.tasks_done;
+      w.rss_bytes = m.done().rss_bytes();
+      const int max_tasks = pool.settings.max_tasks_per_child();
+      if (max_tasks > 0 && w.tasks_done >= max_tasks) {
+        internal::ToWorker shutdown;
+        shutdown.mutable_shutdown();
+        (void)w.conn->Send(shutdown);
+        w.state = v1::WORKER_STATE_STOPPING;
+      } else {
+        w.state = v1::WORKER_STATE_IDLE;
+        pool.idle.push_back(w.key);
+      }
+      return;
+    }
+    case internal::FromWorker::kRequest:
+      ProtocolErrorLocked(w, absl::StrCat("worker request '", m.request().method(),
+                                          "' is not supported by this daemon"));
+      return;
+    default:
+      ProtocolErrorLocked(w, absl::StrCat("unknown message kind ", static_cast<int>(m.kind_case())));
+      return;
+  }
+}
+
+void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    Pool* pool = FindPoolLocked(name);
+    if (pool == nullptr) return;
+    auto it = pool->workers.find(key);
+    if (it == pool->workers.end() || !it->second.conn) return;
+    WorkerSlot& w = it->second;
+    WorkerConnection& conn = *w.conn;
+    // Everything the worker wrote is in the pipe now; keep it for the report.
+    const std::string lines = conn.DrainStderr();
+    if (!lines.empty()) std::fwrite(lines.data(), 1, lines.size(), stderr);
+    const ExitInfo exit = ReapPidfd(conn.pidfd());
+    loop_->Unwatch(conn.pidfd());
+    loop_->Unwatch(conn.socket_fd());
+    loop_->Unwatch(conn.stderr_fd());
+    --live_workers_;
+    const bool expected = w.state == v1::WORKER_STATE_STOPPING && w.protocol_error.empty();
+    if (w.state == v1::WORKER_STATE_BUSY) {
+      --running_;
+      if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
+        if (!w.protocol_error.empty()) {
+          task->result.set_error(absl::StrCat("protocol error: ", w.protocol_error));
+          FinishLocked(pool, *task, v1::TASK_STATE_FAILED, &notify);
+        } else {
+          auto* loss = task->result.mutable_worker_loss();
+          loss->set_pid(conn.pid());
+          loss->set_signal(exit.signal);
+          if (exit.signal != 0) loss->set_signal_name(SignalName(exit.signal));
+          loss->set_exit_code(exit.exit_code);
+          loss->set_stderr_tail(conn.stderr_tail());
+          task->result.set_error(absl::StrCat("worker lost: ", DescribeExit(exit)));
+          FinishLocked(pool, *task, v1::TASK_STATE_WORKER_LOST, &notify);
+        }
+      }
+    }
+    if (!expected) {
+      ++pool->workers_lost;
+      if (w.state == v1::WORKER_STATE_STARTING) ++pool->failed_starts;
+      Log("pool '", name, "': worker ", w.index, " (pid ", conn.pid(), ") ", DescribeExit(exit),
+          w.state == v1::WORKER_STATE_STARTING ? " before it was ready" : "");
+    }
+    pool->idle.erase(std::remove(pool->idle.begin(), pool->idle.end(), key), pool->idle.end());
+    const int index = w.index;
+    pool->workers.erase(it);
+    ScheduleRestartLocked(*pool, index);
+    DispatchLocked(*pool);
+  }
+  RunNotify(notify);
+}
+
+// ---------------------------------------------------------------------------
+// Tasks.
+
+absl::Status Scheduler::CheckAcceptsLocked(const std::string& pool_name, const Pool* pool,
+                                           const std::string& function, int64_t count) {
+  if (draining_) return absl::UnavailableError("forkpoold is shutting down; no new work is accepted");
+  if (pool == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown pool '", pool_name.empty() ? kDefaultPoolName : pool_name, "'"));
+  }
+  if (pool->closed) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pool '", pool->settings.name(), "' is closed to new work"));
+  }
+  if (function.empty()) return absl::InvalidArgumentError("no function named");
+  if (!pool->functions.count(function)) {
+    return absl::NotFoundError(
+        absl::StrCat("pool '", pool->settings.name(), "' has no function '", function, "'"));
+  }
+  const int64_t limit =
+      pool->settings.max_queued() > 0 ? pool->settings.max_queued() : options_.max_queued_per_pool;
+  if (pool->queued + count > limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pool '", pool->settings.name(), "' has ", pool->queued, " queued tasks; the limit is ",
+        limit));
+  }
+  return absl::OkStatus();
+}
+
+Task& Scheduler::AddTaskLocked(Pool& pool, const std::string& function, std::string input,
+                               std::string codec, const v1::TaskOptions& options,
+                               std::string request_id, uint64_t spec_hash) {
+  Task task;
+  task.result.set_task_id(tasks_.NewId());
+  task.result.set_state(v1::TASK_STATE_PENDING);
+  task.result.set_pool(pool.settings.name());
+  task.result.set_function(function);
+  *task.result.mutable_submitted_at() = NowProto();
+  task.input = std::move(input);
+  task.codec = std::move(codec);
+  task.options = options;
+  task.request_id = std::move(request_id);
+  task.spec_hash = spec_hash;
+  Task& t = tasks_.Insert(std::move(task));
+  pool.pending.push_back(t.result.task_id());
+  ++pool.queued;
+  return t;
+}
+
+absl::StatusOr<SubmitOutcome> Scheduler::Submit(const v1::TaskSpec& spec) {
+  if (spec.input().data().size() > options_.max_input_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "task input of ", spec.input().data().size(), " bytes exceeds the limit of ",
+        options_.max_input_bytes, " bytes"));
+  }
+  absl::MutexLock lock(&mu_);
+  Pool* pool = FindPoolLocked(spec.pool());
+  FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(spec.pool(), pool, spec.function(), 1));
+  const uint64_t hash = SpecHash(pool->settings.name(), spec.function(), spec.input().data(),
+                                 spec.input().codec(), spec.options());
+  if (!spec.request_id().empty()) {
+    if (Task* existing = tasks_.FindByRequestId(spec.request_id())) {
+      if (existing->spec_hash != hash) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "request id '", spec.request_id(), "' was already used for a different task (",
+            existing->result.task_id(), ")"));
+      }
+      return SubmitOutcome{existing->result.task_id(), true};
+    }
+  }
+  Task& task = AddTaskLocked(*pool, spec.function(), spec.input().data(), spec.input().codec(),
+                             spec.options(), spec.request_id(), hash);
+  SubmitOutcome out{task.result.task_id(), false};
+  DispatchLocked(*pool);
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> Scheduler::SubmitMany(
+    const v1::SubmitManyRequest& request) {
+  if (request.request_ids_size() != 0 && request.request_ids_size() != request.inputs_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request_ids has ", request.request_ids_size(), " entries for ", request.inputs_size(),
+        " inputs; give none or one per input"));
+  }
+  for (const std::string& input : request.inputs()) {
+    if (input.size() > options_.max_input_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "task input of ", input.size(), " bytes exceeds the limit of ",
+          options_.max_input_bytes, " bytes"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  Pool* pool = FindPoolLocked(request.pool());
+  FORKPOOL_RETURN_IF_ERROR(
+      CheckAcceptsLocked(request.pool(), pool, request.function(), request.inputs_size()));
+  std::vector<uint64_t> hashes(request.inputs_size());
+  std::vector<Task*> existing(request.inputs_size(), nullptr);
+  for (int i = 0; i < request.request_ids_size(); ++i) {
+    hashes[i] = SpecHash(pool->settings.name(), request.function(), request.inputs(i),
+                         request.codec(), request.options());
+    const std::string& rid = request.request_ids(i);
+    if (rid.empty()) continue;
+    if (Task* t = tasks_.FindByRequestId(rid)) {
+      if (t->spec_hash != hashes[i]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "request id '", rid, "' was already used for a different task (",
+            t->result.task_id(), ")"));
+      }
+      existing[i] = t;
+    }
+  }
+  std::vector<std::string> ids;
+  ids.reserve(request.inputs_size());
+  for (int i = 0; i < request.inputs_size(); ++i) {
+    if (existing[i] != nullptr) {
+      ids.push_back(existing[i]->result.task_id());
+      continue;
+    }
+    Task& t = AddTaskLocked(*pool, request.function(), request.inputs(i), request.codec(),
+                            request.options(),
+                            request.request_ids_size() ? request.request_ids(i) : "", hashes[i]);
+    ids.push_back(t.result.task_id());
+  }
+  DispatchLocked(*pool);
+  return ids;
+}
+
+void Scheduler::DispatchLocked(Pool& pool) {
+  while (!pool.idle.empty() && !pool.pending.empty()) {
+    const std::string id = std::move(pool.pending.front());
+    pool.pending.pop_front();
+    Task* task = tasks_.Find(id);
+    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
+    const uint64_t key = pool.idle.back();
+    pool.idle.pop_back();
+    auto it = pool.workers.find(key);
+    if (it == pool.workers.end() || it->second.state != v1::WORKER_STATE_IDLE) {
+      pool.pending.push_front(id);
+      continue;
+    }
+    WorkerSlot& w = it->second;
+    internal::ToWorker message;
+    internal::RunBatch* run = message.mutable_run();
+    const uint64_t batch = next_batch_++;
+    run->set_batch_id(batch);
+    run->set_function(task->result.function());
+    run->add_inputs(task->input);
+    run->set_task_id(id);
+    run->set_attempt(task->result.attempts() + 1);
+    run->set_codec(CodecOrText(task->codec));
+    absl::StatusOr<bool> more = w.conn->Send(message);
+    if (!more.ok()) {
+      pool.pending.push_front(id);
+      ProtocolErrorLocked(w, std::string(more.status().message()));
+      continue;
+    }
+    if (*more && !w.writing) {
+      w.writing = true;
+      (void)loop_->Modify(w.conn->socket_fd(), EPOLLIN | EPOLLOUT);
+    }
+    --pool.queued;
+    ++running_;
+    w.state = v1::WORKER_STATE_BUSY;
+    w.task_id = id;
+    w.batch_id = batch;
+    task->worker_key = key;
+    task->result.set_state(v1::TASK_STATE_RUNNING);
+    task->result.set_attempts(task->result.attempts() + 1);
+    task->result.set_worker_pid(w.conn->pid());
+    *task->result.mutable_started_at() = NowProto();
+  }
+}
+
+void Scheduler::FinishLocked(Pool* pool, Task& task, v1::TaskState state, Notify* notify) {
+  if (IsTerminal(task.result.state())) return;
+  if (pool != nullptr) {
+    if (state == v1::TASK_STATE_SUCCEEDED) {
+      ++pool->tasks_done;
+    } else {
+      ++pool->tasks_failed;
+    }
+  }
+  tasks_.Finish(task, state, notify);
+}
+
+absl::StatusOr<v1::TaskResult> Scheduler::GetResult(const std::string& task_id) {
+  absl::MutexLock lock(&mu_);
+  Task* task = tasks_.Find(task_id);
+  if (task == nullptr) return tasks_.Missing(task_id);
+  return task->result;
+}
+
+absl::StatusOr<std::optional<v1::TaskResult>> Scheduler::Watch(const std::string& task_id,
+                                                               TaskWaiter waiter,
+                                                               uint64_t* waiter_id) {
+  absl::MutexLock lock(&mu_);
+  Task* task = tasks_.Find(task_id);
+  if (task == nullptr) return tasks_.Missing(task_id);
+  if (IsTerminal(task->result.state())) return std::optional<v1::TaskResult>(task->result);
+  *waiter_id = tasks_.AddWaiter(*task, std::move(waiter));
+  return std::optional<v1::TaskResult>();
+}
+
+void Scheduler::Unwatch(const std::string& task_id, uint64_t waiter_id) {
+  absl::MutexLock lock(&mu_);
+  tasks_.RemoveWaiter(task_id, waiter_id);
+}
+
+absl::StatusOr<v1::CancelResponse> Scheduler::Cancel(const std::string& task_id,
+                                                     const std::string& why) {
+  Notify notify;
+  v1::CancelResponse response;
+  {
+    absl::MutexLock lock(&mu_);
+    Task* task = tasks_.Find(task_id);
+    if (task == nullptr) return tasks_.Missing(task_id);
+    Pool* pool = FindPoolLocked(task->result.pool());
+    if (IsTerminal(task->result.state())) {
+      response.set_cancelled(false);
+      response.set_state(task->result.state());
+      return response;
+    }
+    if (task->result.state() == v1::TASK_STATE_PENDING) {
+      if (pool != nullptr) --pool->queued;
+    } else if (task->result.state() == v1::TASK_STATE_RUNNING && pool != nullptr) {
+      auto it = pool->workers.find(task->worker_key);
+      if (it != pool->workers.end() && it->second.conn) {
+        WorkerSlot& w = it->second;
+        // Killed, not asked: a running native function cannot be interrupted safely.
+        w.conn->Kill();
+        w.state = v1::WORKER_STATE_STOPPING;
+        w.task_id.clear();
+        --running_;
+      }
+    }
+    task->result.set_error(why);
+    FinishLocked(pool, *task, v1::TASK_STATE_CANCELLED, &notify);
+    response.set_cancelled(true);
+    response.set_state(v1::TASK_STATE_CANCELLED);
+  }
+  RunNotify(notify);
+  return response;
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown.
+
+void Scheduler::BeginDrain() {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    for (auto& [name, pool] : pools_) {
+      for (const std::string& id : pool->pending) {
+        Task* task = tasks_.Find(id);
+        if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
+        task->result.set_error("cancelled: forkpoold is shutting down");
+        FinishLocked(pool.get(), *task, v1::TASK_STATE_CANCELLED, &notify);
+      }
+      pool->pending.clear();
+      pool->queued = 0;
+    }
+  }
+  RunNotify(notify);
+}
+
+bool Scheduler::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+bool Scheduler::AwaitRunning(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
+  return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+}
+
+void Scheduler::KillAll(absl::Time deadline) {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    for (auto& [name, pool] : pools_) {
+      for (auto& [key, w] : pool->workers) {
+        if (!w.conn) continue;
+        if (w.state == v1::WORKER_STATE_BUSY) {
+          if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
+            task->result.set_error("cancelled: forkpoold shut down before the task finished");
+            FinishLocked(pool.get(), *task, v1::TASK_STATE_CANCELLED, &notify);
+          }
+          --running_;
+          w.task_id.clear();
+        }
+        w.state = v1::WORKER_STATE_STOPPING;
+        w.conn->Kill();
+      }
+    }
+  }
+  RunNotify(notify);
+  absl::MutexLock lock(&mu_);
+  auto reaped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return live_workers_ == 0; };
+  if (!mu_.AwaitWithDeadline(absl::Condition(&reaped), deadline)) {
+    Log("shutdown: ", live_workers_, " workers not reaped in time");
+  }
+}
+
+void Scheduler::OnHelperLost(const std::string& why) {
+  Log(why, "; starting a new fork helper");
+  absl::Status s = helper_->Respawn();
+  if (!s.ok()) {
+    Log("cannot start a new fork helper: ", s.message());
+    // Try again shortly; workers already running are unaffected.
+    loop_->AddTimer(absl::Now() + absl::Seconds(1), [this] { OnHelperLost("fork helper missing"); });
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  for (auto& [name, pool] : pools_) {
+    LoadPoolLocked(*pool, [name = name](absl::Status s) {
+      if (!s.ok()) Log("pool '", name, "': reloading in the new fork helper: ", s.message());
+    });
+  }
+}
+
+}  // namespace forkpool

@@ -1,0 +1,146 @@
+// Scheduler: the daemon's pools, workers and tasks, and the policy that joins them:
+// accept tasks, dispatch them to idle workers, collect results, replace workers.
+#ifndef FORKPOOL_SERVER_DAEMON_SCHEDULER_H_
+#define FORKPOOL_SERVER_DAEMON_SCHEDULER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "forkpool/v1/forkpool.pb.h"
+#include "server/daemon/fork_helper_client.h"
+#include "server/daemon/io_loop.h"
+#include "server/daemon/pool.h"
+#include "server/daemon/task_table.h"
+
+namespace forkpool {
+
+struct SchedulerOptions {
+  // How long a finished task's result is kept.
+  absl::Duration result_ttl = absl::Hours(1);
+  // Largest frame a worker may send.
+  size_t max_frame_bytes = 64u << 20;
+  // Most pending tasks per pool unless the pool says otherwise.
+  int64_t max_queued_per_pool = 1'000'000;
+  // Largest task input.
+  size_t max_input_bytes = 16u << 20;
+};
+
+struct SubmitOutcome {
+  std::string task_id;
+  bool deduplicated = false;
+};
+
+// Thread-safe: gRPC threads call the public methods; worker and helper events
+// arrive on the IoLoop's thread. One lock (mu_) guards all state; waiters are
+// called after it is released.
+class Scheduler {
+ public:
+  Scheduler(IoLoop* loop, SchedulerOptions options);
+  ~Scheduler();
+
+  // Connects the fork helper (set once, before any pool is created).
+  void AttachHelper(ForkHelperClient* helper);
+  // Called on the loop thread when the fork helper died: starts a new one and
+  // loads every pool into it again.
+  void OnHelperLost(const std::string& why);
+
+  // Validates `settings`, has the helper load the pool's libraries, starts its
+  // workers, then calls `done` (on the loop thread, or at once on a validation
+  // error).
+  void CreatePool(v1::PoolSettings settings,
+                  std::function<void(absl::StatusOr<v1::PoolInfo>)> done);
+  // Pools and their workers.
+  std::vector<v1::PoolInfo> ListPools();
+  absl::StatusOr<v1::PoolInfo> DescribePool(const std::string& name);
+  // Blocks until the pool has `count` idle-or-busy workers or `deadline` passes;
+  // true if it did.
+  bool AwaitWorkersReady(const std::string& pool, int count, absl::Time deadline);
+
+  // Accepts one task. Errors: NOT_FOUND (pool, function), INVALID_ARGUMENT,
+  // FAILED_PRECONDITION (closed pool), RESOURCE_EXHAUSTED (queue full),
+  // UNAVAILABLE (shutting down).
+  absl::StatusOr<SubmitOutcome> Submit(const v1::TaskSpec& spec);
+  // Accepts several tasks of one function, all or none.
+  absl::StatusOr<std::vector<std::string>> SubmitMany(const v1::SubmitManyRequest& request);
+  // A snapshot of the task's result; NOT_FOUND saying "expired" or "unknown".
+  absl::StatusOr<v1::TaskResult> GetResult(const std::string& task_id);
+  // The terminal result if the task has ended; otherwise registers `waiter`,
+  // stores its id in `*waiter_id` and returns nullopt.
+  absl::StatusOr<std::optional<v1::TaskResult>> Watch(const std::string& task_id,
+                                                      TaskWaiter waiter,
+                                                      uint64_t* waiter_id);
+  // Removes a waiter registered by Watch (harmless if it already ran).
+  void Unwatch(const std::string& task_id, uint64_t waiter_id);
+  // Cancels a task: drops it if queued, kills its worker if running.
+  absl::StatusOr<v1::CancelResponse> Cancel(const std::string& task_id,
+                                            const std::string& why);
+
+  // Shutdown, in order: BeginDrain (refuse new work, cancel queued tasks), then
+  // AwaitRunning (running tasks finish or the deadline passes), then KillAll.
+  void BeginDrain();
+  bool draining() const;
+  // Blocks until no task runs or `deadline` passes; true if none runs.
+  bool AwaitRunning(absl::Time deadline);
+  // Kills every worker (their tasks end CANCELLED) and waits until the loop has
+  // reaped them all or `deadline` passes.
+  void KillAll(absl::Time deadline);
+
+ private:
+  using Notify = std::vector<std::function<void()>>;
+
+  Pool* FindPoolLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckAcceptsLocked(const std::string& pool_name, const Pool* pool,
+                                  const std::string& function, int64_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Task& AddTaskLocked(Pool& pool, const std::string& function, std::string input,
+                      std::string codec, const v1::TaskOptions& options,
+                      std::string request_id, uint64_t spec_hash)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DispatchLocked(Pool& pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LoadPoolLocked(Pool& pool, std::function<void(absl::Status)> done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartWorkerLocked(Pool& pool, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleRestartLocked(Pool& pool, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnWorkerForked(const std::string& pool, uint64_t key,
+                      const internal::FromHelper& reply, std::vector<UniqueFd> fds);
+  void OnWorkerSocket(const std::string& pool, uint64_t key, uint32_t events);
+  void OnWorkerStderr(const std::string& pool, uint64_t key);
+  void OnWorkerExit(const std::string& pool, uint64_t key);
+  void OnWorkerMessage(Pool& pool, WorkerSlot& worker,
+                       const internal::FromWorker& message, Notify* notify)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ProtocolErrorLocked(WorkerSlot& worker, const std::string& what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishLocked(Pool* pool, Task& task, v1::TaskState state, Notify* notify)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::PoolInfo InfoLocked(const Pool& pool) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SweepResults();
+  static void RunNotify(Notify& notify);
+
+  IoLoop* const loop_;
+  const SchedulerOptions options_;
+  ForkHelperClient* helper_ = nullptr;  // set once by AttachHelper
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Pool>> pools_ ABSL_GUARDED_BY(mu_);
+  TaskTable tasks_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_worker_key_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_batch_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t running_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t live_workers_ ABSL_GUARDED_BY(mu_) = 0;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  IoLoop::TimerId sweep_timer_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_SERVER_DAEMON_SCHEDULER_H_

@@ -1,0 +1,304 @@
+// TaskService implementation.
+#include "server/daemon/task_service.h"
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/daemon/deferred_reactor.h"
+#include "server/daemon/grpc_status.h"
+
+namespace forkpool {
+namespace {
+
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+// Counts a call as waiting for as long as this object lives.
+class WaitingCount {
+ public:
+  explicit WaitingCount(std::atomic<int64_t>* n) : n_(n) { ++*n_; }
+  ~WaitingCount() { --*n_; }
+
+ private:
+  std::atomic<int64_t>* n_;
+};
+
+// A stream method whose issue has not landed yet.
+template <typename Reactor>
+class UnimplementedStream : public Reactor {
+ public:
+  explicit UnimplementedStream(const char* what) {
+    this->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                              absl::StrCat(what, " is not implemented in this forkpoold yet")));
+  }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* TaskService::Submit(grpc::CallbackServerContext* ctx,
+                                              const v1::SubmitRequest* request,
+                                              v1::SubmitResponse* response) {
+  absl::StatusOr<SubmitOutcome> out = scheduler_->Submit(request->task());
+  if (out.ok()) {
+    response->set_task_id(out->task_id);
+    response->set_deduplicated(out->deduplicated);
+  }
+  return Answer(ctx, out.status());
+}
+
+grpc::ServerUnaryReactor* TaskService::SubmitMany(grpc::CallbackServerContext* ctx,
+                                                  const v1::SubmitManyRequest* request,
+                                                  v1::SubmitManyResponse* response) {
+  absl::StatusOr<std::vector<std::string>> ids = scheduler_->SubmitMany(*request);
+  if (ids.ok()) {
+    for (auto& id : *ids) response->add_task_ids(std::move(id));
+  }
+  return Answer(ctx, ids.status());
+}
+
+grpc::ServerUnaryReactor* TaskService::Cancel(grpc::CallbackServerContext* ctx,
+                                              const v1::CancelRequest* request,
+                                              v1::CancelResponse* response) {
+  absl::StatusOr<v1::CancelResponse> r =
+      scheduler_->Cancel(request->task_id(), "cancelled by a client");
+  if (r.ok()) *response = *r;
+  return Answer(ctx, r.status());
+}
+
+grpc::ServerUnaryReactor* TaskService::Apply(grpc::CallbackServerContext* ctx,
+                                             const v1::ApplyRequest* request,
+                                             v1::ApplyResponse* response) {
+  absl::StatusOr<SubmitOutcome> submitted = scheduler_->Submit(request->task());
+  if (!submitted.ok()) return Answer(ctx, submitted.status());
+  const std::string id = submitted->task_id;
+  auto* reactor = new DeferredReactor();
+  auto claim = reactor->claim();
+  auto waiter_id = std::make_shared<std::atomic<uint64_t>>(0);
+  auto counted = std::make_shared<WaitingCount>(&waiting_);
+  Scheduler* scheduler = scheduler_;
+  // Tied to the call: a client that leaves cancels the task.
+  reactor->set_on_cancel([=] {
+    if (!claim->Claim()) return;
+    scheduler->Unwatch(id, waiter_id->load());
+    (void)scheduler->Cancel(id, "cancelled: the client of Apply went away");
+    reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "Apply cancelled by the client"));
+  });
+  uint64_t wid = 0;
+  absl::StatusOr<std::optional<v1::TaskResult>> now = scheduler_->Watch(
+      id,
+      [=](const v1::TaskResult& result) {
+        if (!claim->Claim()) return;
+        *response->mutable_result() = result;
+        (void)counted;
+        reactor->Finish(grpc::Status::OK);
+      },
+      &wid);
+  waiter_id->store(wid);
+  if (!now.ok()) {
+    reactor->FinishOnce(ToGrpcStatus(now.status()));
+  } else if (now->has_value()) {
+    if (claim->Claim()) {
+      *response->mutable_result() = **now;
+      reactor->Finish(grpc::Status::OK);
+    }
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
+                                           const v1::GetRequest* request,
+                                           v1::GetResponse* response) {
+  absl::StatusOr<absl::Time> deadline =
+      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
+  if (!deadline.ok()) return Answer(ctx, deadline.status());
+  const std::string id = request->task_id();
+  if (*deadline <= absl::Now()) {
+    absl::StatusOr<v1::TaskResult> r = scheduler_->GetResult(id);
+    if (r.ok()) {
+      response->set_ready(IsTerminal(r->state()));
+      *response->mutable_result() = *r;
+    }
+    return Answer(ctx, r.status());
+  }
+
+  auto* reactor = new DeferredReactor();
+  auto claim = reactor->claim();
+  auto waiter_id = std::make_shared<std::atomic<uint64_t>>(0);
+  auto timer = std::make_shared<std::atomic<IoLoop::TimerId>>(0);
+  auto counted = std::make_shared<WaitingCount>(&waiting_);
+  Scheduler* scheduler = scheduler_;
+  IoLoop* loop = loop_;
+  reactor->set_on_cancel([=] {
+    if (!claim->Claim()) return;
+    scheduler->Unwatch(id, waiter_id->load());
+    loop->CancelTimer(timer->load());
+    reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "Get cancelled by the client"));
+  });
+  uint64_t wid = 0;
+  absl::StatusOr<std::optional<v1::TaskResult>> now = scheduler_->Watch(
+      id,
+      [=](const v1::TaskResult& result) {
+        if (!claim->Claim()) return;
+        loop->CancelTimer(timer->load());
+        response->set_ready(true);
+        *response->mutable_result() = result;
+        (void)counted;
+        reactor->Finish(grpc::Status::OK);
+      },
+      &wid);
+  waiter_id->store(wid);
+  if (!now.ok()) {
+    reactor->FinishOnce(ToGrpcStatus(now.status()));
+    return reactor;
+  }
+  if (now->has_value()) {
+    if (claim->Claim()) {
+      response->set_ready(true);
+      *response->mutable_result() = **now;
+      reactor->Finish(grpc::Status::OK);
+    }
+    return reactor;
+  }
+  if (*deadline != absl::InfiniteFuture()) {
+    timer->store(loop_->AddTimer(*deadline, [=] {
+      if (!claim->Claim()) return;
+      scheduler->Unwatch(id, waiter_id->load());
+      // Not ready is an answer, not an error; the task keeps running.
+      absl::StatusOr<v1::TaskResult> r = scheduler->GetResult(id);
+      if (r.ok()) {
+        response->set_ready(IsTerminal(r->state()));
+        *response->mutable_result() = *r;
+      }
+      reactor->Finish(ToGrpcStatus(r.status()));
+    }));
+    // The waiter may have won before the timer existed.
+    if (claim->claimed.load()) loop_->CancelTimer(timer->load());
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
+                                            const v1::WaitRequest* request,
+                                            v1::WaitResponse* response) {
+  const int n = request->task_ids_size();
+  if (n == 0) return Answer(ctx, absl::InvalidArgumentError("Wait needs at least one task id"));
+  int needed = n;
+  switch (request->mode()) {
+    case v1::WAIT_MODE_UNSPECIFIED:
+    case v1::WAIT_MODE_ALL:
+      break;
+    case v1::WAIT_MODE_FIRST:
+      needed = 1;
+      break;
+    case v1::WAIT_MODE_COUNT:
+      if (request->count() < 1 || request->count() > n) {
+        return Answer(ctx, absl::InvalidArgumentError(absl::StrCat(
+                               "count must be 1 to ", n, " (the number of task ids), not ",
+                               request->count())));
+      }
+      needed = request->count();
+      break;
+    default:
+      return Answer(ctx, absl::InvalidArgumentError(absl::StrCat(
+                             "unknown wait mode ", static_cast<int>(request->mode()))));
+  }
+  absl::StatusOr<absl::Time> deadline =
+      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
+  if (!deadline.ok()) return Answer(ctx, deadline.status());
+  for (const std::string& id : request->task_ids()) {
+    absl::StatusOr<v1::TaskResult> r = scheduler_->GetResult(id);
+    if (!r.ok()) return Answer(ctx, r.status());
+  }
+
+  struct State {
+    std::atomic<int> done{0};
+    std::atomic<IoLoop::TimerId> timer{0};
+    std::mutex mu;
+    std::vector<std::pair<std::string, uint64_t>> waiters;  // guarded by mu
+  };
+  auto state = std::make_shared<State>();
+  auto* reactor = new DeferredReactor();
+  auto claim = reactor->claim();
+  auto counted = std::make_shared<WaitingCount>(&waiting_);
+  Scheduler* scheduler = scheduler_;
+  IoLoop* loop = loop_;
+  std::vector<std::string> ids(request->task_ids().begin(), request->task_ids().end());
+
+  // Runs once, by the winner: unregister, then answer from the table as it is now.
+  auto finish = [=](bool satisfied_hint) {
+    loop->CancelTimer(state->timer.load());
+    {
+      std::lock_guard<std::mutex> lock(state->mu);
+      for (const auto& [tid, wid] : state->waiters) scheduler->Unwatch(tid, wid);
+    }
+    int done = 0;
+    for (const std::string& tid : ids) {
+      absl::StatusOr<v1::TaskResult> r = scheduler->GetResult(tid);
+      // A result that expired meanwhile has ended too.
+      if (!r.ok() || IsTerminal(r->state())) {
+        response->add_done(tid);
+        ++done;
+      } else {
+        response->add_not_done(tid);
+      }
+    }
+    response->set_satisfied(satisfied_hint || done >= needed);
+    (void)counted;
+    reactor->Finish(grpc::Status::OK);
+  };
+  reactor->set_on_cancel([=] {
+    if (!claim->Claim()) return;
+    loop->CancelTimer(state->timer.load());
+    std::lock_guard<std::mutex> lock(state->mu);
+    for (const auto& [tid, wid] : state->waiters) scheduler->Unwatch(tid, wid);
+    reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "Wait cancelled by the client"));
+  });
+  for (const std::string& id : ids) {
+    uint64_t wid = 0;
+    absl::StatusOr<std::optional<v1::TaskResult>> now = scheduler_->Watch(
+        id,
+        [=](const v1::TaskResult&) {
+          if (state->done.fetch_add(1) + 1 >= needed && claim->Claim()) finish(true);
+        },
+        &wid);
+    if (now.ok() && now->has_value()) {
+      state->done.fetch_add(1);
+    } else if (now.ok()) {
+      std::lock_guard<std::mutex> lock(state->mu);
+      state->waiters.emplace_back(id, wid);
+    } else {
+      state->done.fetch_add(1);  // expired between the check and now: it has ended
+    }
+  }
+  if (state->done.load() >= needed || *deadline <= absl::Now()) {
+    if (claim->Claim()) finish(false);
+    return reactor;
+  }
+  if (*deadline != absl::InfiniteFuture()) {
+    state->timer.store(loop_->AddTimer(*deadline, [=] {
+      if (claim->Claim()) finish(false);
+    }));
+    if (claim->claimed.load()) loop_->CancelTimer(state->timer.load());
+  }
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::MapResponse>* TaskService::Map(grpc::CallbackServerContext* ctx,
+                                                            const v1::MapRequest* request) {
+  return new UnimplementedStream<grpc::ServerWriteReactor<v1::MapResponse>>("Map");
+}
+
+grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>* TaskService::MapStream(
+    grpc::CallbackServerContext* ctx) {
+  return new UnimplementedStream<grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>>(
+      "MapStream");
+}
+
+}  // namespace forkpool

@@ -1,0 +1,53 @@
+// TaskService: forkpool.v1.Tasks on gRPC's callback API. A blocked Get, Wait or
+// Apply holds no thread: it is a waiter in the task table and a timer in the loop.
+#ifndef FORKPOOL_SERVER_DAEMON_TASK_SERVICE_H_
+#define FORKPOOL_SERVER_DAEMON_TASK_SERVICE_H_
+
+#include <atomic>
+
+#include "forkpool/v1/forkpool.grpc.pb.h"
+#include "server/daemon/io_loop.h"
+#include "server/daemon/scheduler.h"
+
+namespace forkpool {
+
+// Thread-safe; gRPC calls it from its own threads.
+class TaskService final : public v1::Tasks::CallbackService {
+ public:
+  TaskService(Scheduler* scheduler, IoLoop* loop) : scheduler_(scheduler), loop_(loop) {}
+
+  grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* ctx,
+                                  const v1::ApplyRequest* request,
+                                  v1::ApplyResponse* response) override;
+  grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
+                                   const v1::SubmitRequest* request,
+                                   v1::SubmitResponse* response) override;
+  grpc::ServerUnaryReactor* SubmitMany(grpc::CallbackServerContext* ctx,
+                                       const v1::SubmitManyRequest* request,
+                                       v1::SubmitManyResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
+                                const v1::GetRequest* request,
+                                v1::GetResponse* response) override;
+  grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx,
+                                 const v1::WaitRequest* request,
+                                 v1::WaitResponse* response) override;
+  grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* ctx,
+                                   const v1::CancelRequest* request,
+                                   v1::CancelResponse* response) override;
+  grpc::ServerWriteReactor<v1::MapResponse>* Map(grpc::CallbackServerContext* ctx,
+                                                 const v1::MapRequest* request) override;
+  grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>* MapStream(
+      grpc::CallbackServerContext* ctx) override;
+
+  // Calls waiting in Get, Wait or Apply right now.
+  int64_t waiting() const { return waiting_.load(); }
+
+ private:
+  Scheduler* const scheduler_;
+  IoLoop* const loop_;
+  std::atomic<int64_t> waiting_{0};
+};
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_SERVER_DAEMON_TASK_SERVICE_H_

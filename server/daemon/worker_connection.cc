@@ -1,0 +1,129 @@
+// WorkerConnection implementation.
+#include "server/daemon/worker_connection.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "server/daemon/process_util.h"
+
+namespace forkpool {
+namespace {
+
+constexpr size_t kStderrTailBytes = 4096;
+
+absl::Status SetNonBlocking(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    return absl::ErrnoToStatus(errno, "fcntl(O_NONBLOCK, worker fd)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WorkerConnection>> WorkerConnection::Create(
+    pid_t pid, UniqueFd socket, UniqueFd pidfd, UniqueFd stderr_read,
+    size_t max_frame_bytes) {
+  FORKPOOL_RETURN_IF_ERROR(SetNonBlocking(socket.get()));
+  FORKPOOL_RETURN_IF_ERROR(SetNonBlocking(stderr_read.get()));
+  return std::unique_ptr<WorkerConnection>(
+      new WorkerConnection(pid, std::move(socket), std::move(pidfd),
+                           std::move(stderr_read), max_frame_bytes));
+}
+
+WorkerConnection::WorkerConnection(pid_t pid, UniqueFd socket, UniqueFd pidfd,
+                                   UniqueFd stderr_read, size_t max_frame_bytes)
+    : pid_(pid),
+      socket_(std::move(socket)),
+      pidfd_(std::move(pidfd)),
+      stderr_(std::move(stderr_read)),
+      decoder_(max_frame_bytes) {}
+
+absl::StatusOr<bool> WorkerConnection::Send(const internal::ToWorker& message) {
+  AppendFrame(message, &out_);
+  return Flush();
+}
+
+absl::StatusOr<bool> WorkerConnection::Flush() {
+  while (out_start_ < out_.size()) {
+    const ssize_t n = RetryOnEintr([&] {
+      return ::send(socket_.get(), out_.data() + out_start_, out_.size() - out_start_,
+                    MSG_NOSIGNAL | MSG_DONTWAIT);
+    });
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      return absl::ErrnoToStatus(errno, absl::StrCat("send(worker ", pid_, ")"));
+    }
+    out_start_ += static_cast<size_t>(n);
+  }
+  if (out_start_ == out_.size()) {
+    out_.clear();
+    out_start_ = 0;
+    return false;
+  }
+  return true;
+}
+
+absl::StatusOr<bool> WorkerConnection::Read(
+    const std::function<void(const internal::FromWorker&)>& on_message) {
+  while (true) {
+    absl::StatusOr<size_t> n = decoder_.ReadFrom(socket_.get());
+    if (!n.ok()) {
+      if (absl::IsUnavailable(n.status())) return true;  // EAGAIN
+      return n.status();
+    }
+    if (*n == 0) return false;
+    while (true) {
+      auto frame = decoder_.Next();
+      if (!frame.ok()) return frame.status();
+      if (!frame->has_value()) break;
+      message_.Clear();
+      if (!message_.ParseFromArray((*frame)->data(), static_cast<int>((*frame)->size()))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("unparsable frame of ", (*frame)->size(), " bytes"));
+      }
+      on_message(message_);
+    }
+  }
+}
+
+std::string WorkerConnection::DrainStderr() {
+  std::string lines;
+  char buf[4096];
+  while (stderr_.valid() && !stderr_eof_) {
+    const ssize_t n = RetryOnEintr([&] { return ::read(stderr_.get(), buf, sizeof(buf)); });
+    if (n == 0) stderr_eof_ = true;
+    if (n <= 0) break;  // EAGAIN, EOF or error: nothing more now
+    stderr_partial_.append(buf, static_cast<size_t>(n));
+    stderr_tail_.append(buf, static_cast<size_t>(n));
+    if (stderr_tail_.size() > 2 * kStderrTailBytes) {
+      stderr_tail_.erase(0, stderr_tail_.size() - kStderrTailBytes);
+    }
+  }
+  if (stderr_tail_.size() > kStderrTailBytes) {
+    stderr_tail_.erase(0, stderr_tail_.size() - kStderrTailBytes);
+  }
+  const size_t nl = stderr_partial_.rfind('\n');
+  if (nl != std::string::npos) {
+    lines = stderr_partial_.substr(0, nl + 1);
+    stderr_partial_.erase(0, nl + 1);
+  } else if (stderr_partial_.size() > kStderrTailBytes) {
+    lines = std::move(stderr_partial_);
+    lines.push_back('\n');
+    stderr_partial_.clear();
+  }
+  return lines;
+}
+
+void WorkerConnection::Kill() {
+  // The pidfd reaches exactly our worker; the group reaches what it started.
+  if (pidfd_.valid()) (void)PidfdSignal(pidfd_.get(), SIGKILL);
+  ::kill(-pid_, SIGKILL);
+}
+
+}  // namespace forkpool

@@ -1,0 +1,70 @@
+// WorkerConnection: forkpoold's end of one worker process: its socket (frames in
+// and out), its pidfd and its stderr pipe.
+#ifndef FORKPOOL_SERVER_DAEMON_WORKER_CONNECTION_H_
+#define FORKPOOL_SERVER_DAEMON_WORKER_CONNECTION_H_
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/frame.h"
+#include "common/unique_fd.h"
+#include "forkpool/internal/worker.pb.h"
+
+namespace forkpool {
+
+// Thread-compatible: its owner (the Scheduler) serialises every call under its lock.
+// All fds are non-blocking.
+class WorkerConnection {
+ public:
+  // Takes ownership of the three fds the fork helper passed up.
+  static absl::StatusOr<std::unique_ptr<WorkerConnection>> Create(
+      pid_t pid, UniqueFd socket, UniqueFd pidfd, UniqueFd stderr_read,
+      size_t max_frame_bytes);
+
+  pid_t pid() const { return pid_; }
+  int socket_fd() const { return socket_.get(); }
+  int pidfd() const { return pidfd_.get(); }
+  int stderr_fd() const { return stderr_.get(); }
+
+  // Queues `message` and writes what the socket takes now. Returns true when bytes
+  // remain queued (the caller should watch for EPOLLOUT).
+  absl::StatusOr<bool> Send(const internal::ToWorker& message);
+  // Writes queued bytes; true while some remain.
+  absl::StatusOr<bool> Flush();
+  // Reads what is available and calls `on_message` for each complete frame.
+  // Returns false at EOF. Errors: unparsable or oversized frames, read errors.
+  absl::StatusOr<bool> Read(
+      const std::function<void(const internal::FromWorker&)>& on_message);
+  // Reads what the worker wrote to stderr; returns complete new lines (for the
+  // daemon's log) and keeps the tail for crash reports.
+  std::string DrainStderr();
+  // The last lines the worker wrote to stderr (at most 4 KiB).
+  const std::string& stderr_tail() const { return stderr_tail_; }
+  // True once the stderr pipe reported EOF (stop watching it).
+  bool stderr_eof() const { return stderr_eof_; }
+  // Sends SIGKILL to the worker and its process group.
+  void Kill();
+
+ private:
+  WorkerConnection(pid_t pid, UniqueFd socket, UniqueFd pidfd, UniqueFd stderr_read,
+                   size_t max_frame_bytes);
+
+  const pid_t pid_;
+  UniqueFd socket_;
+  UniqueFd pidfd_;
+  UniqueFd stderr_;
+  FrameDecoder decoder_;
+  std::string out_;
+  size_t out_start_ = 0;
+  std::string stderr_partial_;
+  std::string stderr_tail_;
+  bool stderr_eof_ = false;
+  internal::FromWorker message_;  // reused across reads
+};
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_SERVER_DAEMON_WORKER_CONNECTION_H_

@@ -1,0 +1,93 @@
+// Worker creation with clone3(CLONE_PARENT | CLONE_PIDFD): the worker is the
+// daemon's child, so a crash of the helper does not take it along, and the daemon
+// reaps it through its pidfd.
+#include "server/fork_helper/worker_forker.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+
+namespace forkpool {
+namespace {
+
+constexpr int kWorkerSocketFd = 3;
+
+// Runs in the new worker; never returns.
+[[noreturn]] void BecomeWorker(const WorkerIdentity& identity,
+                               const TaskRegistry& registry, pid_t daemon_pid,
+                               int socket, int stderr_write) {
+  // PDEATHSIG first, then the check that closes the race with a daemon that died.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != daemon_pid) ::_exit(1);
+  ::setpgid(0, 0);
+  // Signals: the daemon's blocked mask and the helper's SIG_IGNs survive fork.
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    ::signal(sig, SIG_DFL);
+  }
+  // stdio: /dev/null in (a worker in its own group reading a tty would stop on
+  // SIGTTIN); stdout and stderr into the pipe the daemon drains.
+  const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(stderr_write, 1) < 0 ||
+      ::dup2(stderr_write, 2) < 0 || ::dup2(socket, kWorkerSocketFd) < 0) {
+    ::_exit(2);
+  }
+  ::close_range(kWorkerSocketFd + 1, ~0U, 0);
+  // A core dump piped to a crash handler delays the exit by seconds.
+  rlimit core{0, 0};
+  ::setrlimit(RLIMIT_CORE, &core);
+  const int code = RunWorkerLoop(identity, registry, UniqueFd(kWorkerSocketFd));
+  std::fflush(stdout);
+  std::fflush(stderr);
+  ::_exit(code);
+}
+
+}  // namespace
+
+absl::StatusOr<ForkedWorker> ForkWorker(const WorkerIdentity& identity,
+                                        const TaskRegistry& registry,
+                                        pid_t daemon_pid) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return absl::ErrnoToStatus(errno, "socketpair(worker)");
+  }
+  UniqueFd daemon_end(sv[0]), worker_end(sv[1]);
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) {
+    return absl::ErrnoToStatus(errno, "pipe2(worker stderr)");
+  }
+  UniqueFd stderr_read(pipefd[0]), stderr_write(pipefd[1]);
+
+  int pidfd = -1;
+  clone_args args{};
+  args.flags = CLONE_PARENT | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+  args.exit_signal = 0;  // with CLONE_PARENT the helper's own exit signal is used
+  const long pid = ::syscall(SYS_clone3, &args, sizeof(args));
+  if (pid < 0) return absl::ErrnoToStatus(errno, "clone3(worker)");
+  if (pid == 0) {
+    BecomeWorker(identity, registry, daemon_pid, worker_end.get(),
+                 stderr_write.get());
+  }
+  ForkedWorker w;
+  w.pid = static_cast<pid_t>(pid);
+  w.socket = std::move(daemon_end);
+  w.pidfd = UniqueFd(pidfd);
+  w.stderr_read = std::move(stderr_read);
+  return w;
+}
+
+}  // namespace forkpool

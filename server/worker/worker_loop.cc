@@ -1,0 +1,199 @@
+// Native worker loop implementation.
+#include "server/worker/worker_loop.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/frame.h"
+#include "common/proto_status.h"
+#include "common/status_macros.h"
+#include "forkpool/internal/worker.pb.h"
+
+namespace forkpool {
+namespace {
+
+using internal::FromWorker;
+using internal::ToWorker;
+
+// Results are flushed when this many bytes are buffered or this long has passed
+// since the last flush, so a crash loses little and fast items still batch.
+constexpr size_t kFlushBytes = 256 * 1024;
+constexpr auto kFlushInterval = std::chrono::milliseconds(2);
+
+// Resident set size from an open /proc/self/statm (pread: no open per batch).
+int64_t ReadRssBytes(int statm_fd) {
+  char buf[128];
+  const ssize_t n = ::pread(statm_fd, buf, sizeof(buf) - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  long pages_total = 0, pages_resident = 0;
+  if (std::sscanf(buf, "%ld %ld", &pages_total, &pages_resident) != 2) return 0;
+  return static_cast<int64_t>(pages_resident) * ::sysconf(_SC_PAGESIZE);
+}
+
+void Die(const char* what, const absl::Status& status) {
+  std::fprintf(stderr, "forkpool worker %d: %s: %s\n", ::getpid(), what,
+               std::string(status.message()).c_str());
+  std::fflush(stderr);
+}
+
+class Worker {
+ public:
+  Worker(const WorkerIdentity& identity, const TaskRegistry& registry, int fd)
+      : identity_(identity), registry_(registry), fd_(fd) {}
+
+  int Run() {
+    absl::Status init = RunInitializer();
+    FromWorker hello_msg;
+    auto* hello = hello_msg.mutable_hello();
+    hello->set_pid(::getpid());
+    hello->set_protocol_version(internal::PROTOCOL_VERSION_1);
+    hello->set_runtime("native");
+    if (!init.ok()) StatusToProto(init, hello->mutable_init_error());
+    std::string out;
+    AppendFrame(hello_msg, &out);
+    if (absl::Status s = WriteAll(fd_, out); !s.ok()) {
+      Die("sending hello", s);
+      return 1;
+    }
+    if (!init.ok()) return 1;
+
+    FrameDecoder decoder;
+    ToWorker message;
+    while (true) {
+      absl::Status s = ReadMessage(fd_, decoder, &message);
+      if (absl::IsNotFound(s)) return 0;  // the daemon closed our socket
+      if (!s.ok()) {
+        Die("reading from forkpoold", s);
+        return 1;
+      }
+      switch (message.kind_case()) {
+        case ToWorker::kRun:
+          if (absl::Status r = RunBatch(message.run()); !r.ok()) {
+            Die("answering forkpoold", r);
+            return 1;
+          }
+          break;
+        case ToWorker::kShutdown:
+          return 0;
+        case ToWorker::kStop:   // a stop for a batch already finished
+        case ToWorker::kReply:  // a reply nobody waits for
+          break;
+        default:
+          Die("reading from forkpoold",
+              absl::InvalidArgumentError(absl::StrCat(
+                  "unknown message kind ", static_cast<int>(message.kind_case()))));
+          return 1;
+      }
+    }
+  }
+
+ private:
+  absl::Status RunInitializer() {
+    if (identity_.initializer.empty()) return absl::OkStatus();
+    forkpool_task_fn_v1 fn = registry_.Find(identity_.initializer);
+    if (fn == nullptr) {
+      return absl::NotFoundError(absl::StrCat("pool '", identity_.pool,
+                                              "': initializer '", identity_.initializer,
+                                              "' not found"));
+    }
+    std::string output;
+    return Call(fn, identity_.initializer, "", 1, 0, identity_.initargs, &output);
+  }
+
+  // Calls one task function through the C ABI.
+  absl::Status Call(forkpool_task_fn_v1 fn, const std::string& function,
+                    const std::string& task_id, int attempt, int64_t deadline_ns,
+                    const std::string& input, std::string* output) {
+    forkpool_task_context_v1 ctx{};
+    ctx.pid = pid_;
+    ctx.worker_index = identity_.worker_index;
+    ctx.pool = identity_.pool.c_str();
+    ctx.task_id = task_id.c_str();
+    ctx.attempt = attempt;
+    ctx.deadline_unix_ns = deadline_ns;
+    ctx.soft_limit_reached = &soft_limit_reached_;
+    ctx.request = nullptr;
+    ctx.host = this;
+    forkpool_buffer out{nullptr, 0}, err{nullptr, 0};
+    const int code = fn(&ctx, input.data(), input.size(), &out, &err);
+    absl::Status status;
+    if (code == 0) {
+      output->assign(out.data ? out.data : "", out.size);
+    } else {
+      const auto c = (code > 0 && code <= 16) ? static_cast<absl::StatusCode>(code)
+                                              : absl::StatusCode::kUnknown;
+      status = absl::Status(c, std::string(err.data ? err.data : "", err.size));
+    }
+    std::free(out.data);
+    std::free(err.data);
+    return status;
+  }
+
+  absl::Status RunBatch(const internal::RunBatch& batch) {
+    forkpool_task_fn_v1 fn = registry_.Find(batch.function());
+    FromWorker results_msg;
+    auto* results = results_msg.mutable_results();
+    results->set_batch_id(batch.batch_id());
+    results->set_first_index(0);
+    std::string out;
+    auto last_flush = std::chrono::steady_clock::now();
+    size_t buffered = 0;
+    for (int i = 0; i < batch.inputs_size(); ++i) {
+      internal::ItemResult* item = results->add_results();
+      if (fn == nullptr) {
+        StatusToProto(absl::NotFoundError(absl::StrCat(
+                          "pool '", identity_.pool, "' has no function '",
+                          batch.function(), "'")),
+                      item->mutable_status());
+      } else {
+        absl::Status s = Call(fn, batch.function(), batch.task_id(), batch.attempt(),
+                              batch.deadline_unix_ns(), batch.inputs(i),
+                              item->mutable_output());
+        if (!s.ok()) StatusToProto(s, item->mutable_status());
+      }
+      buffered += item->output().size() + 16;
+      const auto now = std::chrono::steady_clock::now();
+      const bool last = i + 1 == batch.inputs_size();
+      if (!last && (buffered >= kFlushBytes || now - last_flush >= kFlushInterval)) {
+        AppendFrame(results_msg, &out);
+        FORKPOOL_RETURN_IF_ERROR(WriteAll(fd_, out));
+        out.clear();
+        results->clear_results();
+        results->set_first_index(static_cast<uint32_t>(i + 1));
+        buffered = 0;
+        last_flush = now;
+      }
+    }
+    // The last results and BatchDone leave in one write.
+    if (results->results_size() > 0) AppendFrame(results_msg, &out);
+    FromWorker done_msg;
+    done_msg.mutable_done()->set_batch_id(batch.batch_id());
+    done_msg.mutable_done()->set_rss_bytes(ReadRssBytes(statm_.get()));
+    AppendFrame(done_msg, &out);
+    return WriteAll(fd_, out);
+  }
+
+  const WorkerIdentity& identity_;
+  const TaskRegistry& registry_;
+  const int fd_;
+  const int pid_ = ::getpid();
+  const UniqueFd statm_{::open("/proc/self/statm", O_RDONLY | O_CLOEXEC)};
+  volatile int soft_limit_reached_ = 0;
+};
+
+}  // namespace
+
+int RunWorkerLoop(const WorkerIdentity& identity, const TaskRegistry& registry,
+                  UniqueFd socket) {
+  Worker worker(identity, registry, socket.get());
+  return worker.Run();
+}
+
+}  // namespace forkpool
