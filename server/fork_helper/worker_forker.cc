@@ -30,6 +30,7 @@ constexpr int kWorkerSocketFd = 3;
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != daemon_pid) ::_exit(1);
   ::setpgid(0, 0);
+  ::prctl(PR_SET_NAME, "forkpool-worker");
   // Signals: the daemon's blocked mask and the helper's SIG_IGNs survive fork.
   sigset_t none;
   sigemptyset(&none);
