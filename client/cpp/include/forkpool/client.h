@@ -1,0 +1,115 @@
+// The forkpool C++ client: connects to forkpoold over gRPC and runs tasks in its pools.
+//
+//   FORKPOOL_ASSIGN_OR_RETURN(auto client, forkpool::Client::Connect("unix:/run/forkpool/forkpoold.sock"));
+//   absl::StatusOr<std::string> out = client->pool().Apply("square", "7");  // "49"
+//
+// Every fallible call returns absl::Status / absl::StatusOr; nothing throws. What each
+// code means is in forkpool/task_status.h.
+#ifndef FORKPOOL_CLIENT_CPP_INCLUDE_FORKPOOL_CLIENT_H_
+#define FORKPOOL_CLIENT_CPP_INCLUDE_FORKPOOL_CLIENT_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "forkpool/async_result.h"
+#include "forkpool/pool.h"
+#include "forkpool/task_status.h"
+#include "forkpool/v1/forkpool.pb.h"
+
+namespace forkpool {
+
+namespace internal {
+struct Connection;
+}  // namespace internal
+
+// How Connect behaves.
+struct ConnectOptions {
+  // How long Connect's health check may take.
+  absl::Duration connect_timeout = absl::Seconds(5);
+  // Deadline of calls that do not wait for tasks (Submit, Cancel, ListPools, ...).
+  absl::Duration rpc_timeout = absl::Seconds(30);
+  // Largest reply the client accepts (gRPC's default of 4 MiB is too small for
+  // batches of results).
+  int max_receive_message_bytes = 64 << 20;
+};
+
+// What forkpool::Wait waits for.
+enum class WaitMode {
+  // Until every task has ended.
+  kAll,
+  // Until at least one has ended.
+  kFirst,
+};
+
+// The answer of a Wait.
+struct WaitOutcome {
+  // True when the condition was met before the timeout.
+  bool satisfied = false;
+  // Ids of the tasks that have ended, and of those still pending or running, in
+  // request order.
+  std::vector<std::string> done;
+  std::vector<std::string> not_done;
+};
+
+// A connection to one forkpoold. Thread-safe; handles made from it (Pool,
+// AsyncResult) keep the connection alive after the Client is gone.
+class Client {
+ public:
+  // Connects to `address` — "unix:/path", a bare absolute path "/path", or
+  // "host:port" — and checks that a forkpoold answers there (a health check within
+  // options.connect_timeout). Fails with kUnavailable (or kDeadlineExceeded) naming
+  // the address when nothing answers, kInvalidArgument for an empty address.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& address,
+                                                         const ConnectOptions& options = {});
+
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  ~Client();
+
+  // The address as given to Connect.
+  const std::string& address() const;
+
+  // A handle on pool `name` (not checked until used).
+  Pool pool(std::string name = "default") const;
+
+  // A handle on an existing task, e.g. one submitted by another process.
+  AsyncResult Task(std::string task_id) const;
+
+  // Every pool with its counts.
+  absl::StatusOr<v1::ListPoolsResponse> ListPools() const;
+
+  // One pool with its workers (kNotFound for an unknown name).
+  absl::StatusOr<v1::PoolInfo> DescribePool(const std::string& name) const;
+
+  // Creates a pool (kAlreadyExists for a taken name).
+  absl::StatusOr<v1::PoolInfo> CreatePool(const v1::PoolSettings& settings) const;
+
+  // OK when the daemon says SERVING; kUnavailable when it says otherwise or does not
+  // answer.
+  absl::Status Health() const;
+
+  // Blocks up to `timeout` (nullopt: no limit; zero: no wait) until all or the first
+  // of `task_ids` have ended. kNotFound when an id is unknown. An empty list is
+  // satisfied at once without asking the daemon.
+  absl::StatusOr<WaitOutcome> Wait(const std::vector<std::string>& task_ids, WaitMode mode,
+                                   std::optional<absl::Duration> timeout = std::nullopt) const;
+
+ private:
+  explicit Client(std::shared_ptr<const internal::Connection> connection);
+
+  std::shared_ptr<const internal::Connection> connection_;
+};
+
+// Waits for all or the first of `results` (see Client::Wait).
+absl::StatusOr<WaitOutcome> Wait(const Client& client, const std::vector<AsyncResult>& results,
+                                 WaitMode mode,
+                                 std::optional<absl::Duration> timeout = std::nullopt);
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_CLIENT_CPP_INCLUDE_FORKPOOL_CLIENT_H_

@@ -1,0 +1,92 @@
+// Pool: a handle on one named pool of the daemon; runs and submits tasks in it.
+#ifndef FORKPOOL_CLIENT_CPP_INCLUDE_FORKPOOL_POOL_H_
+#define FORKPOOL_CLIENT_CPP_INCLUDE_FORKPOOL_POOL_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "forkpool/async_result.h"
+#include "forkpool/v1/forkpool.pb.h"
+
+namespace forkpool {
+
+namespace internal {
+struct Connection;
+}  // namespace internal
+
+// Options of one task (or of every task of a SubmitMany). Unset fields take the
+// pool's defaults.
+struct ApplyOptions {
+  // Hard run-time limit: the worker is killed and the task ends TIMED_OUT.
+  std::optional<absl::Duration> time_limit;
+  // Soft run-time limit: the task is told and may stop by itself.
+  std::optional<absl::Duration> soft_time_limit;
+  // A task not started this long after submission ends EXPIRED.
+  std::optional<absl::Duration> queue_deadline;
+  // Retries on worker loss or time-out (and on error with retry_on_error).
+  int max_retries = 0;
+  bool retry_on_error = false;
+  // Codec name of the input ("" means "text"); the daemon never decodes it.
+  std::string codec;
+  // Idempotency key: a repeat with the same key and the same task returns the first
+  // task and runs nothing. SubmitMany gives item i the key "<request_id>/<i>".
+  std::string request_id;
+  // Apply only: give up after this long (the RPC's deadline). The daemon then cancels
+  // the task, and Apply returns kDeadlineExceeded. Unset: wait until the task ends.
+  std::optional<absl::Duration> apply_timeout;
+};
+
+// A named pool. Cheap to copy; copies share the client's connection, which stays open
+// as long as any handle (Pool, AsyncResult) or the Client lives. Thread-safe.
+class Pool {
+ public:
+  Pool(std::shared_ptr<const internal::Connection> connection, std::string name);
+
+  // The pool's name.
+  const std::string& name() const { return name_; }
+
+  // Runs `function` on `input` and blocks until it ends. Returns the output when the
+  // task SUCCEEDED, the task's failure (task_status.h) when it ended otherwise, and
+  // the RPC's error when the daemon refused it (kNotFound for an unknown pool or
+  // function, ...). The task is tied to the call: if the call is abandoned (the
+  // apply_timeout passes), the daemon cancels it.
+  absl::StatusOr<std::string> Apply(const std::string& function, const std::string& input,
+                                    const ApplyOptions& options = {}) const;
+
+  // As Apply, but a task that ran and failed is data, not an error: returns its full
+  // result in every terminal state. Non-OK only for RPC errors.
+  absl::StatusOr<v1::TaskResult> ApplyResult(const std::string& function,
+                                             const std::string& input,
+                                             const ApplyOptions& options = {}) const;
+
+  // Submits one detached task and returns at once with its handle. With a request_id,
+  // a repeat returns the same task.
+  absl::StatusOr<AsyncResult> ApplyAsync(const std::string& function, const std::string& input,
+                                         const ApplyOptions& options = {}) const;
+
+  // Submits one task per input, in as few SubmitMany RPCs as fit under ~3 MiB each.
+  // Handles come back in input order. Each RPC is all-or-none; when a later one fails,
+  // the tasks of earlier ones stay accepted (give a request_id to make a retry safe).
+  absl::StatusOr<std::vector<AsyncResult>> SubmitMany(const std::string& function,
+                                                      const std::vector<std::string>& inputs,
+                                                      const ApplyOptions& options = {}) const;
+
+  // The pool's settings, workers and counts.
+  absl::StatusOr<v1::PoolInfo> Describe() const;
+
+ private:
+  v1::TaskSpec MakeSpec(const std::string& function, const std::string& input,
+                        const ApplyOptions& options) const;
+
+  std::shared_ptr<const internal::Connection> connection_;
+  std::string name_;
+};
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_CLIENT_CPP_INCLUDE_FORKPOOL_POOL_H_
