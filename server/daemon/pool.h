@@ -12,6 +12,7 @@
 
 #include "absl/time/time.h"
 #include "forkpool/v1/forkpool.pb.h"
+#include "server/daemon/map_job.h"
 #include "server/daemon/worker_connection.h"
 
 namespace forkpool {
@@ -22,13 +23,21 @@ struct WorkerSlot {
   int index = 0;     // position in the pool, reused by its replacement
   v1::WorkerState state = v1::WORKER_STATE_STARTING;
   std::unique_ptr<WorkerConnection> conn;  // null while STARTING
-  std::string task_id;                     // set while BUSY
+  std::string task_id;                     // set while BUSY with a task
+  std::shared_ptr<MapChunk> chunk;         // set while BUSY with a map chunk
+  int chunk_results = 0;                   // results of `chunk` received so far
   uint64_t batch_id = 0;
   int64_t tasks_done = 0;
   int64_t rss_bytes = 0;
   bool writing = false;        // EPOLLOUT is being watched
   std::string protocol_error;  // why the daemon killed it, if it broke the protocol
   absl::Time requested_at;
+};
+
+// An entry of a pool's pending queue: a task or a chunk of a map.
+struct PendingWork {
+  std::string task_id;               // a task, or
+  std::shared_ptr<MapChunk> chunk;   // a map chunk
 };
 
 struct Pool {
@@ -38,8 +47,9 @@ struct Pool {
   bool closed = false;
   std::map<uint64_t, WorkerSlot> workers;  // by key
   std::deque<uint64_t> idle;               // keys of IDLE workers
-  std::deque<std::string> pending;         // task ids; cancelled ones are skipped
-  int64_t queued = 0;                      // PENDING tasks
+  std::deque<PendingWork> pending;  // cancelled tasks and maps are skipped
+  int64_t queued = 0;               // PENDING tasks and queued map items
+  int64_t map_inflight_high_water = 0;
   int64_t tasks_done = 0;
   int64_t tasks_failed = 0;
   int64_t workers_started = 0;

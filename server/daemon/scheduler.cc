@@ -176,6 +176,7 @@ v1::PoolInfo Scheduler::InfoLocked(const Pool& pool) const {
   info.set_workers_lost(pool.workers_lost);
   info.set_closed(pool.closed);
   info.set_last_error(pool.last_error);
+  info.set_map_inflight_high_water(pool.map_inflight_high_water);
   return info;
 }
 
@@ -408,12 +409,37 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
                                             " that is not running"));
         return;
       }
-      if (r.first_index() != 0 || r.results_size() != 1) {
-        ProtocolErrorLocked(w, absl::StrCat("batch ", r.batch_id(), " has one item; got results ",
-                                            r.first_index(), "..",
-                                            r.first_index() + r.results_size()));
+      const int expected = w.chunk ? w.chunk->count : 1;
+      if (static_cast<int>(r.first_index()) != w.chunk_results ||
+          w.chunk_results + r.results_size() > expected) {
+        ProtocolErrorLocked(w, absl::StrCat("batch ", r.batch_id(), " has ", expected,
+                                            " items; got results ", r.first_index(), "..",
+                                            r.first_index() + r.results_size(), " after ",
+                                            w.chunk_results));
         return;
       }
+      if (w.chunk) {
+        const MapChunk& chunk = *w.chunk;
+        for (int k = 0; k < r.results_size(); ++k) {
+          const internal::ItemResult& item = r.results(k);
+          MapItemResult out;
+          out.index = chunk.first_index + static_cast<uint64_t>(w.chunk_results + k);
+          out.ok = item.status().code() == 0;
+          if (out.ok) {
+            out.output = item.output();
+            ++pool.tasks_done;
+          } else {
+            out.error.set_index(out.index);
+            out.error.set_state(v1::TASK_STATE_FAILED);
+            out.error.set_error(item.status().message());
+            ++pool.tasks_failed;
+          }
+          chunk.job->AddResult(std::move(out));
+        }
+        w.chunk_results += r.results_size();
+        return;
+      }
+      w.chunk_results += r.results_size();
       Task* task = tasks_.Find(w.task_id);
       if (task == nullptr || IsTerminal(task->result.state())) return;
       const internal::ItemResult& item = r.results(0);
@@ -434,12 +460,27 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
                                             " done but it is not running"));
         return;
       }
-      if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
+      if (w.chunk) {
+        // Items left unanswered were stopped (StopBatch) or skipped.
+        if (w.chunk_results < w.chunk->count) {
+          if (w.chunk->job->cancelled()) {
+            // Nobody listens any more.
+          } else {
+            FailChunkItemsLocked(*w.chunk, w.chunk_results, v1::TASK_STATE_FAILED,
+                                 "protocol error: the worker finished the batch without a "
+                                 "result for this item",
+                                 nullptr);
+          }
+        }
+        w.chunk.reset();
+      } else if (Task* task = tasks_.Find(w.task_id);
+                 task && !IsTerminal(task->result.state())) {
         // Done without a result for its item.
         task->result.set_error("protocol error: the worker finished the batch without a result");
         FinishLocked(&pool, *task, v1::TASK_STATE_FAILED, notify);
       }
       --running_;
+      w.chunk_results = 0;
       w.task_id.clear();
       w.batch_id = 0;
       ++w.tasks_done;
@@ -485,7 +526,31 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     loop_->Unwatch(conn.stderr_fd());
     --live_workers_;
     const bool expected = w.state == v1::WORKER_STATE_STOPPING && w.protocol_error.empty();
-    if (w.state == v1::WORKER_STATE_BUSY) {
+    if (w.state == v1::WORKER_STATE_BUSY && w.chunk) {
+      --running_;
+      const MapChunk& chunk = *w.chunk;
+      const int at = w.chunk_results;  // the item that was running
+      if (at < chunk.count && !chunk.job->cancelled()) {
+        v1::WorkerLoss loss;
+        loss.set_pid(conn.pid());
+        loss.set_signal(exit.signal);
+        if (exit.signal != 0) loss.set_signal_name(SignalName(exit.signal));
+        loss.set_exit_code(exit.exit_code);
+        loss.set_stderr_tail(conn.stderr_tail());
+        MapChunk blamed = chunk;
+        blamed.count = at + 1;
+        const std::string error = w.protocol_error.empty()
+                                      ? absl::StrCat("worker lost: ", DescribeExit(exit))
+                                      : absl::StrCat("protocol error: ", w.protocol_error);
+        FailChunkItemsLocked(blamed, at,
+                             w.protocol_error.empty() ? v1::TASK_STATE_WORKER_LOST
+                                                      : v1::TASK_STATE_FAILED,
+                             error, w.protocol_error.empty() ? &loss : nullptr);
+        ++pool->tasks_failed;
+        RequeueChunkRestLocked(*pool, chunk, at + 1);
+      }
+      w.chunk.reset();
+    } else if (w.state == v1::WORKER_STATE_BUSY) {
       --running_;
       if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
         if (!w.protocol_error.empty()) {
@@ -562,7 +627,7 @@ Task& Scheduler::AddTaskLocked(Pool& pool, const std::string& function, std::str
   task.request_id = std::move(request_id);
   task.spec_hash = spec_hash;
   Task& t = tasks_.Insert(std::move(task));
-  pool.pending.push_back(t.result.task_id());
+  pool.pending.push_back(PendingWork{t.result.task_id(), nullptr});
   ++pool.queued;
   return t;
 }
@@ -645,50 +710,233 @@ absl::StatusOr<std::vector<std::string>> Scheduler::SubmitMany(
   return ids;
 }
 
+bool Scheduler::SendLocked(WorkerSlot& w, const internal::ToWorker& message) {
+  absl::StatusOr<bool> more = w.conn->Send(message);
+  if (!more.ok()) {
+    ProtocolErrorLocked(w, std::string(more.status().message()));
+    return false;
+  }
+  if (*more && !w.writing) {
+    w.writing = true;
+    (void)loop_->Modify(w.conn->socket_fd(), EPOLLIN | EPOLLOUT);
+  }
+  return true;
+}
+
+bool Scheduler::SendTaskLocked(Pool& pool, WorkerSlot& w, Task& task) {
+  internal::ToWorker message;
+  internal::RunBatch* run = message.mutable_run();
+  const uint64_t batch = next_batch_++;
+  run->set_batch_id(batch);
+  run->set_function(task.result.function());
+  run->add_inputs(task.input);
+  run->set_task_id(task.result.task_id());
+  run->set_attempt(task.result.attempts() + 1);
+  run->set_codec(CodecOrText(task.codec));
+  if (!SendLocked(w, message)) return false;
+  --pool.queued;
+  ++running_;
+  w.state = v1::WORKER_STATE_BUSY;
+  w.task_id = task.result.task_id();
+  w.batch_id = batch;
+  task.worker_key = w.key;
+  task.result.set_state(v1::TASK_STATE_RUNNING);
+  task.result.set_attempts(task.result.attempts() + 1);
+  task.result.set_worker_pid(w.conn->pid());
+  *task.result.mutable_started_at() = NowProto();
+  return true;
+}
+
+bool Scheduler::SendChunkLocked(Pool& pool, WorkerSlot& w, std::shared_ptr<MapChunk> chunk) {
+  internal::ToWorker message;
+  internal::RunBatch* run = message.mutable_run();
+  const uint64_t batch = next_batch_++;
+  run->set_batch_id(batch);
+  run->set_function(chunk->job->function());
+  run->mutable_inputs()->Reserve(chunk->count);
+  for (int i = 0; i < chunk->count; ++i) run->add_inputs(chunk->input(i));
+  run->set_task_id(chunk->job->id());
+  run->set_attempt(chunk->attempt);
+  run->set_codec(CodecOrText(chunk->job->codec()));
+  if (!SendLocked(w, message)) return false;
+  pool.queued -= chunk->count;
+  ++running_;
+  w.state = v1::WORKER_STATE_BUSY;
+  w.chunk = std::move(chunk);
+  w.chunk_results = 0;
+  w.batch_id = batch;
+  return true;
+}
+
 void Scheduler::DispatchLocked(Pool& pool) {
   while (!pool.idle.empty() && !pool.pending.empty()) {
-    const std::string id = std::move(pool.pending.front());
+    PendingWork work = std::move(pool.pending.front());
     pool.pending.pop_front();
-    Task* task = tasks_.Find(id);
-    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
+    Task* task = nullptr;
+    if (work.chunk) {
+      // A cancelled map's chunk: its inputs may already be gone; drop it unread.
+      if (work.chunk->job->cancelled()) {
+        pool.queued -= work.chunk->count;
+        continue;
+      }
+    } else {
+      task = tasks_.Find(work.task_id);
+      if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
+    }
     const uint64_t key = pool.idle.back();
     pool.idle.pop_back();
     auto it = pool.workers.find(key);
     if (it == pool.workers.end() || it->second.state != v1::WORKER_STATE_IDLE) {
-      pool.pending.push_front(id);
+      pool.pending.push_front(std::move(work));
       continue;
     }
-    WorkerSlot& w = it->second;
-    internal::ToWorker message;
-    internal::RunBatch* run = message.mutable_run();
-    const uint64_t batch = next_batch_++;
-    run->set_batch_id(batch);
-    run->set_function(task->result.function());
-    run->add_inputs(task->input);
-    run->set_task_id(id);
-    run->set_attempt(task->result.attempts() + 1);
-    run->set_codec(CodecOrText(task->codec));
-    absl::StatusOr<bool> more = w.conn->Send(message);
-    if (!more.ok()) {
-      pool.pending.push_front(id);
-      ProtocolErrorLocked(w, std::string(more.status().message()));
-      continue;
-    }
-    if (*more && !w.writing) {
-      w.writing = true;
-      (void)loop_->Modify(w.conn->socket_fd(), EPOLLIN | EPOLLOUT);
-    }
-    --pool.queued;
-    ++running_;
-    w.state = v1::WORKER_STATE_BUSY;
-    w.task_id = id;
-    w.batch_id = batch;
-    task->worker_key = key;
-    task->result.set_state(v1::TASK_STATE_RUNNING);
-    task->result.set_attempts(task->result.attempts() + 1);
-    task->result.set_worker_pid(w.conn->pid());
-    *task->result.mutable_started_at() = NowProto();
+    const bool sent = work.chunk ? SendChunkLocked(pool, it->second, work.chunk)
+                                 : SendTaskLocked(pool, it->second, *task);
+    if (!sent) pool.pending.push_front(std::move(work));
   }
+}
+
+void Scheduler::QueueChunksLocked(Pool& pool, const std::shared_ptr<MapJob>& job,
+                                  uint64_t first_index, std::vector<std::string>* owned,
+                                  const google::protobuf::RepeatedPtrField<std::string>* source,
+                                  int count, uint32_t chunksize) {
+  const int size = std::max<int>(1, static_cast<int>(std::min<uint32_t>(
+                                        chunksize, static_cast<uint32_t>(count))));
+  for (int begin = 0; begin < count; begin += size) {
+    auto chunk = std::make_shared<MapChunk>();
+    chunk->job = job;
+    chunk->first_index = first_index + static_cast<uint64_t>(begin);
+    chunk->count = std::min(size, count - begin);
+    if (source != nullptr) {
+      chunk->source = source;
+      chunk->source_offset = begin;
+    } else {
+      chunk->owned.reserve(static_cast<size_t>(chunk->count));
+      for (int i = 0; i < chunk->count; ++i) {
+        chunk->owned.push_back(std::move((*owned)[static_cast<size_t>(begin + i)]));
+      }
+    }
+    pool.queued += chunk->count;
+    pool.pending.push_back(PendingWork{std::string(), std::move(chunk)});
+  }
+}
+
+absl::Status Scheduler::StartMap(const std::shared_ptr<MapJob>& job,
+                                 const google::protobuf::RepeatedPtrField<std::string>* inputs,
+                                 uint32_t chunksize) {
+  for (const std::string& input : *inputs) {
+    if (input.size() > options_.max_input_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "map input of ", input.size(), " bytes exceeds the limit of ",
+          options_.max_input_bytes, " bytes"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  Pool* pool = FindPoolLocked(job->pool());
+  FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(job->pool(), pool, job->function(), 0));
+  const int n = inputs->size();
+  if (chunksize == 0) {
+    // multiprocessing's rule: about four chunks per worker.
+    const int per = 4 * std::max(1, pool->settings.processes());
+    chunksize = static_cast<uint32_t>(std::max(1, (n + per - 1) / per));
+  }
+  job->AddAccepted(static_cast<uint64_t>(n), /*end=*/true);
+  QueueChunksLocked(*pool, job, 0, nullptr, inputs, n, chunksize);
+  DispatchLocked(*pool);
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::OpenMap(const std::shared_ptr<MapJob>& job) {
+  absl::MutexLock lock(&mu_);
+  Pool* pool = FindPoolLocked(job->pool());
+  return CheckAcceptsLocked(job->pool(), pool, job->function(), 0);
+}
+
+absl::Status Scheduler::AddMapInputs(const std::shared_ptr<MapJob>& job,
+                                     std::vector<std::string> inputs, uint32_t chunksize) {
+  for (const std::string& input : inputs) {
+    if (input.size() > options_.max_input_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "map input of ", input.size(), " bytes exceeds the limit of ",
+          options_.max_input_bytes, " bytes"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  Pool* pool = FindPoolLocked(job->pool());
+  FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(job->pool(), pool, job->function(),
+                                              static_cast<int64_t>(inputs.size())));
+  if (job->cancelled()) return absl::CancelledError("the map was cancelled");
+  const int n = static_cast<int>(inputs.size());
+  if (n == 0) return absl::OkStatus();
+  if (chunksize == 0) {
+    // Chunks from what has arrived: about one per worker, at most 4096 items.
+    const int workers = std::max(1, pool->settings.processes());
+    chunksize = static_cast<uint32_t>(std::clamp((n + workers - 1) / workers, 1, 4096));
+  }
+  const uint64_t first = job->accepted();
+  job->AddAccepted(static_cast<uint64_t>(n), /*end=*/false);
+  QueueChunksLocked(*pool, job, first, &inputs, nullptr, n, chunksize);
+  pool->map_inflight_high_water =
+      std::max<int64_t>(pool->map_inflight_high_water, static_cast<int64_t>(job->InFlight()));
+  DispatchLocked(*pool);
+  return absl::OkStatus();
+}
+
+void Scheduler::CancelMap(const std::shared_ptr<MapJob>& job) {
+  absl::MutexLock lock(&mu_);
+  job->Cancel();
+  Pool* pool = FindPoolLocked(job->pool());
+  if (pool == nullptr) return;
+  // Queued chunks are skipped (and uncounted) at dispatch; running ones are stopped.
+  for (auto& [key, w] : pool->workers) {
+    if (w.chunk && w.chunk->job == job && w.conn) {
+      internal::ToWorker stop;
+      stop.mutable_stop()->set_batch_id(w.batch_id);
+      (void)SendLocked(w, stop);
+    }
+  }
+  // Drop queued chunks now, so the pool's queued count is true at once.
+  std::deque<PendingWork> kept;
+  for (PendingWork& work : pool->pending) {
+    if (work.chunk && work.chunk->job == job) {
+      pool->queued -= work.chunk->count;
+    } else {
+      kept.push_back(std::move(work));
+    }
+  }
+  pool->pending.swap(kept);
+}
+
+void Scheduler::FailChunkItemsLocked(const MapChunk& chunk, int from, v1::TaskState state,
+                                     const std::string& error, const v1::WorkerLoss* loss) {
+  for (int i = from; i < chunk.count; ++i) {
+    MapItemResult r;
+    r.index = chunk.first_index + static_cast<uint64_t>(i);
+    r.ok = false;
+    r.error.set_index(r.index);
+    r.error.set_state(state);
+    r.error.set_error(error);
+    if (loss != nullptr) *r.error.mutable_worker_loss() = *loss;
+    chunk.job->AddResult(std::move(r));
+  }
+}
+
+void Scheduler::RequeueChunkRestLocked(Pool& pool, const MapChunk& chunk, int from) {
+  if (from >= chunk.count || chunk.job->cancelled()) return;
+  auto rest = std::make_shared<MapChunk>();
+  rest->job = chunk.job;
+  rest->first_index = chunk.first_index + static_cast<uint64_t>(from);
+  rest->count = chunk.count - from;
+  rest->attempt = chunk.attempt;
+  if (chunk.source != nullptr) {
+    rest->source = chunk.source;
+    rest->source_offset = chunk.source_offset + from;
+  } else {
+    rest->owned.assign(chunk.owned.begin() + from, chunk.owned.end());
+  }
+  pool.queued += rest->count;
+  // To the front: these items were already due.
+  pool.pending.push_front(PendingWork{std::string(), std::move(rest)});
 }
 
 void Scheduler::FinishLocked(Pool* pool, Task& task, v1::TaskState state, Notify* notify) {
@@ -771,8 +1019,13 @@ void Scheduler::BeginDrain() {
     absl::MutexLock lock(&mu_);
     draining_ = true;
     for (auto& [name, pool] : pools_) {
-      for (const std::string& id : pool->pending) {
-        Task* task = tasks_.Find(id);
+      for (const PendingWork& work : pool->pending) {
+        if (work.chunk) {
+          FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_CANCELLED,
+                               "cancelled: forkpoold is shutting down", nullptr);
+          continue;
+        }
+        Task* task = tasks_.Find(work.task_id);
         if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
         task->result.set_error("cancelled: forkpoold is shutting down");
         FinishLocked(pool.get(), *task, v1::TASK_STATE_CANCELLED, &notify);
@@ -803,7 +1056,13 @@ void Scheduler::KillAll(absl::Time deadline) {
     for (auto& [name, pool] : pools_) {
       for (auto& [key, w] : pool->workers) {
         if (!w.conn) continue;
-        if (w.state == v1::WORKER_STATE_BUSY) {
+        if (w.state == v1::WORKER_STATE_BUSY && w.chunk) {
+          FailChunkItemsLocked(*w.chunk, w.chunk_results, v1::TASK_STATE_CANCELLED,
+                               "cancelled: forkpoold shut down before the item finished",
+                               nullptr);
+          w.chunk.reset();
+          --running_;
+        } else if (w.state == v1::WORKER_STATE_BUSY) {
           if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
             task->result.set_error("cancelled: forkpoold shut down before the task finished");
             FinishLocked(pool.get(), *task, v1::TASK_STATE_CANCELLED, &notify);

@@ -84,6 +84,21 @@ class Scheduler {
   absl::StatusOr<v1::CancelResponse> Cancel(const std::string& task_id,
                                             const std::string& why);
 
+  // Starts a map over `inputs` (which must outlive the job's chunks: see MapChunk).
+  // `chunksize` 0 means ceil(len / (4 * processes)). Errors as Submit.
+  absl::Status StartMap(const std::shared_ptr<MapJob>& job,
+                        const google::protobuf::RepeatedPtrField<std::string>* inputs,
+                        uint32_t chunksize);
+  // Opens a streaming map (no inputs yet); validates as Submit.
+  absl::Status OpenMap(const std::shared_ptr<MapJob>& job);
+  // Adds inputs to a streaming map, cut into chunks of `chunksize` (0: about one
+  // chunk per worker from this batch).
+  absl::Status AddMapInputs(const std::shared_ptr<MapJob>& job, std::vector<std::string> inputs,
+                            uint32_t chunksize);
+  // Cancels a map: queued chunks are dropped, running ones told to stop. Call before
+  // ending the call (the unary inputs are freed with it).
+  void CancelMap(const std::shared_ptr<MapJob>& job);
+
   // Shutdown, in order: BeginDrain (refuse new work, cancel queued tasks), then
   // AwaitRunning (running tasks finish or the deadline passes), then KillAll.
   void BeginDrain();
@@ -106,6 +121,22 @@ class Scheduler {
                       std::string request_id, uint64_t spec_hash)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchLocked(Pool& pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends one pending entry to an idle worker; false if it was skipped.
+  bool SendTaskLocked(Pool& pool, WorkerSlot& w, Task& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SendChunkLocked(Pool& pool, WorkerSlot& w, std::shared_ptr<MapChunk> chunk)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SendLocked(WorkerSlot& w, const internal::ToWorker& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void QueueChunksLocked(Pool& pool, const std::shared_ptr<MapJob>& job, uint64_t first_index,
+                         std::vector<std::string>* owned,
+                         const google::protobuf::RepeatedPtrField<std::string>* source,
+                         int count, uint32_t chunksize) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Answers a chunk's items [from, count) with `error` (or requeues them).
+  void FailChunkItemsLocked(const MapChunk& chunk, int from, v1::TaskState state,
+                            const std::string& error, const v1::WorkerLoss* loss)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RequeueChunkRestLocked(Pool& pool, const MapChunk& chunk, int from)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadPoolLocked(Pool& pool, std::function<void(absl::Status)> done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartWorkerLocked(Pool& pool, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/daemon/deferred_reactor.h"
 #include "server/daemon/grpc_status.h"
+#include "server/daemon/map_reactors.h"
 
 namespace forkpool {
 namespace {
@@ -27,17 +28,6 @@ class WaitingCount {
 
  private:
   std::atomic<int64_t>* n_;
-};
-
-// A stream method whose issue has not landed yet.
-template <typename Reactor>
-class UnimplementedStream : public Reactor {
- public:
-  explicit UnimplementedStream(const char* what) {
-    this->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                              absl::StrCat(what, " is not implemented in this forkpoold yet")));
-  }
-  void OnDone() override { delete this; }
 };
 
 }  // namespace
@@ -229,7 +219,9 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
   auto counted = std::make_shared<WaitingCount>(&waiting_);
   Scheduler* scheduler = scheduler_;
   IoLoop* loop = loop_;
-  std::vector<std::string> ids(request->task_ids().begin(), request->task_ids().end());
+  // Shared, not copied: every waiter's closure holds `finish`.
+  auto ids = std::make_shared<const std::vector<std::string>>(request->task_ids().begin(),
+                                                              request->task_ids().end());
 
   // Runs once, by the winner: unregister, then answer from the table as it is now.
   auto finish = [=](bool satisfied_hint) {
@@ -239,7 +231,7 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
       for (const auto& [tid, wid] : state->waiters) scheduler->Unwatch(tid, wid);
     }
     int done = 0;
-    for (const std::string& tid : ids) {
+    for (const std::string& tid : *ids) {
       absl::StatusOr<v1::TaskResult> r = scheduler->GetResult(tid);
       // A result that expired meanwhile has ended too.
       if (!r.ok() || IsTerminal(r->state())) {
@@ -260,7 +252,7 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
     for (const auto& [tid, wid] : state->waiters) scheduler->Unwatch(tid, wid);
     reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "Wait cancelled by the client"));
   });
-  for (const std::string& id : ids) {
+  for (const std::string& id : *ids) {
     uint64_t wid = 0;
     absl::StatusOr<std::optional<v1::TaskResult>> now = scheduler_->Watch(
         id,
@@ -292,13 +284,12 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
 
 grpc::ServerWriteReactor<v1::MapResponse>* TaskService::Map(grpc::CallbackServerContext* ctx,
                                                             const v1::MapRequest* request) {
-  return new UnimplementedStream<grpc::ServerWriteReactor<v1::MapResponse>>("Map");
+  return NewMapReactor(scheduler_, loop_, request);
 }
 
 grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>* TaskService::MapStream(
     grpc::CallbackServerContext* ctx) {
-  return new UnimplementedStream<grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>>(
-      "MapStream");
+  return NewMapStreamReactor(scheduler_, loop_);
 }
 
 }  // namespace forkpool

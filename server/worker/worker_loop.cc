@@ -1,6 +1,7 @@
 // Native worker loop implementation.
 #include "server/worker/worker_loop.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -64,10 +65,9 @@ class Worker {
     }
     if (!init.ok()) return 1;
 
-    FrameDecoder decoder;
     ToWorker message;
-    while (true) {
-      absl::Status s = ReadMessage(fd_, decoder, &message);
+    while (!shutdown_) {
+      absl::Status s = ReadMessage(fd_, decoder_, &message);
       if (absl::IsNotFound(s)) return 0;  // the daemon closed our socket
       if (!s.ok()) {
         Die("reading from forkpoold", s);
@@ -92,6 +92,7 @@ class Worker {
           return 1;
       }
     }
+    return 0;
   }
 
  private:
@@ -136,6 +137,25 @@ class Worker {
     return status;
   }
 
+  // Between items: reads, without blocking, what forkpoold sent meanwhile; true if it
+  // asked to stop `batch_id`.
+  bool StopRequested(uint64_t batch_id) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) return false;
+    absl::StatusOr<size_t> n = decoder_.ReadFrom(fd_);
+    if (!n.ok() || *n == 0) return true;  // the daemon is gone: stop now
+    bool stop = false;
+    while (true) {
+      auto frame = decoder_.Next();
+      if (!frame.ok() || !frame->has_value()) break;
+      ToWorker m;
+      if (!m.ParseFromArray((*frame)->data(), static_cast<int>((*frame)->size()))) break;
+      if (m.has_stop() && m.stop().batch_id() == batch_id) stop = true;
+      if (m.has_shutdown()) shutdown_ = true;
+    }
+    return stop;
+  }
+
   absl::Status RunBatch(const internal::RunBatch& batch) {
     forkpool_task_fn_v1 fn = registry_.Find(batch.function());
     FromWorker results_msg;
@@ -144,6 +164,7 @@ class Worker {
     results->set_first_index(0);
     std::string out;
     auto last_flush = std::chrono::steady_clock::now();
+    auto last_check = last_flush;
     size_t buffered = 0;
     for (int i = 0; i < batch.inputs_size(); ++i) {
       internal::ItemResult* item = results->add_results();
@@ -160,8 +181,13 @@ class Worker {
       }
       buffered += item->output().size() + 16;
       const auto now = std::chrono::steady_clock::now();
-      const bool last = i + 1 == batch.inputs_size();
-      if (!last && (buffered >= kFlushBytes || now - last_flush >= kFlushInterval)) {
+      bool last = i + 1 == batch.inputs_size();
+      if (!last && now - last_check >= kFlushInterval) {
+        last_check = now;
+        if (StopRequested(batch.batch_id())) last = true;  // the rest stays unanswered
+      }
+      if (last) break;
+      if ((buffered >= kFlushBytes || now - last_flush >= kFlushInterval)) {
         AppendFrame(results_msg, &out);
         FORKPOOL_RETURN_IF_ERROR(WriteAll(fd_, out));
         out.clear();
@@ -186,6 +212,8 @@ class Worker {
   const int pid_ = ::getpid();
   const UniqueFd statm_{::open("/proc/self/statm", O_RDONLY | O_CLOEXEC)};
   volatile int soft_limit_reached_ = 0;
+  FrameDecoder decoder_;
+  bool shutdown_ = false;
 };
 
 }  // namespace

@@ -1,0 +1,360 @@
+// Map and MapStream reactors.
+//
+// Lifetime: a MapJob may outlive its call (a worker can still hold a chunk), so the
+// job wakes its reactor through a WakeToken. The reactor is reference-counted: gRPC
+// holds one reference until OnDone, and each wake holds one while it runs, so the
+// reactor is deleted only when both are over (a reactor deleted in OnDone while a
+// wake runs would be a use-after-free).
+#include "server/daemon/map_reactors.h"
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/ids.h"
+#include "server/daemon/grpc_status.h"
+#include "server/daemon/map_job.h"
+
+namespace forkpool {
+namespace {
+
+IdGenerator& MapIds() {
+  static IdGenerator* ids = new IdGenerator();
+  return *ids;
+}
+
+class Pumpable {
+ public:
+  virtual ~Pumpable() = default;
+  virtual void Pump() = 0;
+  void Ref() { refs_.fetch_add(1); }
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+ private:
+  std::atomic<int> refs_{1};  // gRPC's, dropped in OnDone
+};
+
+// Shared by a reactor and its job's wake callback.
+struct WakeToken {
+  absl::Mutex mu;
+  Pumpable* target ABSL_GUARDED_BY(mu) = nullptr;
+  std::atomic<bool> posted{false};
+
+  // Runs target->Pump() unless the reactor is done; holds a reference meanwhile.
+  void Wake() {
+    Pumpable* t;
+    {
+      absl::MutexLock lock(&mu);
+      t = target;
+      if (t == nullptr) return;
+      t->Ref();
+    }
+    t->Pump();
+    t->Unref();
+  }
+  void Detach() {
+    absl::MutexLock lock(&mu);
+    target = nullptr;
+  }
+};
+
+// The writing half shared by both reactors. `Base` is the gRPC reactor type.
+template <typename Base>
+class MapWriter : public Base, public Pumpable {
+ public:
+  MapWriter(Scheduler* scheduler, IoLoop* loop)
+      : scheduler_(scheduler), loop_(loop), token_(std::make_shared<WakeToken>()) {
+    absl::MutexLock lock(&token_->mu);
+    token_->target = this;
+  }
+
+  // Takes the next batch and writes it, or finishes the call. Any thread; never
+  // called with the Scheduler's lock held (job wakes go through the loop).
+  void Pump() override {
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      if (!error_.ok()) {
+        finish = ToGrpcStatus(error_);
+      } else if (cancelled_) {
+        finish = grpc::Status(grpc::StatusCode::CANCELLED, "map cancelled by the client");
+      } else if (job_ != nullptr) {
+        if (std::optional<v1::MapResponse> batch = job_->TakeBatch()) {
+          out_ = std::move(*batch);
+          writing_ = true;
+        } else if (job_->Finished()) {
+          finish = grpc::Status::OK;
+        } else {
+          return;
+        }
+      } else {
+        return;
+      }
+      if (finish) finished_ = true;
+    }
+    if (finish) {
+      this->Finish(*finish);
+    } else {
+      this->StartWrite(&out_);
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) cancelled_ = true;  // the client is gone
+    }
+    if (!ok) CancelJob();
+    AfterWrite();
+    Pump();
+  }
+
+  void OnCancel() override {
+    CancelJob();
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+    }
+    Pump();
+  }
+
+  void OnDone() override {
+    token_->Detach();
+    Unref();
+  }
+
+ protected:
+  // A wake from the job: coalesced, and run on the loop thread so that it never runs
+  // under the Scheduler's lock (which the job's results are added under).
+  std::shared_ptr<MapJob> MakeJob(const std::string& pool, const std::string& function,
+                                  const std::string& codec, bool ordered) {
+    std::shared_ptr<WakeToken> token = token_;
+    IoLoop* loop = loop_;
+    return std::make_shared<MapJob>(MapIds().Next("m"), pool, function, codec, ordered,
+                                    [token, loop] {
+                                      if (token->posted.exchange(true)) return;
+                                      loop->Post([token] {
+                                        token->posted.store(false);
+                                        token->Wake();
+                                      });
+                                    });
+  }
+
+  // Ends the call with `status` once no write is in flight; cancels the job.
+  void Fail(const absl::Status& status) {
+    CancelJob();
+    {
+      absl::MutexLock lock(&mu_);
+      if (error_.ok()) error_ = status;
+    }
+    Pump();
+  }
+
+  void CancelJob() {
+    std::shared_ptr<MapJob> job;
+    {
+      absl::MutexLock lock(&mu_);
+      job = job_;
+    }
+    if (job != nullptr && !job->cancelled()) scheduler_->CancelMap(job);
+  }
+
+  void SetJob(std::shared_ptr<MapJob> job) {
+    absl::MutexLock lock(&mu_);
+    job_ = std::move(job);
+  }
+  std::shared_ptr<MapJob> job() {
+    absl::MutexLock lock(&mu_);
+    return job_;
+  }
+
+  // Called after each write completes (the stream reactor reads more then).
+  virtual void AfterWrite() {}
+
+  Scheduler* const scheduler_;
+  IoLoop* const loop_;
+
+ private:
+  std::shared_ptr<WakeToken> token_;
+  absl::Mutex mu_;
+  std::shared_ptr<MapJob> job_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  v1::MapResponse out_;  // the write in flight
+};
+
+class MapReactor final : public MapWriter<grpc::ServerWriteReactor<v1::MapResponse>> {
+ public:
+  MapReactor(Scheduler* scheduler, IoLoop* loop, const v1::MapRequest* request)
+      : MapWriter(scheduler, loop) {
+    std::shared_ptr<MapJob> job =
+        MakeJob(request->pool(), request->function(), request->codec(), request->ordered());
+    SetJob(job);
+    // The request, and so the inputs the chunks point into, lives until OnDone.
+    absl::Status s = scheduler_->StartMap(job, &request->inputs(), request->chunksize());
+    if (!s.ok()) {
+      Fail(s);
+      return;
+    }
+    Pump();
+  }
+};
+
+class MapStreamReactor final
+    : public MapWriter<grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>> {
+ public:
+  MapStreamReactor(Scheduler* scheduler, IoLoop* loop) : MapWriter(scheduler, loop) {
+    reading_ = true;
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    {
+      absl::MutexLock lock(&feed_mu_);
+      reading_ = false;
+    }
+    if (!ok) {
+      // The client half-closed (or left): no more inputs.
+      if (job() == nullptr) {
+        Fail(absl::InvalidArgumentError("MapStream closed before its open message"));
+        return;
+      }
+      EndInputs();
+      return;
+    }
+    switch (in_.kind_case()) {
+      case v1::MapStreamRequest::kOpen: {
+        if (job() != nullptr) {
+          Fail(absl::InvalidArgumentError("MapStream got a second open message"));
+          return;
+        }
+        const v1::MapStreamOpen& open = in_.open();
+        chunksize_ = open.chunksize();
+        window_ = open.window() == 0 ? kDefaultMapWindow : open.window();
+        std::shared_ptr<MapJob> job =
+            MakeJob(open.pool(), open.function(), open.codec(), open.ordered());
+        absl::Status s = scheduler_->OpenMap(job);
+        if (!s.ok()) {
+          Fail(s);
+          return;
+        }
+        SetJob(job);
+        Feed();
+        return;
+      }
+      case v1::MapStreamRequest::kInputs: {
+        if (job() == nullptr) {
+          Fail(absl::InvalidArgumentError("MapStream inputs came before its open message"));
+          return;
+        }
+        {
+          absl::MutexLock lock(&feed_mu_);
+          for (std::string& input : *in_.mutable_inputs()->mutable_inputs()) {
+            pending_.push_back(std::move(input));
+          }
+        }
+        Feed();
+        return;
+      }
+      case v1::MapStreamRequest::kEnd:
+        if (job() == nullptr) {
+          Fail(absl::InvalidArgumentError("MapStream ended before its open message"));
+          return;
+        }
+        EndInputs();
+        return;
+      default:
+        Fail(absl::InvalidArgumentError(absl::StrCat(
+            "MapStream message of unknown kind ", static_cast<int>(in_.kind_case()))));
+        return;
+    }
+  }
+
+ private:
+  void AfterWrite() override { Feed(); }
+
+  void EndInputs() {
+    {
+      absl::MutexLock lock(&feed_mu_);
+      input_closed_ = true;
+    }
+    Feed();
+    Pump();
+  }
+
+  // Hands buffered inputs to the scheduler while the window has room, then reads
+  // more once the buffer is empty. Called after reads and after writes.
+  void Feed() {
+    std::shared_ptr<MapJob> j = job();
+    if (j == nullptr || j->cancelled()) return;
+    bool read_more = false;
+    absl::Status status;
+    bool end_now = false;
+    {
+      absl::MutexLock lock(&feed_mu_);
+      const uint64_t inflight = j->InFlight();
+      if (inflight < window_ && !pending_.empty()) {
+        const size_t n = std::min<size_t>(pending_.size(), window_ - inflight);
+        std::vector<std::string> batch;
+        batch.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+          batch.push_back(std::move(pending_.front()));
+          pending_.pop_front();
+        }
+        status = scheduler_->AddMapInputs(j, std::move(batch), chunksize_);
+      }
+      if (pending_.empty() && input_closed_ && !end_sent_) {
+        end_sent_ = true;
+        end_now = true;
+      }
+      if (status.ok() && pending_.empty() && !input_closed_ && !reading_ &&
+          j->InFlight() < window_) {
+        reading_ = true;
+        read_more = true;
+      }
+    }
+    if (!status.ok()) {
+      Fail(status);
+      return;
+    }
+    if (end_now) {
+      j->AddAccepted(0, /*end=*/true);
+      Pump();
+    }
+    if (read_more) StartRead(&in_);
+  }
+
+  v1::MapStreamRequest in_;  // the read in flight
+  absl::Mutex feed_mu_;
+  std::deque<std::string> pending_ ABSL_GUARDED_BY(feed_mu_);
+  bool reading_ ABSL_GUARDED_BY(feed_mu_) = false;
+  bool input_closed_ ABSL_GUARDED_BY(feed_mu_) = false;
+  bool end_sent_ ABSL_GUARDED_BY(feed_mu_) = false;
+  uint32_t chunksize_ = 0;
+  uint32_t window_ = kDefaultMapWindow;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::MapResponse>* NewMapReactor(Scheduler* scheduler, IoLoop* loop,
+                                                         const v1::MapRequest* request) {
+  return new MapReactor(scheduler, loop, request);
+}
+
+grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>* NewMapStreamReactor(
+    Scheduler* scheduler, IoLoop* loop) {
+  return new MapStreamReactor(scheduler, loop);
+}
+
+}  // namespace forkpool

@@ -1,0 +1,26 @@
+// The reactors of Tasks.Map (server streaming) and Tasks.MapStream (bidirectional):
+// they feed a MapJob's inputs to the Scheduler and write its results in batches,
+// one write in flight at a time.
+#ifndef FORKPOOL_SERVER_DAEMON_MAP_REACTORS_H_
+#define FORKPOOL_SERVER_DAEMON_MAP_REACTORS_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "forkpool/v1/forkpool.grpc.pb.h"
+#include "server/daemon/io_loop.h"
+#include "server/daemon/scheduler.h"
+
+namespace forkpool {
+
+// Default MapStream window when the client gives none.
+inline constexpr uint32_t kDefaultMapWindow = 16384;
+
+// Each creates a reactor that deletes itself in OnDone.
+grpc::ServerWriteReactor<v1::MapResponse>* NewMapReactor(Scheduler* scheduler, IoLoop* loop,
+                                                         const v1::MapRequest* request);
+grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>* NewMapStreamReactor(
+    Scheduler* scheduler, IoLoop* loop);
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_SERVER_DAEMON_MAP_REACTORS_H_
