@@ -135,11 +135,22 @@ int Serve() {
   ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  std::vector<std::string> libraries = absl::GetFlag(FLAGS_task_library);
+  if (libraries.empty()) {
+    const std::string lib = DefaultTaskLibrary();
+    if (lib.empty()) {
+      Fail("cannot start the default pool",
+           absl::NotFoundError("no --task_library given and the example library "
+                               "libforkpool_example_tasks.so is not installed beside forkpoold"));
+    }
+    libraries.push_back(lib);
+  }
   absl::StatusOr<std::unique_ptr<IoLoop>> loop = IoLoop::Create();
   if (!loop.ok()) Fail("cannot start the I/O loop", loop.status());
   SchedulerOptions options;
   options.result_ttl = absl::GetFlag(FLAGS_result_ttl);
   options.max_queued_per_pool = absl::GetFlag(FLAGS_max_queued);
+  options.default_libraries = libraries;
   auto scheduler = std::make_unique<Scheduler>(loop->get(), options);
   Scheduler* sched = scheduler.get();
   auto helper_client = std::make_unique<ForkHelperClient>(
@@ -152,16 +163,6 @@ int Serve() {
   settings.set_name(kDefaultPoolName);
   settings.set_processes(absl::GetFlag(FLAGS_processes));
   settings.set_max_tasks_per_child(absl::GetFlag(FLAGS_max_tasks_per_child));
-  std::vector<std::string> libraries = absl::GetFlag(FLAGS_task_library);
-  if (libraries.empty()) {
-    const std::string lib = DefaultTaskLibrary();
-    if (lib.empty()) {
-      Fail("cannot start the default pool",
-           absl::NotFoundError("no --task_library given and the example library "
-                               "libforkpool_example_tasks.so is not installed beside forkpoold"));
-    }
-    libraries.push_back(lib);
-  }
   for (const auto& lib : libraries) settings.add_libraries(lib);
   absl::Notification loaded;
   absl::Status pool_status;
@@ -175,7 +176,7 @@ int Serve() {
   if (!pool_status.ok()) Fail("cannot start the default pool", pool_status);
 
   TaskService task_service(scheduler.get(), loop->get());
-  PoolService pool_service(scheduler.get());
+  PoolService pool_service(scheduler.get(), loop->get());
   QueueService queue_service;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

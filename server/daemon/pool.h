@@ -9,6 +9,8 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <functional>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "forkpool/v1/forkpool.pb.h"
@@ -45,6 +47,9 @@ struct Pool {
   std::set<std::string> functions;
   bool loaded = false;  // the fork helper has loaded its libraries
   bool closed = false;
+  bool deleting = false;  // DeletePool: erased once its last worker is reaped
+  // Called (after the lock is released) once a closed pool has no work and no workers.
+  std::vector<std::function<void()>> join_waiters;
   std::map<uint64_t, WorkerSlot> workers;  // by key
   std::deque<uint64_t> idle;               // keys of IDLE workers
   std::deque<PendingWork> pending;  // cancelled tasks and maps are skipped

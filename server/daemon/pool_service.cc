@@ -2,6 +2,7 @@
 #include "server/daemon/pool_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/daemon/deferred_reactor.h"
 #include "server/daemon/grpc_status.h"
 
 namespace forkpool {
@@ -48,22 +49,60 @@ grpc::ServerUnaryReactor* PoolService::DescribePool(grpc::CallbackServerContext*
 }
 
 grpc::ServerUnaryReactor* PoolService::DeletePool(grpc::CallbackServerContext* ctx,
-                                                  const v1::DeletePoolRequest*,
+                                                  const v1::DeletePoolRequest* request,
                                                   v1::DeletePoolResponse*) {
-  return NotYet(ctx, "DeletePool");
+  return Answer(ctx, scheduler_->DeletePool(request->name()));
 }
+
 grpc::ServerUnaryReactor* PoolService::ClosePool(grpc::CallbackServerContext* ctx,
-                                                 const v1::ClosePoolRequest*, v1::PoolInfo*) {
-  return NotYet(ctx, "ClosePool");
+                                                 const v1::ClosePoolRequest* request,
+                                                 v1::PoolInfo* response) {
+  absl::StatusOr<v1::PoolInfo> info = scheduler_->ClosePool(request->name());
+  if (info.ok()) *response = std::move(*info);
+  return Answer(ctx, info.status());
 }
-grpc::ServerUnaryReactor* PoolService::JoinPool(grpc::CallbackServerContext* ctx,
-                                                const v1::JoinPoolRequest*, v1::PoolInfo*) {
-  return NotYet(ctx, "JoinPool");
-}
+
 grpc::ServerUnaryReactor* PoolService::TerminatePool(grpc::CallbackServerContext* ctx,
-                                                     const v1::TerminatePoolRequest*,
-                                                     v1::PoolInfo*) {
-  return NotYet(ctx, "TerminatePool");
+                                                     const v1::TerminatePoolRequest* request,
+                                                     v1::PoolInfo* response) {
+  absl::StatusOr<v1::PoolInfo> info = scheduler_->TerminatePool(request->name());
+  if (info.ok()) *response = std::move(*info);
+  return Answer(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* PoolService::JoinPool(grpc::CallbackServerContext* ctx,
+                                                const v1::JoinPoolRequest* request,
+                                                v1::PoolInfo* response) {
+  absl::StatusOr<absl::Time> deadline =
+      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
+  if (!deadline.ok()) return Answer(ctx, deadline.status());
+  auto* reactor = new DeferredReactor();
+  auto claim = reactor->claim();
+  Scheduler* scheduler = scheduler_;
+  const std::string name = request->name();
+  // Answers with the pool as it is; a timeout is not an error (its workers show).
+  auto answer = [=] {
+    absl::StatusOr<v1::PoolInfo> info = scheduler->DescribePool(name);
+    if (info.ok()) *response = std::move(*info);
+    reactor->Finish(ToGrpcStatus(info.status()));
+  };
+  reactor->set_on_cancel([=] {
+    if (claim->Claim()) reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "JoinPool cancelled"));
+  });
+  absl::Status s = scheduler_->JoinPool(name, [=] {
+    if (claim->Claim()) answer();
+  });
+  if (!s.ok()) {
+    reactor->FinishOnce(ToGrpcStatus(s));
+    return reactor;
+  }
+  if (*deadline != absl::InfiniteFuture()) {
+    IoLoop::TimerId id = loop_->AddTimer(*deadline, [=] {
+      if (claim->Claim()) answer();
+    });
+    if (claim->claimed.load()) loop_->CancelTimer(id);
+  }
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* QueueService::CreateQueue(grpc::CallbackServerContext* ctx,

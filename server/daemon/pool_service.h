@@ -10,7 +10,7 @@ namespace forkpool {
 // Thread-safe; gRPC calls it from its own threads.
 class PoolService final : public v1::Pools::CallbackService {
  public:
-  explicit PoolService(Scheduler* scheduler) : scheduler_(scheduler) {}
+  PoolService(Scheduler* scheduler, IoLoop* loop) : scheduler_(scheduler), loop_(loop) {}
 
   grpc::ServerUnaryReactor* CreatePool(grpc::CallbackServerContext* ctx,
                                        const v1::CreatePoolRequest* request,
@@ -36,6 +36,7 @@ class PoolService final : public v1::Pools::CallbackService {
 
  private:
   Scheduler* const scheduler_;
+  IoLoop* const loop_;
 };
 
 // forkpool.v1.Queues: every method answers UNIMPLEMENTED naming the feature until

@@ -64,7 +64,7 @@ void Scheduler::SweepResults() {
 
 Pool* Scheduler::FindPoolLocked(const std::string& name) {
   auto it = pools_.find(name.empty() ? std::string(kDefaultPoolName) : name);
-  return it == pools_.end() ? nullptr : it->second.get();
+  return it == pools_.end() || it->second->deleting ? nullptr : it->second.get();
 }
 
 // ---------------------------------------------------------------------------
@@ -72,6 +72,9 @@ Pool* Scheduler::FindPoolLocked(const std::string& name) {
 
 void Scheduler::CreatePool(v1::PoolSettings settings,
                            std::function<void(absl::StatusOr<v1::PoolInfo>)> done) {
+  if (settings.libraries().empty()) {
+    for (const auto& lib : options_.default_libraries) settings.add_libraries(lib);
+  }
   absl::Status valid = NormalizePoolSettings(&settings);
   if (!valid.ok()) {
     done(valid);
@@ -82,8 +85,10 @@ void Scheduler::CreatePool(v1::PoolSettings settings,
     done(absl::UnavailableError("forkpoold is shutting down"));
     return;
   }
-  if (pools_.count(settings.name())) {
-    done(absl::AlreadyExistsError(absl::StrCat("pool '", settings.name(), "' already exists")));
+  if (auto it = pools_.find(settings.name()); it != pools_.end()) {
+    done(absl::AlreadyExistsError(absl::StrCat(
+        "pool '", settings.name(), "' already exists",
+        it->second->deleting ? " (it is being deleted; try again when it is gone)" : "")));
     return;
   }
   auto pool = std::make_unique<Pool>();
@@ -180,10 +185,137 @@ v1::PoolInfo Scheduler::InfoLocked(const Pool& pool) const {
   return info;
 }
 
+absl::StatusOr<v1::PoolInfo> Scheduler::ClosePool(const std::string& name) {
+  Notify notify;
+  absl::StatusOr<v1::PoolInfo> info;
+  {
+    absl::MutexLock lock(&mu_);
+    Pool* pool = FindPoolLocked(name);
+    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    pool->closed = true;
+    WindDownLocked(*pool, &notify);
+    info = InfoLocked(*pool);
+  }
+  RunNotify(notify);
+  return info;
+}
+
+void Scheduler::TerminateLocked(Pool& pool, const std::string& why, Notify* notify) {
+  pool.closed = true;
+  for (const PendingWork& work : pool.pending) {
+    if (work.chunk) {
+      if (!work.chunk->job->cancelled()) {
+        FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_CANCELLED, why, nullptr);
+      }
+      continue;
+    }
+    Task* task = tasks_.Find(work.task_id);
+    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
+    task->result.set_error(why);
+    FinishLocked(&pool, *task, v1::TASK_STATE_CANCELLED, notify);
+  }
+  pool.pending.clear();
+  pool.queued = 0;
+  for (auto& [key, w] : pool.workers) {
+    if (w.state == v1::WORKER_STATE_BUSY) {
+      if (w.chunk) {
+        if (!w.chunk->job->cancelled()) {
+          FailChunkItemsLocked(*w.chunk, w.chunk_results, v1::TASK_STATE_CANCELLED, why, nullptr);
+        }
+        w.chunk.reset();
+      } else if (Task* task = tasks_.Find(w.task_id);
+                 task && !IsTerminal(task->result.state())) {
+        task->result.set_error(why);
+        FinishLocked(&pool, *task, v1::TASK_STATE_CANCELLED, notify);
+      }
+      --running_;
+      w.task_id.clear();
+    }
+    w.state = v1::WORKER_STATE_STOPPING;
+    if (w.conn) w.conn->Kill();
+  }
+  pool.idle.clear();
+}
+
+absl::StatusOr<v1::PoolInfo> Scheduler::TerminatePool(const std::string& name) {
+  Notify notify;
+  absl::StatusOr<v1::PoolInfo> info;
+  {
+    absl::MutexLock lock(&mu_);
+    Pool* pool = FindPoolLocked(name);
+    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    TerminateLocked(*pool, absl::StrCat("cancelled: pool '", name, "' was terminated"), &notify);
+    WindDownLocked(*pool, &notify);
+    info = InfoLocked(*pool);
+  }
+  RunNotify(notify);
+  return info;
+}
+
+absl::Status Scheduler::DeletePool(const std::string& name) {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    Pool* pool = FindPoolLocked(name);
+    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    TerminateLocked(*pool, absl::StrCat("cancelled: pool '", name, "' was deleted"), &notify);
+    WindDownLocked(*pool, &notify);
+    // Workers still starting are dropped with their slot: the fds the helper passes
+    // up for them close unused and the worker exits on EOF.
+    for (auto it = pool->workers.begin(); it != pool->workers.end();) {
+      it = it->second.conn ? std::next(it) : pool->workers.erase(it);
+    }
+    pool->deleting = true;
+    if (pool->workers.empty()) {
+      pools_.erase(name);
+    }
+  }
+  RunNotify(notify);
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::JoinPool(const std::string& name, std::function<void()> done) {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    Pool* pool = FindPoolLocked(name);
+    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    if (!pool->closed) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pool '", name, "' is still running: close or terminate it before join"));
+    }
+    pool->join_waiters.push_back(std::move(done));
+    WindDownLocked(*pool, &notify);
+  }
+  RunNotify(notify);
+  return absl::OkStatus();
+}
+
+void Scheduler::WindDownLocked(Pool& pool, Notify* notify) {
+  if (!pool.closed) return;
+  if (pool.queued == 0 && pool.pending.empty()) {
+    for (auto& [key, w] : pool.workers) {
+      if (w.state == v1::WORKER_STATE_IDLE && w.conn) {
+        internal::ToWorker shutdown;
+        shutdown.mutable_shutdown();
+        (void)SendLocked(w, shutdown);
+        w.state = v1::WORKER_STATE_STOPPING;
+      }
+    }
+    pool.idle.clear();
+  }
+  if (pool.workers.empty() && !pool.join_waiters.empty()) {
+    for (auto& fn : pool.join_waiters) notify->push_back(std::move(fn));
+    pool.join_waiters.clear();
+  }
+}
+
 std::vector<v1::PoolInfo> Scheduler::ListPools() {
   absl::MutexLock lock(&mu_);
   std::vector<v1::PoolInfo> out;
-  for (const auto& [name, pool] : pools_) out.push_back(InfoLocked(*pool));
+  for (const auto& [name, pool] : pools_) {
+    if (!pool->deleting) out.push_back(InfoLocked(*pool));
+  }
   return out;
 }
 
@@ -250,9 +382,13 @@ void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
                                const internal::FromHelper& reply, std::vector<UniqueFd> fds) {
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(name);
-  if (pool == nullptr) return;  // the fds close here; the worker sees EOF and exits
-  auto it = pool->workers.find(key);
-  if (it == pool->workers.end()) return;
+  auto it = pool != nullptr ? pool->workers.find(key) : decltype(pool->workers.end())();
+  if (pool == nullptr || it == pool->workers.end()) {
+    // Nobody wants this worker any more (its pool was deleted): its socket closes
+    // here, it exits on EOF, and as our child it must still be reaped.
+    if (StatusFromProto(reply.status()).ok() && fds.size() == 3) ReapLaterLocked(std::move(fds[1]));
+    return;
+  }
   WorkerSlot& w = it->second;
   absl::Status s = StatusFromProto(reply.status());
   if (s.ok() && fds.size() != 3) {
@@ -295,9 +431,24 @@ void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
   }
 }
 
+void Scheduler::ReapLaterLocked(UniqueFd pidfd) {
+  const int fd = pidfd.get();
+  orphans_.emplace(fd, std::move(pidfd));
+  absl::Status s = loop_->Watch(fd, EPOLLIN, [this, fd](uint32_t) {
+    absl::MutexLock lock(&mu_);
+    auto it = orphans_.find(fd);
+    if (it == orphans_.end()) return;
+    ReapPidfd(fd);
+    loop_->Unwatch(fd);
+    orphans_.erase(it);
+  });
+  if (!s.ok()) Log("cannot watch an orphaned worker: ", s.message());
+}
+
 void Scheduler::OnWorkerStderr(const std::string& name, uint64_t key) {
   absl::MutexLock lock(&mu_);
-  Pool* pool = FindPoolLocked(name);
+  auto pit = pools_.find(name);
+    Pool* pool = pit == pools_.end() ? nullptr : pit->second.get();
   if (pool == nullptr) return;
   auto it = pool->workers.find(key);
   if (it == pool->workers.end() || !it->second.conn) return;
@@ -320,7 +471,8 @@ void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t e
   Notify notify;
   {
     absl::MutexLock lock(&mu_);
-    Pool* pool = FindPoolLocked(name);
+    auto pit = pools_.find(name);
+    Pool* pool = pit == pools_.end() ? nullptr : pit->second.get();
     if (pool == nullptr) return;
     auto it = pool->workers.find(key);
     if (it == pool->workers.end() || !it->second.conn) return;
@@ -349,6 +501,7 @@ void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t e
       }
     }
     DispatchLocked(*pool);
+    WindDownLocked(*pool, &notify);
   }
   RunNotify(notify);
 }
@@ -511,8 +664,9 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
   Notify notify;
   {
     absl::MutexLock lock(&mu_);
-    Pool* pool = FindPoolLocked(name);
-    if (pool == nullptr) return;
+    auto pit = pools_.find(name);  // deleting pools too: their workers must be reaped
+    if (pit == pools_.end()) return;
+    Pool* pool = pit->second.get();
     auto it = pool->workers.find(key);
     if (it == pool->workers.end() || !it->second.conn) return;
     WorkerSlot& w = it->second;
@@ -577,8 +731,14 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     pool->idle.erase(std::remove(pool->idle.begin(), pool->idle.end(), key), pool->idle.end());
     const int index = w.index;
     pool->workers.erase(it);
-    ScheduleRestartLocked(*pool, index);
-    DispatchLocked(*pool);
+    if (pool->deleting && pool->workers.empty()) {
+      Log("pool '", name, "' deleted");
+      pools_.erase(pit);
+    } else {
+      ScheduleRestartLocked(*pool, index);
+      DispatchLocked(*pool);
+      WindDownLocked(*pool, &notify);
+    }
   }
   RunNotify(notify);
 }

@@ -32,6 +32,8 @@ struct SchedulerOptions {
   int64_t max_queued_per_pool = 1'000'000;
   // Largest task input.
   size_t max_input_bytes = 16u << 20;
+  // Libraries a pool created without any loads (the default pool's).
+  std::vector<std::string> default_libraries;
 };
 
 struct SubmitOutcome {
@@ -58,6 +60,16 @@ class Scheduler {
   // error).
   void CreatePool(v1::PoolSettings settings,
                   std::function<void(absl::StatusOr<v1::PoolInfo>)> done);
+  // multiprocessing's close(): no new work; queued and running work finishes, then
+  // the workers exit.
+  absl::StatusOr<v1::PoolInfo> ClosePool(const std::string& name);
+  // terminate(): closes the pool, cancels queued and running work, kills the workers.
+  absl::StatusOr<v1::PoolInfo> TerminatePool(const std::string& name);
+  // Terminates the pool and removes it once its workers are reaped.
+  absl::Status DeletePool(const std::string& name);
+  // join(): calls `done` (on some thread, without the lock) once the closed pool has
+  // no work and no workers. FAILED_PRECONDITION if the pool is not closed.
+  absl::Status JoinPool(const std::string& name, std::function<void()> done);
   // Pools and their workers.
   std::vector<v1::PoolInfo> ListPools();
   absl::StatusOr<v1::PoolInfo> DescribePool(const std::string& name);
@@ -145,6 +157,8 @@ class Scheduler {
                       const internal::FromHelper& reply, std::vector<UniqueFd> fds);
   void OnWorkerSocket(const std::string& pool, uint64_t key, uint32_t events);
   void OnWorkerStderr(const std::string& pool, uint64_t key);
+  // Reaps, when it exits, a worker that no pool owns.
+  void ReapLaterLocked(UniqueFd pidfd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerExit(const std::string& pool, uint64_t key);
   void OnWorkerMessage(Pool& pool, WorkerSlot& worker,
                        const internal::FromWorker& message, Notify* notify)
@@ -155,6 +169,13 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::PoolInfo InfoLocked(const Pool& pool) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SweepResults();
+  // Ends every queued and running piece of work of `pool` as CANCELLED and kills its
+  // workers.
+  void TerminateLocked(Pool& pool, const std::string& why, Notify* notify)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // For a closed pool: stops idle workers once no work is left, and fires join
+  // waiters once no worker is left.
+  void WindDownLocked(Pool& pool, Notify* notify) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void RunNotify(Notify& notify);
 
   IoLoop* const loop_;
@@ -170,6 +191,7 @@ class Scheduler {
   int64_t live_workers_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   IoLoop::TimerId sweep_timer_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<int, UniqueFd> orphans_ ABSL_GUARDED_BY(mu_);  // pidfd -> owner
 };
 
 }  // namespace forkpool
