@@ -66,8 +66,7 @@ absl::Status NormalizePoolSettings(v1::PoolSettings* s) {
           "deadlock the child (a lock held by another thread at fork time is never "
           "released); use 'forkserver' (the default) or 'spawn'"));
     case v1::START_METHOD_SPAWN:
-      return absl::UnimplementedError(absl::StrCat(
-          pool, "start method 'spawn' is not implemented yet; use 'forkserver'"));
+      break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat(pool, "unknown start method ", static_cast<int>(s->start_method())));

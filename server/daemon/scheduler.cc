@@ -671,6 +671,13 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     if (it == pool->workers.end() || !it->second.conn) return;
     WorkerSlot& w = it->second;
     WorkerConnection& conn = *w.conn;
+    // Frames the worker sent before it died still count (results, a Hello that
+    // reports a failed initializer): read them before judging the exit.
+    if (w.protocol_error.empty()) {
+      (void)conn.Read([&](const internal::FromWorker& m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        OnWorkerMessage(*pool, w, m, &notify);
+      });
+    }
     // Everything the worker wrote is in the pipe now; keep it for the report.
     const std::string lines = conn.DrainStderr();
     if (!lines.empty()) std::fwrite(lines.data(), 1, lines.size(), stderr);

@@ -2,6 +2,8 @@
 #include "server/fork_helper/fork_helper.h"
 
 #include <dirent.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -9,15 +11,19 @@
 
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/fd_passing.h"
 #include "common/proto_status.h"
 #include "forkpool/internal/control.pb.h"
 #include "server/fork_helper/worker_forker.h"
+
+extern char** environ;
 
 namespace forkpool {
 namespace {
@@ -26,9 +32,66 @@ using internal::FromHelper;
 using internal::ToHelper;
 
 struct LoadedPool {
-  TaskRegistry registry;
+  TaskRegistry registry;    // empty for spawn pools
   WorkerIdentity identity;  // worker_index set per fork
 };
+
+// forkpool-worker beside the daemon's binary (the helper runs the same binary).
+std::string WorkerBinary() {
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return "forkpool-worker";
+  std::string path(exe, static_cast<size_t>(n));
+  const size_t slash = path.rfind('/');
+  return path.substr(0, slash + 1) + "forkpool-worker";
+}
+
+// Runs `binary --list-functions --library ...` and returns the names it prints.
+absl::StatusOr<std::vector<std::string>> ListFunctions(const std::string& binary,
+                                                       const std::vector<std::string>& libs) {
+  if (::access(binary.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("spawn needs the worker program '", binary, "', which is missing"));
+  }
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe2(function probe)");
+  UniqueFd read_end(out[0]), write_end(out[1]);
+  std::vector<std::string> args = {binary, "--list-functions"};
+  for (const std::string& lib : libs) {
+    args.push_back("--library");
+    args.push_back(lib);
+  }
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
+  pid_t pid = -1;
+  const int err = ::posix_spawn(&pid, binary.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (err != 0) return absl::ErrnoToStatus(err, absl::StrCat("posix_spawn(", binary, ")"));
+  write_end.reset();
+  std::string text;
+  char buf[4096];
+  while (true) {
+    const ssize_t n = RetryOnEintr([&] { return ::read(read_end.get(), buf, sizeof(buf)); });
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  int status = 0;
+  RetryOnEintr([&] { return ::waitpid(pid, &status, 0); });
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the worker program could not load the task libraries (", absl::StrJoin(libs, ", "),
+        "); its error is in forkpoold's log"));
+  }
+  std::vector<std::string> names;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    names.emplace_back(line);
+  }
+  return names;
+}
 
 // Raw write: no locks or allocation-heavy logging in the helper.
 void Log(const std::string& line) {
@@ -113,34 +176,49 @@ class Helper {
   }
 
   absl::Status LoadPool(const internal::LoadPool& load, internal::PoolLoaded* out) {
-    if (load.start_method() != "forkserver") {
-      return absl::UnimplementedError(absl::StrCat(
-          "pool '", load.pool(), "': start method '", load.start_method(),
-          "' is not supported by this fork helper"));
-    }
     std::vector<std::string> libs(load.libraries().begin(), load.libraries().end());
-    absl::StatusOr<TaskRegistry> registry = TaskRegistry::Load(libs);
-    if (!registry.ok()) {
-      return absl::Status(registry.status().code(),
-                          absl::StrCat("pool '", load.pool(), "': ",
-                                       registry.status().message()));
+    LoadedPool pool;
+    pool.identity.pool = load.pool();
+    pool.identity.initializer = load.initializer();
+    pool.identity.initargs = load.initargs();
+    std::vector<std::string> functions;
+    if (load.start_method() == "spawn") {
+      // The helper stays clean: a probe of the worker program lists the functions.
+      pool.identity.spawn_binary = WorkerBinary();
+      pool.identity.libraries = libs;
+      absl::StatusOr<std::vector<std::string>> listed =
+          ListFunctions(pool.identity.spawn_binary, libs);
+      if (!listed.ok()) {
+        return absl::Status(listed.status().code(),
+                            absl::StrCat("pool '", load.pool(), "': ", listed.status().message()));
+      }
+      functions = std::move(*listed);
+    } else if (load.start_method() == "forkserver") {
+      absl::StatusOr<TaskRegistry> registry = TaskRegistry::Load(libs);
+      if (!registry.ok()) {
+        return absl::Status(registry.status().code(),
+                            absl::StrCat("pool '", load.pool(), "': ",
+                                         registry.status().message()));
+      }
+      // Some libraries start threads in their constructors (OpenBLAS).
+      if (absl::Status s = CheckSingleThreaded(
+              absl::StrCat("after loading ", absl::StrJoin(libs, ", ")));
+          !s.ok()) {
+        return s;
+      }
+      pool.registry = std::move(*registry);
+      functions = pool.registry.Names();
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pool '", load.pool(), "': unknown start method '", load.start_method(), "'"));
     }
-    // Some libraries start threads in their constructors (OpenBLAS).
-    if (absl::Status s = CheckSingleThreaded(
-            absl::StrCat("after loading ", absl::StrJoin(libs, ", ")));
-        !s.ok()) {
-      return s;
-    }
-    if (!load.initializer().empty() && registry->Find(load.initializer()) == nullptr) {
+    if (!load.initializer().empty() &&
+        std::find(functions.begin(), functions.end(), load.initializer()) == functions.end()) {
       return absl::NotFoundError(absl::StrCat("pool '", load.pool(),
                                               "': initializer '", load.initializer(),
                                               "' not found in its task libraries"));
     }
-    LoadedPool pool{std::move(*registry), WorkerIdentity{}};
-    pool.identity.pool = load.pool();
-    pool.identity.initializer = load.initializer();
-    pool.identity.initargs = load.initargs();
-    for (const std::string& name : pool.registry.Names()) out->add_functions(name);
+    for (const std::string& name : functions) out->add_functions(name);
     pools_.insert_or_assign(load.pool(), std::move(pool));
     return absl::OkStatus();
   }

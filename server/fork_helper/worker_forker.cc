@@ -16,6 +16,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
 
 namespace forkpool {
 namespace {
@@ -25,7 +29,7 @@ constexpr int kWorkerSocketFd = 3;
 // Runs in the new worker; never returns.
 [[noreturn]] void BecomeWorker(const WorkerIdentity& identity,
                                const TaskRegistry& registry, pid_t daemon_pid,
-                               int socket, int stderr_write) {
+                               int socket, int stderr_write, char* const* spawn_argv) {
   // PDEATHSIG first, then the check that closes the race with a daemon that died.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != daemon_pid) ::_exit(1);
@@ -50,6 +54,12 @@ constexpr int kWorkerSocketFd = 3;
   // A core dump piped to a crash handler delays the exit by seconds.
   rlimit core{0, 0};
   ::setrlimit(RLIMIT_CORE, &core);
+  if (spawn_argv != nullptr) {
+    // PR_SET_PDEATHSIG survives execve (it is cleared only for set-user-ID programs).
+    ::execv(spawn_argv[0], spawn_argv);
+    std::fprintf(stderr, "forkpool worker: execv(%s): %s\n", spawn_argv[0], std::strerror(errno));
+    ::_exit(127);
+  }
   const int code = RunWorkerLoop(identity, registry, UniqueFd(kWorkerSocketFd));
   std::fflush(stdout);
   std::fflush(stderr);
@@ -72,6 +82,25 @@ absl::StatusOr<ForkedWorker> ForkWorker(const WorkerIdentity& identity,
   }
   UniqueFd stderr_read(pipefd[0]), stderr_write(pipefd[1]);
 
+  // argv is built before the fork: the child only execs.
+  std::vector<std::string> spawn_args;
+  std::vector<char*> spawn_argv;
+  if (!identity.spawn_binary.empty()) {
+    spawn_args = {identity.spawn_binary, "--pool", identity.pool, "--index",
+                  std::to_string(identity.worker_index)};
+    for (const std::string& lib : identity.libraries) {
+      spawn_args.push_back("--library");
+      spawn_args.push_back(lib);
+    }
+    if (!identity.initializer.empty()) {
+      spawn_args.push_back("--initializer");
+      spawn_args.push_back(identity.initializer);
+      spawn_args.push_back("--initargs-hex");
+      spawn_args.push_back(absl::BytesToHexString(identity.initargs));
+    }
+    for (std::string& a : spawn_args) spawn_argv.push_back(a.data());
+    spawn_argv.push_back(nullptr);
+  }
   int pidfd = -1;
   clone_args args{};
   args.flags = CLONE_PARENT | CLONE_PIDFD;
@@ -80,8 +109,8 @@ absl::StatusOr<ForkedWorker> ForkWorker(const WorkerIdentity& identity,
   const long pid = ::syscall(SYS_clone3, &args, sizeof(args));
   if (pid < 0) return absl::ErrnoToStatus(errno, "clone3(worker)");
   if (pid == 0) {
-    BecomeWorker(identity, registry, daemon_pid, worker_end.get(),
-                 stderr_write.get());
+    BecomeWorker(identity, registry, daemon_pid, worker_end.get(), stderr_write.get(),
+                 spawn_argv.empty() ? nullptr : spawn_argv.data());
   }
   ForkedWorker w;
   w.pid = static_cast<pid_t>(pid);

@@ -4,6 +4,7 @@
 #define FORKPOOL_SERVER_WORKER_WORKER_LOOP_H_
 
 #include <string>
+#include <vector>
 
 #include "common/unique_fd.h"
 #include "server/worker/task_registry.h"
@@ -16,6 +17,9 @@ struct WorkerIdentity {
   // Run once before the first task; its failure is reported in Hello.
   std::string initializer;
   std::string initargs;
+  // For spawn pools: the program to exec and the libraries it loads itself.
+  std::string spawn_binary;
+  std::vector<std::string> libraries;
 };
 
 // Serves `socket` until EOF or Shutdown. Returns the process exit code: 0 after a

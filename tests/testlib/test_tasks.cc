@@ -1,0 +1,34 @@
+// Task functions that exist only for tests; the default pool does not load them.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "forkpool/task.h"
+
+// Initializer: appends "<pid>\n" to the file named by its input (O_APPEND: one
+// write, so lines from several workers never mix).
+FORKPOOL_TASK(append_pid, ctx, input) {
+  const std::string path(input);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open(", path, ")"));
+  const std::string line = absl::StrCat(::getpid(), "\n");
+  const ssize_t n = ::write(fd, line.data(), line.size());
+  ::close(fd);
+  if (n != static_cast<ssize_t>(line.size())) return absl::InternalError("short write");
+  return std::string("ok");
+}
+
+// Initializer that always fails.
+FORKPOOL_TASK(init_fail, ctx, input) {
+  return absl::FailedPreconditionError("init_fail: this initializer always fails");
+}
+
+// Returns the path of the program the worker runs (/proc/self/exe).
+FORKPOOL_TASK(exe, ctx, input) {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf));
+  if (n <= 0) return absl::ErrnoToStatus(errno, "readlink(/proc/self/exe)");
+  return std::string(buf, static_cast<size_t>(n));
+}
