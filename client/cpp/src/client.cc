@@ -17,10 +17,13 @@ absl::Status CheckHealth(const internal::Connection& connection, absl::Duration 
   grpc::ClientContext context;
   internal::SetDeadline(context, timeout);
   const grpc::Status status = health.Check(&context, request, &response);
-  if (!status.ok()) return internal::FromGrpcStatus(status, "health check", connection);
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        status.error_message());
+  }
   if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
     return absl::UnavailableError(absl::StrCat(
-        "forkpoold at ", connection.address, " is ",
+        "health check says ",
         grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
   }
   return absl::OkStatus();
@@ -91,7 +94,9 @@ absl::StatusOr<v1::PoolInfo> Client::CreatePool(const v1::PoolSettings& settings
 }
 
 absl::Status Client::Health() const {
-  return CheckHealth(*connection_, connection_->rpc_timeout);
+  absl::Status s = CheckHealth(*connection_, connection_->rpc_timeout);
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("forkpoold at ", connection_->address, ": ", s.message()));
 }
 
 absl::StatusOr<WaitOutcome> Client::Wait(const std::vector<std::string>& task_ids,

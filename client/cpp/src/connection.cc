@@ -45,8 +45,8 @@ absl::StatusOr<bool> ToProtoTimeout(std::optional<absl::Duration> wait,
   }
   // google.protobuf.Duration holds at most 10,000 years: beyond that, no limit.
   if (*wait > absl::Hours(24 * 365) * 10000) return false;
-  const int64_t seconds = absl::IDivDuration(*wait, absl::Seconds(1), nullptr);
-  const absl::Duration rest = *wait - absl::Seconds(seconds);
+  absl::Duration rest;  // IDivDuration needs somewhere to put the remainder
+  const int64_t seconds = absl::IDivDuration(*wait, absl::Seconds(1), &rest);
   out->set_seconds(seconds);
   out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(rest)));
   return true;

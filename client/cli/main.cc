@@ -1,0 +1,310 @@
+// forkpool: the command-line client of forkpoold, built on the C++ client library.
+//
+// Usage: forkpool [--address ADDR] COMMAND ...
+//   apply  [--pool P] [--time-limit S] FUNCTION INPUT   run a task, print its output
+//   submit [--pool P] [--request-id ID] FUNCTION INPUT  submit a task, print its id
+//   get    ID [--timeout S]                             print a task's output
+//   wait   ID... [--any] [--timeout S]                  wait for tasks to end
+//   cancel ID                                           cancel a task
+//   pools  [--json]                                     list pools and workers
+//   health                                              check the daemon answers
+//
+// Address: --address, else $FORKPOOL_ADDRESS, else the first of
+// $XDG_RUNTIME_DIR/forkpool/forkpoold.sock and /tmp/forkpool-$UID/forkpoold.sock that
+// exists, else /run/forkpool/forkpoold.sock.
+//
+// Exit codes (also in docs/cli.md and docs/errors.md):
+//   0  success
+//   1  the task ran and did not succeed (FAILED, WORKER_LOST, CANCELLED, TIMED_OUT,
+//      EXPIRED); stderr says "task <id> failed: <its error>"
+//   2  not ready within --timeout (get, wait); the task keeps running
+//   3  usage error (unknown command or option, missing or malformed argument)
+//   4  connection or RPC error (no daemon, NOT_FOUND, INVALID_ARGUMENT, ...); stderr
+//      has the daemon's message, e.g. "pool 'default' has no function 'sqaure'"
+#include <google/protobuf/util/json_util.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "forkpool/client.h"
+
+namespace forkpool {
+namespace {
+
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitTaskFailed = 1,
+  kExitNotReady = 2,
+  kExitUsage = 3,
+  kExitRpcError = 4,
+};
+
+// The exit code for a non-OK status of the client library.
+int ExitCodeFor(const absl::Status& status) {
+  if (status.ok()) return kExitOk;
+  if (TaskResultFromStatus(status).has_value()) return kExitTaskFailed;
+  return kExitRpcError;
+}
+
+int Fail(const absl::Status& status) {
+  std::cerr << "forkpool: " << status.message() << "\n";
+  return ExitCodeFor(status);
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// Connects to --address, else $FORKPOOL_ADDRESS, else to the first of the usual
+// socket paths that exists (/run/forkpool/forkpoold.sock when none does). The error
+// names every address tried and every path looked at.
+absl::StatusOr<std::unique_ptr<Client>> ConnectAny(const std::string& flag) {
+  if (!flag.empty()) return Client::Connect(flag);
+  if (const char* env = std::getenv("FORKPOOL_ADDRESS"); env != nullptr && *env != '\0') {
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(env);
+    if (client.ok()) return client;
+    return absl::Status(client.status().code(),
+                        absl::StrCat(client.status().message(), " (from $FORKPOOL_ADDRESS)"));
+  }
+  std::vector<std::string> looked_at;
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg != '\0') {
+    looked_at.push_back(absl::StrCat(xdg, "/forkpool/forkpoold.sock"));
+  }
+  looked_at.push_back(absl::StrCat("/tmp/forkpool-", ::geteuid(), "/forkpoold.sock"));
+  looked_at.push_back("/run/forkpool/forkpoold.sock");
+  std::vector<std::string> tried;
+  for (const std::string& path : looked_at) {
+    if (Exists(path)) tried.push_back(path);
+  }
+  if (tried.empty()) tried.push_back(looked_at.back());
+  std::vector<std::string> errors;
+  for (const std::string& address : tried) {
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(address);
+    if (client.ok()) return client;
+    errors.push_back(std::string(client.status().message()));
+  }
+  return absl::UnavailableError(absl::StrCat(
+      absl::StrJoin(errors, "; "), " (tried ", absl::StrJoin(tried, ", "), "; looked for ",
+      absl::StrJoin(looked_at, ", "), "; set --address or FORKPOOL_ADDRESS)"));
+}
+
+// Seconds as a Duration; nullopt when the flag was not given (negative is rejected by
+// the option's check).
+std::optional<absl::Duration> Seconds(const CLI::Option* option, double seconds) {
+  if (option->count() == 0) return std::nullopt;
+  return absl::Seconds(seconds);
+}
+
+void PrintOutput(const std::string& output) {
+  std::cout << output;
+  if (output.empty() || output.back() != '\n') std::cout << "\n";
+  std::cout.flush();
+}
+
+std::string WorkerStateName(v1::WorkerState state) {
+  const std::string& full = v1::WorkerState_Name(state);
+  constexpr absl::string_view kPrefix = "WORKER_STATE_";
+  if (absl::string_view(full).substr(0, kPrefix.size()) == kPrefix) {
+    return full.substr(kPrefix.size());
+  }
+  return full.empty() ? absl::StrCat(static_cast<int>(state)) : full;
+}
+
+void PrintPoolTable(const v1::ListPoolsResponse& pools) {
+  std::cout << absl::StrFormat("%-16s %7s %5s %5s %7s %9s %7s\n", "POOL", "WORKERS", "IDLE",
+                               "BUSY", "QUEUED", "DONE", "FAILED");
+  for (const v1::PoolInfo& pool : pools.pools()) {
+    std::cout << absl::StrFormat("%-16s %7d %5d %5d %7d %9d %7d%s\n", pool.settings().name(),
+                                 pool.workers_size(), pool.idle(), pool.busy(), pool.queued(),
+                                 pool.tasks_done(), pool.tasks_failed(),
+                                 pool.closed() ? "  (closed)" : "");
+    for (const v1::WorkerInfo& w : pool.workers()) {
+      std::cout << absl::StrFormat("  worker %-3d pid %-8d %-9s tasks %-6d %s\n", w.index(),
+                                   w.pid(), WorkerStateName(w.state()), w.tasks_done(),
+                                   w.task_id());
+    }
+    if (!pool.last_error().empty()) {
+      std::cout << "  last error: " << pool.last_error() << "\n";
+    }
+  }
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  CLI::App app{"forkpool: run tasks in the process pools of forkpoold", "forkpool"};
+  app.require_subcommand(1);
+  std::string address;
+  app.add_option("--address", address,
+                 "forkpoold address: unix:/path, /path or host:port (default: "
+                 "$FORKPOOL_ADDRESS, then the usual socket paths)");
+  app.footer(
+      "Exit codes: 0 success, 1 task did not succeed, 2 not ready within --timeout, "
+      "3 usage error, 4 connection or RPC error.");
+  const auto non_negative = CLI::Range(0.0, 1e12);
+
+  std::string pool = "default", function, input, request_id, task_id;
+  std::vector<std::string> task_ids;
+  double timeout = 0, time_limit = 0;
+  bool any = false, json = false;
+
+  CLI::App* apply = app.add_subcommand("apply", "run FUNCTION on INPUT and print its output");
+  apply->add_option("--pool", pool, "pool name")->capture_default_str();
+  CLI::Option* apply_limit =
+      apply->add_option("--time-limit", time_limit, "hard time limit in seconds")
+          ->check(non_negative);
+  apply->add_option("FUNCTION", function, "function name")->required();
+  apply->add_option("INPUT", input, "the input (text)")->required();
+
+  CLI::App* submit = app.add_subcommand("submit", "submit FUNCTION on INPUT; print the task id");
+  submit->add_option("--pool", pool, "pool name")->capture_default_str();
+  submit->add_option("--request-id", request_id, "idempotency key");
+  CLI::Option* submit_limit =
+      submit->add_option("--time-limit", time_limit, "hard time limit in seconds")
+          ->check(non_negative);
+  submit->add_option("FUNCTION", function, "function name")->required();
+  submit->add_option("INPUT", input, "the input (text)")->required();
+
+  CLI::App* get = app.add_subcommand("get", "print a task's output, waiting for it to end");
+  get->add_option("ID", task_id, "task id")->required();
+  CLI::Option* get_timeout =
+      get->add_option("--timeout", timeout, "seconds to wait (default: until it ends)")
+          ->check(non_negative);
+
+  CLI::App* wait = app.add_subcommand("wait", "wait until all (or --any) of the tasks end");
+  wait->add_option("ID", task_ids, "task ids")->required();
+  wait->add_flag("--any", any, "return when the first task ends");
+  CLI::Option* wait_timeout =
+      wait->add_option("--timeout", timeout, "seconds to wait (default: until done)")
+          ->check(non_negative);
+
+  CLI::App* cancel = app.add_subcommand("cancel", "cancel a task");
+  cancel->add_option("ID", task_id, "task id")->required();
+
+  CLI::App* pools = app.add_subcommand("pools", "list pools, their workers and counts");
+  pools->add_flag("--json", json, "print the ListPools answer as JSON");
+
+  CLI::App* health = app.add_subcommand("health", "check that the daemon is serving");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectAny(address);
+  if (!client.ok()) return Fail(client.status());
+  Client& c = **client;
+
+  if (apply->parsed()) {
+    ApplyOptions options;
+    options.time_limit = Seconds(apply_limit, time_limit);
+    absl::StatusOr<std::string> out = c.pool(pool).Apply(function, input, options);
+    if (!out.ok()) return Fail(out.status());
+    PrintOutput(*out);
+    return kExitOk;
+  }
+  if (submit->parsed()) {
+    ApplyOptions options;
+    options.request_id = request_id;
+    options.time_limit = Seconds(submit_limit, time_limit);
+    absl::StatusOr<AsyncResult> r = c.pool(pool).ApplyAsync(function, input, options);
+    if (!r.ok()) return Fail(r.status());
+    std::cout << r->id() << std::endl;
+    return kExitOk;
+  }
+  if (get->parsed()) {
+    const std::optional<absl::Duration> t = Seconds(get_timeout, timeout);
+    AsyncResult r = c.Task(task_id);
+    absl::StatusOr<std::string> out = r.Get(t);
+    if (!out.ok()) {
+      // Not ready: a DeadlineExceeded without a task result attached.
+      if (absl::IsDeadlineExceeded(out.status()) &&
+          !TaskResultFromStatus(out.status()).has_value()) {
+        std::cerr << "forkpool: " << out.status().message() << "\n";
+        return kExitNotReady;
+      }
+      return Fail(out.status());
+    }
+    PrintOutput(*out);
+    return kExitOk;
+  }
+  if (wait->parsed()) {
+    absl::StatusOr<WaitOutcome> outcome =
+        c.Wait(task_ids, any ? WaitMode::kFirst : WaitMode::kAll, Seconds(wait_timeout, timeout));
+    if (!outcome.ok()) return Fail(outcome.status());
+    for (const std::string& id : outcome->done) std::cout << id << "\tdone\n";
+    for (const std::string& id : outcome->not_done) std::cout << id << "\tnot done\n";
+    std::cout.flush();
+    if (!outcome->satisfied) {
+      std::cerr << "forkpool: " << outcome->not_done.size() << " of " << task_ids.size()
+                << " tasks not done within the timeout\n";
+      return kExitNotReady;
+    }
+    return kExitOk;
+  }
+  if (cancel->parsed()) {
+    AsyncResult r = c.Task(task_id);
+    absl::StatusOr<bool> cancelled = r.Cancel();
+    if (!cancelled.ok()) return Fail(cancelled.status());
+    if (*cancelled) {
+      std::cout << task_id << "\tcancelled\n";
+    } else {
+      absl::StatusOr<v1::TaskResult> result = r.Result();
+      std::cout << task_id << "\talready ended"
+                << (result.ok() ? absl::StrCat(" (", TaskStateName(result->state()), ")") : "")
+                << "\n";
+    }
+    return kExitOk;
+  }
+  if (pools->parsed()) {
+    absl::StatusOr<v1::ListPoolsResponse> list = c.ListPools();
+    if (!list.ok()) return Fail(list.status());
+    if (json) {
+      google::protobuf::util::JsonPrintOptions options;
+      options.add_whitespace = true;
+      options.always_print_primitive_fields = true;
+      options.preserve_proto_field_names = true;
+      std::string text;
+      const auto status = google::protobuf::util::MessageToJsonString(*list, &text, options);
+      if (!status.ok()) {
+        std::cerr << "forkpool: cannot print JSON: " << status.ToString() << "\n";
+        return kExitRpcError;
+      }
+      std::cout << text;
+      if (text.empty() || text.back() != '\n') std::cout << "\n";
+    } else {
+      PrintPoolTable(*list);
+    }
+    return kExitOk;
+  }
+  if (health->parsed()) {
+    absl::Status s = c.Health();
+    if (!s.ok()) return Fail(s);
+    std::cout << "SERVING (" << c.address() << ")\n";
+    return kExitOk;
+  }
+  std::cerr << app.help();
+  return kExitUsage;
+}
+
+}  // namespace forkpool
+
+int main(int argc, char** argv) { return forkpool::Main(argc, argv); }

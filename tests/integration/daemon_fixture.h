@@ -1,0 +1,113 @@
+// Test helper: runs the real forkpoold binary on a socket in a fresh temporary
+// directory, and runs other programs (the forkpool CLI) with their output captured.
+#ifndef FORKPOOL_TESTS_INTEGRATION_DAEMON_FIXTURE_H_
+#define FORKPOOL_TESTS_INTEGRATION_DAEMON_FIXTURE_H_
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace forkpool::testing {
+
+// How to start a daemon.
+struct DaemonOptions {
+  // Path of the forkpoold binary.
+  std::string binary = FORKPOOLD_PATH;
+  // Workers of the default pool.
+  int processes = 2;
+  // More flags, e.g. "--max_message_bytes=4194304".
+  std::vector<std::string> extra_flags;
+  // How long it may take to answer a health check.
+  absl::Duration start_timeout = absl::Seconds(20);
+};
+
+// A forkpoold process this test started, its temporary directory (socket, log) and
+// its lifetime. The destructor stops it (SIGTERM, then SIGKILL) and removes the
+// directory. Thread-compatible.
+class Daemon {
+ public:
+  // Makes a directory under /tmp (keeps the socket path far below 108 bytes), starts
+  // the daemon there with stdin /dev/null and stdout+stderr appended to `log_path()`,
+  // and polls until it logs that it is serving and answers a health check. Fails, with
+  // the log's text, if it exits or does not answer within options.start_timeout.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonOptions& options = {});
+
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+  ~Daemon();
+
+  // SIGTERM, then waits up to `grace` for the exit; SIGKILL after that. Returns the
+  // wait status (as from waitpid), or an error if the process could not be reaped.
+  // Idempotent: a second call returns the first's answer.
+  absl::StatusOr<int> Stop(absl::Duration grace = absl::Seconds(15));
+
+  pid_t pid() const { return pid_; }
+  // The temporary directory, the socket in it, and "unix:<socket>".
+  const std::string& dir() const { return dir_; }
+  const std::string& socket_path() const { return socket_path_; }
+  std::string address() const { return "unix:" + socket_path_; }
+  const std::string& log_path() const { return log_path_; }
+  // The daemon's stderr so far.
+  std::string ReadLog() const;
+
+ private:
+  Daemon(std::string dir, pid_t pid);
+
+  std::string dir_;
+  std::string socket_path_;
+  std::string log_path_;
+  pid_t pid_;
+  bool stopped_ = false;
+  absl::StatusOr<int> stop_result_ = 0;
+};
+
+// What a finished command did.
+struct CommandResult {
+  // Exit code, or 128 + signal when it was killed by a signal.
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` (argv[0] is the path) with the test's environment minus
+// FORKPOOL_ADDRESS, plus `env` (NAME -> value); stdin /dev/null, stdout and stderr to
+// files in `scratch_dir`. Waits up to `timeout`, then SIGKILLs it and fails with
+// kDeadlineExceeded.
+absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
+                                         const std::string& scratch_dir,
+                                         const std::map<std::string, std::string>& env = {},
+                                         absl::Duration timeout = absl::Seconds(30));
+
+// True while /proc says process `pid` exists and is not a zombie.
+bool ProcessAlive(pid_t pid);
+
+// Polls `condition` every few milliseconds until it holds or `timeout` passes;
+// returns whether it held.
+template <typename Condition>
+bool PollUntil(Condition condition, absl::Duration timeout = absl::Seconds(10));
+
+// Reads a whole file; empty when it cannot.
+std::string ReadFile(const std::string& path);
+
+// --- implementation of the template -------------------------------------------------
+void SleepForPoll();
+template <typename Condition>
+bool PollUntil(Condition condition, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    if (condition()) return true;
+    if (absl::Now() >= deadline) return false;
+    SleepForPoll();
+  }
+}
+
+}  // namespace forkpool::testing
+
+#endif  // FORKPOOL_TESTS_INTEGRATION_DAEMON_FIXTURE_H_
