@@ -43,6 +43,9 @@ class MapJob {
   const std::string& pool() const { return pool_; }
   const std::string& function() const { return function_; }
   const std::string& codec() const { return codec_; }
+  // Limits and retries for every item (set before the job starts).
+  const v1::TaskOptions& options() const { return options_; }
+  void set_options(const v1::TaskOptions& options) { options_ = options; }
 
   // Items accepted so far: the next input's index.
   uint64_t accepted() const;
@@ -67,6 +70,7 @@ class MapJob {
   const std::string id_, pool_, function_, codec_;
   const bool ordered_;
   const std::function<void()> wake_;
+  v1::TaskOptions options_;
 
   mutable absl::Mutex mu_;
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;

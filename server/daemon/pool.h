@@ -32,6 +32,9 @@ struct WorkerSlot {
   int64_t tasks_done = 0;
   int64_t rss_bytes = 0;
   bool writing = false;        // EPOLLOUT is being watched
+  uint64_t limit_timer = 0;    // hard time limit of the running batch
+  bool timed_out = false;      // killed for running past its hard time limit
+  absl::Duration time_limit;   // the limit it ran past
   std::string protocol_error;  // why the daemon killed it, if it broke the protocol
   absl::Time requested_at;
 };

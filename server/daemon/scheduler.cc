@@ -36,6 +36,37 @@ std::string CodecOrText(const std::string& codec) {
   return codec.empty() ? "text" : codec;
 }
 
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+// The task's own options over the pool's defaults, field by field.
+v1::TaskOptions EffectiveOptions(const Pool& pool, const v1::TaskOptions& own) {
+  v1::TaskOptions o = pool.settings.task_defaults();
+  if (own.has_time_limit()) *o.mutable_time_limit() = own.time_limit();
+  if (own.has_soft_time_limit()) *o.mutable_soft_time_limit() = own.soft_time_limit();
+  if (own.has_queue_deadline()) *o.mutable_queue_deadline() = own.queue_deadline();
+  if (own.max_retries() != 0) o.set_max_retries(own.max_retries());
+  if (own.retry_on_error()) o.set_retry_on_error(true);
+  return o;
+}
+
+absl::Status ValidateOptions(const v1::TaskOptions& o) {
+  for (const auto& [name, d] :
+       {std::pair<const char*, const google::protobuf::Duration*>{"time_limit", &o.time_limit()},
+        {"soft_time_limit", &o.soft_time_limit()},
+        {"queue_deadline", &o.queue_deadline()}}) {
+    if (d->seconds() < 0 || d->nanos() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must not be negative"));
+    }
+  }
+  if (o.max_retries() < 0 || o.max_retries() > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_retries must be 0 to 100, not ", o.max_retries()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 Scheduler::Scheduler(IoLoop* loop, SchedulerOptions options)
@@ -124,6 +155,7 @@ void Scheduler::LoadPoolLocked(Pool& pool, std::function<void(absl::Status)> don
   load->set_start_method(StartMethodName(pool.settings.start_method()));
   load->set_initializer(pool.settings.initializer());
   load->set_initargs(pool.settings.initargs().data());
+  load->set_memory_limit_bytes(pool.settings.memory_limit_bytes());
   const std::string name = pool.settings.name();
   absl::Status sent = helper_->Request(
       request, [this, name, done](const internal::FromHelper& reply, std::vector<UniqueFd>) {
@@ -599,10 +631,12 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
       if (item.status().code() == 0) {
         task->result.mutable_output()->set_data(item.output());
         task->result.mutable_output()->set_codec(CodecOrText(task->codec));
+        task->result.clear_error();  // from an earlier attempt
+        task->result.clear_worker_loss();
         FinishLocked(&pool, *task, v1::TASK_STATE_SUCCEEDED, notify);
       } else {
         task->result.set_error(item.status().message());
-        FinishLocked(&pool, *task, v1::TASK_STATE_FAILED, notify);
+        RetryOrFinishLocked(pool, *task, v1::TASK_STATE_FAILED, notify);
       }
       return;
     }
@@ -627,19 +661,24 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
         }
         w.chunk.reset();
       } else if (Task* task = tasks_.Find(w.task_id);
-                 task && !IsTerminal(task->result.state())) {
+                 w.chunk_results < 1 && task && task->worker_key == w.key &&
+                 !IsTerminal(task->result.state())) {
         // Done without a result for its item.
         task->result.set_error("protocol error: the worker finished the batch without a result");
         FinishLocked(&pool, *task, v1::TASK_STATE_FAILED, notify);
       }
       --running_;
+      if (w.limit_timer != 0) loop_->CancelTimer(w.limit_timer);
+      w.limit_timer = 0;
       w.chunk_results = 0;
       w.task_id.clear();
       w.batch_id = 0;
       ++w.tasks_done;
       w.rss_bytes = m.done().rss_bytes();
       const int max_tasks = pool.settings.max_tasks_per_child();
-      if (max_tasks > 0 && w.tasks_done >= max_tasks) {
+      const int64_t max_rss = pool.settings.max_memory_per_child_bytes();
+      if ((max_tasks > 0 && w.tasks_done >= max_tasks) ||
+          (max_rss > 0 && w.rss_bytes > max_rss)) {
         internal::ToWorker shutdown;
         shutdown.mutable_shutdown();
         (void)w.conn->Send(shutdown);
@@ -658,6 +697,70 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
       ProtocolErrorLocked(w, absl::StrCat("unknown message kind ", static_cast<int>(m.kind_case())));
       return;
   }
+}
+
+void Scheduler::ArmTimeLimitLocked(Pool& pool, WorkerSlot& w, absl::Duration limit) {
+  if (w.limit_timer != 0) loop_->CancelTimer(w.limit_timer);
+  w.limit_timer = 0;
+  w.time_limit = limit;
+  if (limit <= absl::ZeroDuration()) return;
+  const std::string name = pool.settings.name();
+  const uint64_t key = w.key, batch = w.batch_id;
+  w.limit_timer = loop_->AddTimer(absl::Now() + limit, [this, name, key, batch] {
+    OnTimeLimit(name, key, batch);
+  });
+}
+
+void Scheduler::OnTimeLimit(const std::string& name, uint64_t key, uint64_t batch) {
+  absl::MutexLock lock(&mu_);
+  auto pit = pools_.find(name);
+  if (pit == pools_.end()) return;
+  auto it = pit->second->workers.find(key);
+  if (it == pit->second->workers.end()) return;
+  WorkerSlot& w = it->second;
+  w.limit_timer = 0;
+  if (w.state != v1::WORKER_STATE_BUSY || w.batch_id != batch || !w.conn) return;
+  // The hard limit: the worker's process group is killed; its exit ends the work.
+  w.timed_out = true;
+  w.conn->Kill();
+}
+
+void Scheduler::OnQueueDeadline(const std::string& task_id) {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    Task* task = tasks_.Find(task_id);
+    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) return;
+    task->queue_timer = 0;
+    Pool* pool = FindPoolLocked(task->result.pool());
+    if (pool != nullptr) --pool->queued;
+    task->result.set_error("expired: it did not start before its queue deadline");
+    FinishLocked(pool, *task, v1::TASK_STATE_EXPIRED, &notify);
+  }
+  RunNotify(notify);
+}
+
+void Scheduler::RetryOrFinishLocked(Pool& pool, Task& task, v1::TaskState state,
+                                    Notify* notify) {
+  const v1::TaskOptions eff = EffectiveOptions(pool, task.options);
+  if (state == v1::TASK_STATE_WORKER_LOST) ++task.losses;
+  const bool may_retry = state == v1::TASK_STATE_WORKER_LOST ||
+                         state == v1::TASK_STATE_TIMED_OUT ||
+                         (state == v1::TASK_STATE_FAILED && eff.retry_on_error());
+  if (task.losses >= options_.poison_threshold) {
+    task.result.set_error(absl::StrCat("poison task: it killed ", task.losses,
+                                       " workers; the last one: ", task.result.error()));
+    FinishLocked(&pool, task, v1::TASK_STATE_FAILED, notify);
+    return;
+  }
+  if (may_retry && task.result.attempts() <= eff.max_retries() && !draining_ && !pool.closed) {
+    task.result.set_state(v1::TASK_STATE_PENDING);
+    task.worker_key = 0;
+    pool.pending.push_front(PendingWork{task.result.task_id(), nullptr});
+    ++pool.queued;
+    return;
+  }
+  FinishLocked(&pool, task, state, notify);
 }
 
 void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
@@ -686,46 +789,59 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     loop_->Unwatch(conn.socket_fd());
     loop_->Unwatch(conn.stderr_fd());
     --live_workers_;
-    const bool expected = w.state == v1::WORKER_STATE_STOPPING && w.protocol_error.empty();
+    const bool expected =
+        (w.state == v1::WORKER_STATE_STOPPING && w.protocol_error.empty()) || w.timed_out;
+    if (w.limit_timer != 0) loop_->CancelTimer(w.limit_timer);
+    w.limit_timer = 0;
+    // Why the work on this worker ended: its own death, our time limit, or a broken
+    // protocol.
+    v1::WorkerLoss loss;
+    loss.set_pid(conn.pid());
+    loss.set_signal(exit.signal);
+    if (exit.signal != 0) loss.set_signal_name(SignalName(exit.signal));
+    loss.set_exit_code(exit.exit_code);
+    loss.set_stderr_tail(conn.stderr_tail());
+    v1::TaskState state = v1::TASK_STATE_WORKER_LOST;
+    std::string error = absl::StrCat("worker lost: ", DescribeExit(exit));
+    if (!w.protocol_error.empty()) {
+      state = v1::TASK_STATE_FAILED;
+      error = absl::StrCat("protocol error: ", w.protocol_error);
+    } else if (w.timed_out) {
+      state = v1::TASK_STATE_TIMED_OUT;
+      error = absl::StrCat("timed out: ran past its hard time limit of ",
+                           absl::FormatDuration(w.time_limit), "; its worker was killed");
+    }
     if (w.state == v1::WORKER_STATE_BUSY && w.chunk) {
       --running_;
       const MapChunk& chunk = *w.chunk;
       const int at = w.chunk_results;  // the item that was running
       if (at < chunk.count && !chunk.job->cancelled()) {
-        v1::WorkerLoss loss;
-        loss.set_pid(conn.pid());
-        loss.set_signal(exit.signal);
-        if (exit.signal != 0) loss.set_signal_name(SignalName(exit.signal));
-        loss.set_exit_code(exit.exit_code);
-        loss.set_stderr_tail(conn.stderr_tail());
-        MapChunk blamed = chunk;
-        blamed.count = at + 1;
-        const std::string error = w.protocol_error.empty()
-                                      ? absl::StrCat("worker lost: ", DescribeExit(exit))
-                                      : absl::StrCat("protocol error: ", w.protocol_error);
-        FailChunkItemsLocked(blamed, at,
-                             w.protocol_error.empty() ? v1::TASK_STATE_WORKER_LOST
-                                                      : v1::TASK_STATE_FAILED,
-                             error, w.protocol_error.empty() ? &loss : nullptr);
-        ++pool->tasks_failed;
-        RequeueChunkRestLocked(*pool, chunk, at + 1);
+        const v1::TaskOptions eff = EffectiveOptions(*pool, chunk.job->options());
+        if (state != v1::TASK_STATE_FAILED && chunk.attempt <= eff.max_retries() &&
+            !draining_ && !pool->closed) {
+          // Retry the running item (and the rest) as a new attempt.
+          MapChunk again = chunk;
+          again.attempt = chunk.attempt + 1;
+          RequeueChunkRestLocked(*pool, again, at);
+        } else {
+          MapChunk blamed = chunk;
+          blamed.count = at + 1;
+          FailChunkItemsLocked(blamed, at, state, error,
+                               state == v1::TASK_STATE_WORKER_LOST ? &loss : nullptr);
+          ++pool->tasks_failed;
+          RequeueChunkRestLocked(*pool, chunk, at + 1);
+        }
       }
       w.chunk.reset();
     } else if (w.state == v1::WORKER_STATE_BUSY) {
       --running_;
       if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
-        if (!w.protocol_error.empty()) {
-          task->result.set_error(absl::StrCat("protocol error: ", w.protocol_error));
-          FinishLocked(pool, *task, v1::TASK_STATE_FAILED, &notify);
+        if (state == v1::TASK_STATE_WORKER_LOST) *task->result.mutable_worker_loss() = loss;
+        task->result.set_error(error);
+        if (state == v1::TASK_STATE_FAILED) {
+          FinishLocked(pool, *task, state, &notify);
         } else {
-          auto* loss = task->result.mutable_worker_loss();
-          loss->set_pid(conn.pid());
-          loss->set_signal(exit.signal);
-          if (exit.signal != 0) loss->set_signal_name(SignalName(exit.signal));
-          loss->set_exit_code(exit.exit_code);
-          loss->set_stderr_tail(conn.stderr_tail());
-          task->result.set_error(absl::StrCat("worker lost: ", DescribeExit(exit)));
-          FinishLocked(pool, *task, v1::TASK_STATE_WORKER_LOST, &notify);
+          RetryOrFinishLocked(*pool, *task, state, &notify);
         }
       }
     }
@@ -796,10 +912,17 @@ Task& Scheduler::AddTaskLocked(Pool& pool, const std::string& function, std::str
   Task& t = tasks_.Insert(std::move(task));
   pool.pending.push_back(PendingWork{t.result.task_id(), nullptr});
   ++pool.queued;
+  const v1::TaskOptions eff = EffectiveOptions(pool, t.options);
+  if (eff.has_queue_deadline()) {
+    const std::string id = t.result.task_id();
+    t.queue_timer = loop_->AddTimer(absl::Now() + ToDuration(eff.queue_deadline()),
+                                    [this, id] { OnQueueDeadline(id); });
+  }
   return t;
 }
 
 absl::StatusOr<SubmitOutcome> Scheduler::Submit(const v1::TaskSpec& spec) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateOptions(spec.options()));
   if (spec.input().data().size() > options_.max_input_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "task input of ", spec.input().data().size(), " bytes exceeds the limit of ",
@@ -829,6 +952,7 @@ absl::StatusOr<SubmitOutcome> Scheduler::Submit(const v1::TaskSpec& spec) {
 
 absl::StatusOr<std::vector<std::string>> Scheduler::SubmitMany(
     const v1::SubmitManyRequest& request) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateOptions(request.options()));
   if (request.request_ids_size() != 0 && request.request_ids_size() != request.inputs_size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "request_ids has ", request.request_ids_size(), " entries for ", request.inputs_size(),
@@ -900,7 +1024,17 @@ bool Scheduler::SendTaskLocked(Pool& pool, WorkerSlot& w, Task& task) {
   run->set_task_id(task.result.task_id());
   run->set_attempt(task.result.attempts() + 1);
   run->set_codec(CodecOrText(task.codec));
+  const v1::TaskOptions eff = EffectiveOptions(pool, task.options);
+  const absl::Duration limit = ToDuration(eff.time_limit());
+  if (limit > absl::ZeroDuration()) {
+    run->set_deadline_unix_ns(absl::ToUnixNanos(absl::Now() + limit));
+  }
+  run->set_soft_time_limit_ns(absl::ToInt64Nanoseconds(ToDuration(eff.soft_time_limit())));
   if (!SendLocked(w, message)) return false;
+  if (task.queue_timer != 0) {
+    loop_->CancelTimer(task.queue_timer);
+    task.queue_timer = 0;
+  }
   --pool.queued;
   ++running_;
   w.state = v1::WORKER_STATE_BUSY;
@@ -911,6 +1045,7 @@ bool Scheduler::SendTaskLocked(Pool& pool, WorkerSlot& w, Task& task) {
   task.result.set_attempts(task.result.attempts() + 1);
   task.result.set_worker_pid(w.conn->pid());
   *task.result.mutable_started_at() = NowProto();
+  ArmTimeLimitLocked(pool, w, limit);
   return true;
 }
 
@@ -925,6 +1060,14 @@ bool Scheduler::SendChunkLocked(Pool& pool, WorkerSlot& w, std::shared_ptr<MapCh
   run->set_task_id(chunk->job->id());
   run->set_attempt(chunk->attempt);
   run->set_codec(CodecOrText(chunk->job->codec()));
+  // For a chunk the hard limit covers the whole chunk: the per-item limit times its
+  // items; the soft limit is per item (the worker times each one).
+  const v1::TaskOptions eff = EffectiveOptions(pool, chunk->job->options());
+  const absl::Duration limit = ToDuration(eff.time_limit()) * chunk->count;
+  if (limit > absl::ZeroDuration()) {
+    run->set_deadline_unix_ns(absl::ToUnixNanos(absl::Now() + limit));
+  }
+  run->set_soft_time_limit_ns(absl::ToInt64Nanoseconds(ToDuration(eff.soft_time_limit())));
   if (!SendLocked(w, message)) return false;
   pool.queued -= chunk->count;
   ++running_;
@@ -932,6 +1075,7 @@ bool Scheduler::SendChunkLocked(Pool& pool, WorkerSlot& w, std::shared_ptr<MapCh
   w.chunk = std::move(chunk);
   w.chunk_results = 0;
   w.batch_id = batch;
+  ArmTimeLimitLocked(pool, w, limit);
   return true;
 }
 

@@ -32,6 +32,8 @@ struct SchedulerOptions {
   int64_t max_queued_per_pool = 1'000'000;
   // Largest task input.
   size_t max_input_bytes = 16u << 20;
+  // A task that has killed this many workers is quarantined ("poison task").
+  int poison_threshold = 3;
   // Libraries a pool created without any loads (the default pool's).
   std::vector<std::string> default_libraries;
 };
@@ -169,6 +171,15 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::PoolInfo InfoLocked(const Pool& pool) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SweepResults();
+  // Timer callbacks (loop thread).
+  void OnTimeLimit(const std::string& pool, uint64_t key, uint64_t batch);
+  void OnQueueDeadline(const std::string& task_id);
+  // Arms the hard time limit of the batch `w` now runs.
+  void ArmTimeLimitLocked(Pool& pool, WorkerSlot& w, absl::Duration limit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a worker loss or time-out: retries the task if it may, else ends it.
+  void RetryOrFinishLocked(Pool& pool, Task& task, v1::TaskState state, Notify* notify)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends every queued and running piece of work of `pool` as CANCELLED and kills its
   // workers.
   void TerminateLocked(Pool& pool, const std::string& why, Notify* notify)

@@ -31,6 +31,10 @@ struct Task {
   uint64_t spec_hash = 0;
   // Where it runs: the worker's key in its pool, 0 when not running.
   uint64_t worker_key = 0;
+  // Workers lost while running it (for poison-task quarantine).
+  int losses = 0;
+  // The queue-deadline timer, 0 when none is armed.
+  uint64_t queue_timer = 0;
   std::vector<std::pair<uint64_t, TaskWaiter>> waiters;
 };
 

@@ -181,6 +181,7 @@ class Helper {
     pool.identity.pool = load.pool();
     pool.identity.initializer = load.initializer();
     pool.identity.initargs = load.initargs();
+    pool.identity.memory_limit_bytes = load.memory_limit_bytes();
     std::vector<std::string> functions;
     if (load.start_method() == "spawn") {
       // The helper stays clean: a probe of the worker program lists the functions.

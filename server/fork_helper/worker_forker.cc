@@ -54,6 +54,13 @@ constexpr int kWorkerSocketFd = 3;
   // A core dump piped to a crash handler delays the exit by seconds.
   rlimit core{0, 0};
   ::setrlimit(RLIMIT_CORE, &core);
+  if (identity.memory_limit_bytes > 0) {
+    // An allocation past the cap fails (std::bad_alloc: "out of memory") instead of
+    // the kernel's OOM killer taking something else.
+    const rlim_t cap = static_cast<rlim_t>(identity.memory_limit_bytes);
+    rlimit as{cap, cap};
+    ::setrlimit(RLIMIT_AS, &as);
+  }
   if (spawn_argv != nullptr) {
     // PR_SET_PDEATHSIG survives execve (it is cleared only for set-user-ID programs).
     ::execv(spawn_argv[0], spawn_argv);

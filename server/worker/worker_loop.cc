@@ -2,6 +2,8 @@
 #include "server/worker/worker_loop.h"
 
 #include <poll.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -38,6 +40,21 @@ int64_t ReadRssBytes(int statm_fd) {
   return static_cast<int64_t>(pages_resident) * ::sysconf(_SC_PAGESIZE);
 }
 
+// Raised by SIGALRM when an item runs past its soft time limit; the task reads it
+// through its context.
+volatile sig_atomic_t g_soft_limit_reached = 0;
+
+void OnSoftLimit(int) { g_soft_limit_reached = 1; }
+
+// Arms (or, with 0, disarms) the soft-limit alarm for the next item.
+void ArmSoftLimit(int64_t ns) {
+  itimerval t{};
+  t.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
+  t.it_value.tv_usec = static_cast<suseconds_t>((ns % 1000000000) / 1000);
+  if (ns > 0 && t.it_value.tv_sec == 0 && t.it_value.tv_usec == 0) t.it_value.tv_usec = 1;
+  ::setitimer(ITIMER_REAL, &t, nullptr);
+}
+
 void Die(const char* what, const absl::Status& status) {
   std::fprintf(stderr, "forkpool worker %d: %s: %s\n", ::getpid(), what,
                std::string(status.message()).c_str());
@@ -50,6 +67,11 @@ class Worker {
       : identity_(identity), registry_(registry), fd_(fd) {}
 
   int Run() {
+    struct sigaction sa {};
+    sa.sa_handler = OnSoftLimit;
+    sa.sa_flags = SA_RESTART;  // a task's read() or sleep should not fail with EINTR
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGALRM, &sa, nullptr);
     absl::Status init = RunInitializer();
     FromWorker hello_msg;
     auto* hello = hello_msg.mutable_hello();
@@ -119,7 +141,7 @@ class Worker {
     ctx.task_id = task_id.c_str();
     ctx.attempt = attempt;
     ctx.deadline_unix_ns = deadline_ns;
-    ctx.soft_limit_reached = &soft_limit_reached_;
+    ctx.soft_limit_reached = reinterpret_cast<const volatile int*>(&g_soft_limit_reached);
     ctx.request = nullptr;
     ctx.host = this;
     forkpool_buffer out{nullptr, 0}, err{nullptr, 0};
@@ -174,9 +196,12 @@ class Worker {
                           batch.function(), "'")),
                       item->mutable_status());
       } else {
+        g_soft_limit_reached = 0;
+        if (batch.soft_time_limit_ns() > 0) ArmSoftLimit(batch.soft_time_limit_ns());
         absl::Status s = Call(fn, batch.function(), batch.task_id(), batch.attempt(),
                               batch.deadline_unix_ns(), batch.inputs(i),
                               item->mutable_output());
+        if (batch.soft_time_limit_ns() > 0) ArmSoftLimit(0);
         if (!s.ok()) StatusToProto(s, item->mutable_status());
       }
       buffered += item->output().size() + 16;
@@ -211,7 +236,6 @@ class Worker {
   const int fd_;
   const int pid_ = ::getpid();
   const UniqueFd statm_{::open("/proc/self/statm", O_RDONLY | O_CLOEXEC)};
-  volatile int soft_limit_reached_ = 0;
   FrameDecoder decoder_;
   bool shutdown_ = false;
 };

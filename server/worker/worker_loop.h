@@ -3,6 +3,7 @@
 #ifndef FORKPOOL_SERVER_WORKER_WORKER_LOOP_H_
 #define FORKPOOL_SERVER_WORKER_WORKER_LOOP_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,8 @@ struct WorkerIdentity {
   // For spawn pools: the program to exec and the libraries it loads itself.
   std::string spawn_binary;
   std::vector<std::string> libraries;
+  // RLIMIT_AS for the worker in bytes; 0 = none.
+  int64_t memory_limit_bytes = 0;
 };
 
 // Serves `socket` until EOF or Shutdown. Returns the process exit code: 0 after a

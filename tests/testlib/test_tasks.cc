@@ -1,10 +1,13 @@
 // Task functions that exist only for tests; the default pool does not load them.
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "forkpool/task.h"
 
 // Initializer: appends "<pid>\n" to the file named by its input (O_APPEND: one
@@ -31,4 +34,27 @@ FORKPOOL_TASK(exe, ctx, input) {
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf));
   if (n <= 0) return absl::ErrnoToStatus(errno, "readlink(/proc/self/exe)");
   return std::string(buf, static_cast<size_t>(n));
+}
+
+// Waits up to the given seconds for the soft time limit; "soft limit after Ns" if it
+// came, "no soft limit" otherwise.
+FORKPOOL_TASK(soft_wait, ctx, input) {
+  double max_seconds = 0;
+  if (!absl::SimpleAtod(absl::string_view(input.data(), input.size()), &max_seconds)) {
+    return absl::InvalidArgumentError("soft_wait: input must be a number of seconds");
+  }
+  const absl::Time start = absl::Now();
+  while (absl::Now() - start < absl::Seconds(max_seconds)) {
+    if (ctx.soft_limit_reached()) {
+      return absl::StrCat("soft limit after ", absl::FormatDuration(absl::Now() - start));
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return std::string("no soft limit");
+}
+
+// Kills its own worker on the first attempt; succeeds on later ones.
+FORKPOOL_TASK(crash_first, ctx, input) {
+  if (ctx.attempt() == 1) ::kill(::getpid(), SIGKILL);
+  return absl::StrCat("ok on attempt ", ctx.attempt());
 }
