@@ -105,23 +105,25 @@ absl::StatusOr<std::vector<AsyncResult>> Pool::SubmitMany(const std::string& fun
   *base.mutable_options() = ToTaskOptions(options);
   const size_t base_bytes = base.ByteSizeLong();
 
+  auto request_id = [&](size_t i) {
+    return options.request_id.empty() ? std::string()
+                                      : absl::StrCat(options.request_id, "/", i);
+  };
+  auto item_bytes = [&](size_t i) {
+    return FieldBytes(inputs[i].size()) +
+           (options.request_id.empty() ? 0 : FieldBytes(request_id(i).size()));
+  };
   size_t next = 0;
   while (next < inputs.size()) {
     v1::SubmitManyRequest request = base;
     size_t bytes = base_bytes;
-    // At least one input per request, however large: the daemon judges it.
+    // At least one input per request, however large: the daemon judges that one.
     do {
-      const std::string& input = inputs[next];
-      std::string rid;
-      if (!options.request_id.empty()) rid = absl::StrCat(options.request_id, "/", next);
-      request.add_inputs(input);
-      if (!rid.empty()) request.add_request_ids(std::move(rid));
-      bytes += FieldBytes(input.size()) +
-               (options.request_id.empty() ? 0 : FieldBytes(options.request_id.size() + 21));
+      request.add_inputs(inputs[next]);
+      if (!options.request_id.empty()) request.add_request_ids(request_id(next));
+      bytes += item_bytes(next);
       ++next;
-    } while (next < inputs.size() &&
-             bytes + FieldBytes(inputs[next].size()) + FieldBytes(options.request_id.size() + 21) <=
-                 kMaxSubmitManyBytes);
+    } while (next < inputs.size() && bytes + item_bytes(next) <= kMaxSubmitManyBytes);
 
     grpc::ClientContext context;
     internal::SetDeadline(context, connection_->rpc_timeout);
