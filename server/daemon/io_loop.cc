@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -39,8 +40,10 @@ IoLoop::IoLoop(UniqueFd epoll, UniqueFd wake, UniqueFd timer)
 IoLoop::~IoLoop() { Stop(); }
 
 void IoLoop::Start() {
-  thread_ = std::thread([this] { Run(); });
-  thread_id_ = thread_.get_id();
+  thread_ = std::thread([this] {
+    thread_id_.store(std::this_thread::get_id());
+    Run();
+  });
 }
 
 void IoLoop::Stop() {
@@ -52,7 +55,7 @@ void IoLoop::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool IoLoop::InLoopThread() const { return std::this_thread::get_id() == thread_id_; }
+bool IoLoop::InLoopThread() const { return std::this_thread::get_id() == thread_id_.load(); }
 
 absl::Status IoLoop::Watch(int fd, uint32_t events, FdCallback cb) {
   absl::MutexLock lock(&mu_);
@@ -120,11 +123,14 @@ void IoLoop::ArmTimerLocked() {
     armed_for_ = absl::InfiniteFuture();
   } else {
     armed_for_ = timers_.begin()->first.first;
-    timespec ts = absl::ToTimespec(armed_for_);
-    if (ts.tv_sec == 0 && ts.tv_nsec == 0) ts.tv_nsec = 1;  // 0 would disarm
+    // A deadline at or before the epoch (InfinitePast) cannot be given to timerfd;
+    // any past time fires at once, and 0 would disarm.
+    timespec ts = absl::ToTimespec(std::max(armed_for_, absl::UnixEpoch() + absl::Nanoseconds(1)));
     spec.it_value = ts;
   }
-  ::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &spec, nullptr);
+  if (::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &spec, nullptr) != 0) {
+    std::fprintf(stderr, "forkpoold: timerfd_settime: %s\n", std::strerror(errno));
+  }
 }
 
 void IoLoop::RunDueTimers() {

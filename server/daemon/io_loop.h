@@ -3,6 +3,7 @@
 #ifndef FORKPOOL_SERVER_DAEMON_IO_LOOP_H_
 #define FORKPOOL_SERVER_DAEMON_IO_LOOP_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -62,7 +63,7 @@ class IoLoop {
   const UniqueFd wake_;   // eventfd
   const UniqueFd timer_;  // timerfd, armed for the earliest timer
   std::thread thread_;
-  std::thread::id thread_id_;
+  std::atomic<std::thread::id> thread_id_;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
