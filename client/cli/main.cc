@@ -8,6 +8,10 @@
 //   cancel ID                                           cancel a task
 //   pools  [--json]                                     list pools and workers
 //   health                                              check the daemon answers
+//   map    [--pool P] [--chunksize N] [--unordered] [--input FILE] FUNCTION
+//                                                       one input per line in, one output
+//                                                       per line out, streamed
+//   pool   create|delete|describe|close|join|terminate NAME ...   manage pools
 //
 // Address: --address, else $FORKPOOL_ADDRESS, else the first of
 // $XDG_RUNTIME_DIR/forkpool/forkpoold.sock and /tmp/forkpool-$UID/forkpoold.sock that
@@ -26,7 +30,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -143,6 +149,104 @@ void PrintPoolTable(const v1::ListPoolsResponse& pools) {
   }
 }
 
+// A progress line on stderr, redrawn at most every 100 ms: done/total (or done of sent
+// while the input is still being read), rate and, once the total is known, an ETA.
+class Progress {
+ public:
+  explicit Progress(bool enabled) : enabled_(enabled), start_(absl::Now()) {}
+
+  void Update(const MapResults& results, bool force = false) {
+    if (!enabled_) return;
+    const absl::Time now = absl::Now();
+    if (!force && now - last_ < absl::Milliseconds(100)) return;
+    last_ = now;
+    const uint64_t done = results.done(), total = results.total(), sent = results.sent();
+    const double seconds = absl::ToDoubleSeconds(now - start_);
+    const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
+    std::string line;
+    if (total > 0) {
+      const int width = 30;
+      const int filled = static_cast<int>(width * static_cast<double>(done) / total);
+      std::string eta = "?";
+      if (rate > 0) eta = absl::StrFormat("%.0fs", static_cast<double>(total - done) / rate);
+      line = absl::StrFormat("[%s%s] %d/%d  %.0f/s  ETA %s", std::string(filled, '#'),
+                             std::string(width - filled, '.'), done, total, rate, eta);
+    } else {
+      line = absl::StrFormat("%d done, %d sent  %.0f/s", done, sent, rate);
+    }
+    std::cerr << "\r\033[K" << line << std::flush;
+    drawn_ = true;
+  }
+
+  // Erases the line.
+  void Clear() {
+    if (enabled_ && drawn_) std::cerr << "\r\033[K" << std::flush;
+    drawn_ = false;
+  }
+
+ private:
+  const bool enabled_;
+  const absl::Time start_;
+  absl::Time last_ = absl::InfinitePast();
+  bool drawn_ = false;
+};
+
+// `forkpool map`: streams lines of `in` through MapStream and prints each output on a
+// line of its own as it arrives. Ordered: a failed item prints an empty line in its
+// place (so output line i always belongs to input line i); unordered: nothing. Every
+// failure also prints "forkpool: item <i> failed: ..." on stderr (i counts input lines
+// from 0).
+int RunMap(const Pool& pool, const std::string& function, std::istream& in,
+           const MapOptions& options) {
+  InputSource source = [&in]() -> std::optional<std::string> {
+    std::string line;
+    if (!std::getline(in, line)) return std::nullopt;
+    return line;
+  };
+  MapResults results = pool.Imap(function, std::move(source), options);
+  Progress progress(::isatty(STDERR_FILENO) == 1);
+  uint64_t failed = 0;
+  while (true) {
+    absl::StatusOr<std::optional<MapItem>> next = results.Next();
+    if (!next.ok()) {
+      std::cout.flush();
+      progress.Clear();
+      std::cerr << "forkpool: " << next.status().message() << "\n";
+      std::cerr.flush();
+      // The input thread may be blocked reading stdin; do not wait for it.
+      std::_Exit(kExitRpcError);
+    }
+    if (!next->has_value()) break;
+    const MapItem& item = **next;
+    if (item.output.ok()) {
+      std::cout << *item.output;
+      if (item.output->empty() || item.output->back() != '\n') std::cout << '\n';
+    } else {
+      ++failed;
+      if (options.ordered) std::cout << '\n';
+      std::cout.flush();
+      progress.Clear();
+      std::cerr << "forkpool: item " << item.index << " failed: " << item.output.status().message()
+                << "\n";
+    }
+    std::cout.flush();  // lines leave as results come
+    progress.Update(results);
+  }
+  std::cout.flush();
+  progress.Clear();
+  if (failed > 0) {
+    std::cerr << "forkpool: " << failed << " of " << results.done() << " items failed\n";
+    return kExitTaskFailed;
+  }
+  return kExitOk;
+}
+
+void PrintPool(const v1::PoolInfo& info) {
+  v1::ListPoolsResponse one;
+  *one.add_pools() = info;
+  PrintPoolTable(one);
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -199,6 +303,52 @@ int Main(int argc, char** argv) {
   pools->add_flag("--json", json, "print the ListPools answer as JSON");
 
   CLI::App* health = app.add_subcommand("health", "check that the daemon is serving");
+
+  uint32_t chunksize = 0;
+  bool unordered = false;
+  std::string input_file;
+  CLI::App* map = app.add_subcommand(
+      "map", "apply FUNCTION to each line of stdin (or --input), one output line each");
+  map->add_option("--pool", pool, "pool name")->capture_default_str();
+  map->add_option("--chunksize", chunksize, "items per chunk (0: chosen by the daemon)");
+  map->add_flag("--unordered", unordered, "print outputs as they complete");
+  map->add_option("--input", input_file, "read inputs from FILE instead of stdin");
+  map->add_option("FUNCTION", function, "function name")->required();
+
+  CLI::App* pool_cmd = app.add_subcommand("pool", "create, inspect and stop pools");
+  pool_cmd->require_subcommand(1);
+  std::string pool_name;
+  int processes = 0, max_tasks_per_child = 0;
+  std::string start_method = "forkserver", initializer, initargs;
+  std::vector<std::string> libraries;
+  CLI::App* pool_create = pool_cmd->add_subcommand("create", "create a pool");
+  pool_create->add_option("NAME", pool_name, "pool name")->required();
+  pool_create->add_option("--processes", processes, "workers (0: the number of CPUs)")
+      ->check(CLI::NonNegativeNumber);
+  pool_create->add_option("--start-method", start_method, "forkserver or spawn")
+      ->check(CLI::IsMember({"forkserver", "spawn"}))
+      ->capture_default_str();
+  pool_create->add_option("--library", libraries, "task library to load (repeatable)");
+  pool_create->add_option("--max-tasks-per-child", max_tasks_per_child,
+                          "recycle a worker after N tasks (0: never)")
+      ->check(CLI::NonNegativeNumber);
+  CLI::Option* initializer_opt =
+      pool_create->add_option("--initializer", initializer, "function run once per worker");
+  pool_create->add_option("--initargs", initargs, "the initializer's argument (text)")
+      ->needs(initializer_opt);
+  CLI::App* pool_delete = pool_cmd->add_subcommand("delete", "delete a pool");
+  CLI::App* pool_describe = pool_cmd->add_subcommand("describe", "show a pool and its workers");
+  CLI::App* pool_close = pool_cmd->add_subcommand("close", "accept no new work");
+  CLI::App* pool_join =
+      pool_cmd->add_subcommand("join", "wait until a closed pool has no work and no workers");
+  CLI::Option* join_timeout =
+      pool_join->add_option("--timeout", timeout, "seconds to wait (default: until joined)")
+          ->check(non_negative);
+  CLI::App* pool_terminate =
+      pool_cmd->add_subcommand("terminate", "cancel the pool's work and kill its workers");
+  for (CLI::App* sub : {pool_delete, pool_describe, pool_close, pool_join, pool_terminate}) {
+    sub->add_option("NAME", pool_name, "pool name")->required();
+  }
 
   try {
     app.parse(argc, argv);
@@ -299,6 +449,64 @@ int Main(int argc, char** argv) {
     absl::Status s = c.Health();
     if (!s.ok()) return Fail(s);
     std::cout << "SERVING (" << c.address() << ")\n";
+    return kExitOk;
+  }
+  if (map->parsed()) {
+    MapOptions options;
+    options.chunksize = chunksize;
+    options.ordered = !unordered;
+    if (!input_file.empty()) {
+      std::ifstream file(input_file);
+      if (!file) {
+        std::cerr << "forkpool: cannot read " << input_file << "\n";
+        return kExitUsage;
+      }
+      return RunMap(c.pool(pool), function, file, options);
+    }
+    return RunMap(c.pool(pool), function, std::cin, options);
+  }
+  if (pool_create->parsed()) {
+    v1::PoolSettings settings;
+    settings.set_name(pool_name);
+    settings.set_processes(processes);
+    settings.set_start_method(start_method == "spawn" ? v1::START_METHOD_SPAWN
+                                                      : v1::START_METHOD_FORKSERVER);
+    for (const std::string& l : libraries) settings.add_libraries(l);
+    settings.set_max_tasks_per_child(max_tasks_per_child);
+    if (!initializer.empty()) {
+      settings.set_initializer(initializer);
+      settings.mutable_initargs()->set_data(initargs);
+      settings.mutable_initargs()->set_codec("text");
+    }
+    absl::StatusOr<v1::PoolInfo> info = c.CreatePool(settings);
+    if (!info.ok()) return Fail(info.status());
+    PrintPool(*info);
+    return kExitOk;
+  }
+  if (pool_delete->parsed()) {
+    absl::Status s = c.DeletePool(pool_name);
+    if (!s.ok()) return Fail(s);
+    std::cout << pool_name << "\tdeleted\n";
+    return kExitOk;
+  }
+  if (pool_describe->parsed() || pool_close->parsed() || pool_terminate->parsed()) {
+    absl::StatusOr<v1::PoolInfo> info = pool_describe->parsed() ? c.DescribePool(pool_name)
+                                        : pool_close->parsed()  ? c.ClosePool(pool_name)
+                                                                : c.TerminatePool(pool_name);
+    if (!info.ok()) return Fail(info.status());
+    PrintPool(*info);
+    return kExitOk;
+  }
+  if (pool_join->parsed()) {
+    absl::StatusOr<v1::PoolInfo> info = c.JoinPool(pool_name, Seconds(join_timeout, timeout));
+    if (!info.ok()) {
+      if (absl::IsDeadlineExceeded(info.status())) {
+        std::cerr << "forkpool: " << info.status().message() << "\n";
+        return kExitNotReady;
+      }
+      return Fail(info.status());
+    }
+    PrintPool(*info);
     return kExitOk;
   }
   std::cerr << app.help();

@@ -93,6 +93,60 @@ absl::StatusOr<v1::PoolInfo> Client::CreatePool(const v1::PoolSettings& settings
   return response;
 }
 
+absl::Status Client::DeletePool(const std::string& name) const {
+  v1::DeletePoolRequest request;
+  request.set_name(name);
+  grpc::ClientContext context;
+  internal::SetDeadline(context, connection_->rpc_timeout);
+  v1::DeletePoolResponse response;
+  const grpc::Status status = connection_->pools->DeletePool(&context, request, &response);
+  return internal::FromGrpcStatus(status, "DeletePool", *connection_);
+}
+
+absl::StatusOr<v1::PoolInfo> Client::ClosePool(const std::string& name) const {
+  v1::ClosePoolRequest request;
+  request.set_name(name);
+  grpc::ClientContext context;
+  internal::SetDeadline(context, connection_->rpc_timeout);
+  v1::PoolInfo response;
+  const grpc::Status status = connection_->pools->ClosePool(&context, request, &response);
+  if (!status.ok()) return internal::FromGrpcStatus(status, "ClosePool", *connection_);
+  return response;
+}
+
+absl::StatusOr<v1::PoolInfo> Client::JoinPool(const std::string& name,
+                                              std::optional<absl::Duration> timeout) const {
+  v1::JoinPoolRequest request;
+  request.set_name(name);
+  absl::StatusOr<bool> has_timeout = internal::ToProtoTimeout(timeout, request.mutable_timeout());
+  if (!has_timeout.ok()) return has_timeout.status();
+  if (!*has_timeout) request.clear_timeout();
+  grpc::ClientContext context;
+  internal::SetWaitDeadline(context, *has_timeout ? timeout : std::nullopt);
+  v1::PoolInfo response;
+  const grpc::Status status = connection_->pools->JoinPool(&context, request, &response);
+  if (!status.ok()) return internal::FromGrpcStatus(status, "JoinPool", *connection_);
+  // The daemon answers with the pool as it is when the timeout passes.
+  if (response.workers_size() > 0 || response.busy() > 0 || response.queued() > 0) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "pool '", name, "' not joined after ", absl::FormatDuration(timeout.value_or(absl::ZeroDuration())),
+        " (", response.busy(), " busy, ", response.queued(), " queued, ",
+        response.workers_size(), " workers)"));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::PoolInfo> Client::TerminatePool(const std::string& name) const {
+  v1::TerminatePoolRequest request;
+  request.set_name(name);
+  grpc::ClientContext context;
+  internal::SetDeadline(context, connection_->rpc_timeout);
+  v1::PoolInfo response;
+  const grpc::Status status = connection_->pools->TerminatePool(&context, request, &response);
+  if (!status.ok()) return internal::FromGrpcStatus(status, "TerminatePool", *connection_);
+  return response;
+}
+
 absl::Status Client::Health() const {
   absl::Status s = CheckHealth(*connection_, connection_->rpc_timeout);
   if (s.ok()) return s;

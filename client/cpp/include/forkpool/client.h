@@ -89,6 +89,25 @@ class Client {
   // Creates a pool (kAlreadyExists for a taken name).
   absl::StatusOr<v1::PoolInfo> CreatePool(const v1::PoolSettings& settings) const;
 
+  // Deletes a pool: its pending tasks end CANCELLED, its workers are stopped
+  // (kNotFound for an unknown name).
+  absl::Status DeletePool(const std::string& name) const;
+
+  // Closes a pool to new work (multiprocessing's close): later submits and maps fail
+  // with kFailedPrecondition; work already accepted runs on. Returns the pool.
+  absl::StatusOr<v1::PoolInfo> ClosePool(const std::string& name) const;
+
+  // Blocks up to `timeout` (nullopt: no limit; zero: no wait) until the closed pool has
+  // no work and no workers (multiprocessing's join). Returns the pool when it has;
+  // kDeadlineExceeded "pool '...' not joined after ..." when the timeout passed first
+  // (nothing is stopped); kFailedPrecondition when the pool is not closed.
+  absl::StatusOr<v1::PoolInfo> JoinPool(const std::string& name,
+                                        std::optional<absl::Duration> timeout = std::nullopt) const;
+
+  // Stops a pool at once (multiprocessing's terminate): pending and running tasks end
+  // CANCELLED, workers are killed. Returns the pool.
+  absl::StatusOr<v1::PoolInfo> TerminatePool(const std::string& name) const;
+
   // OK when the daemon says SERVING; kUnavailable when it says otherwise or does not
   // answer.
   absl::Status Health() const;
@@ -100,9 +119,48 @@ class Client {
                                    std::optional<absl::Duration> timeout = std::nullopt) const;
 
  private:
+  friend class ScopedPool;
   explicit Client(std::shared_ptr<const internal::Connection> connection);
 
   std::shared_ptr<const internal::Connection> connection_;
+};
+
+// A pool created for one scope, as `with multiprocessing.Pool() as pool:` — leaving
+// the scope terminates the pool (its workers are killed) and deletes it. Move-only;
+// thread-safe. Keeps the connection alive.
+class ScopedPool {
+ public:
+  // Creates pool `settings.name` (kAlreadyExists for a taken name, as CreatePool).
+  static absl::StatusOr<ScopedPool> Create(const Client& client,
+                                           const v1::PoolSettings& settings);
+
+  ScopedPool(ScopedPool&& other) noexcept;
+  ScopedPool& operator=(ScopedPool&& other) noexcept;
+  // Terminates and deletes the pool (errors ignored: it may be gone already).
+  ~ScopedPool();
+
+  const std::string& name() const { return pool_.name(); }
+  // The pool, to run work in; handles outlive the scope but then name no pool.
+  const Pool& pool() const { return pool_; }
+  const Pool* operator->() const { return &pool_; }
+  // The pool as created (defaults filled in).
+  const v1::PoolInfo& created() const { return created_; }
+
+  // As Client::ClosePool / JoinPool / TerminatePool on this pool.
+  absl::StatusOr<v1::PoolInfo> Close() const;
+  absl::StatusOr<v1::PoolInfo> Join(std::optional<absl::Duration> timeout = std::nullopt) const;
+  absl::StatusOr<v1::PoolInfo> Terminate() const;
+
+  // Terminates and deletes the pool now; the destructor then does nothing. Returns
+  // the first error.
+  absl::Status Release();
+
+ private:
+  ScopedPool(std::unique_ptr<Client> client, v1::PoolInfo created);
+
+  std::unique_ptr<Client> client_;  // null when released or moved from
+  Pool pool_;
+  v1::PoolInfo created_;
 };
 
 // Waits for all or the first of `results` (see Client::Wait).

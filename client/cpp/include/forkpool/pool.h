@@ -11,6 +11,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "forkpool/async_result.h"
+#include "forkpool/codec.h"
+#include "forkpool/map_results.h"
 #include "forkpool/v1/forkpool.pb.h"
 
 namespace forkpool {
@@ -79,6 +81,51 @@ class Pool {
   // The pool's settings, workers and counts.
   absl::StatusOr<v1::PoolInfo> Describe() const;
 
+  // --- map family (multiprocessing.Pool's map / imap / imap_unordered / starmap /
+  // map_async). Inputs that fit one request (~3 MiB) go in one Tasks.Map call; larger
+  // ones, and every InputSource, stream over Tasks.MapStream in batches with at most
+  // options.window items in flight.
+
+  // Applies `function` to every input and blocks until all have ended. Returns the
+  // outputs in input order. When items failed, returns the error of the failing item
+  // with the lowest index ("map item <i> failed (FAILED): <its error>", code as for a
+  // task); an ordered map stops at that item and cancels the rest. RPC errors as Apply.
+  absl::StatusOr<std::vector<std::string>> Map(const std::string& function,
+                                               const std::vector<std::string>& inputs,
+                                               const MapOptions& options = {}) const;
+  absl::StatusOr<std::vector<std::string>> Map(const std::string& function, InputSource source,
+                                               const MapOptions& options = {}) const;
+
+  // Typed Map: inputs encoded and outputs decoded by Codec<In> / Codec<Out>. An output
+  // that does not decode is kInvalidArgument naming its index.
+  template <typename Out, typename In = Out>
+  absl::StatusOr<std::vector<Out>> Map(const std::string& function, const std::vector<In>& inputs,
+                                       MapOptions options = {}) const;
+
+  // Starts a map and returns its results as they arrive (imap with options.ordered,
+  // else imap_unordered). A failing item is yielded at its place; it does not end the
+  // map. Does not block; errors of the call itself come from MapResults::Next.
+  MapResults Imap(const std::string& function, const std::vector<std::string>& inputs,
+                  const MapOptions& options = {}) const;
+  MapResults Imap(const std::string& function, InputSource source,
+                  const MapOptions& options = {}) const;
+  // Imap with options.ordered = false.
+  MapResults ImapUnordered(const std::string& function, const std::vector<std::string>& inputs,
+                           MapOptions options = {}) const;
+  MapResults ImapUnordered(const std::string& function, InputSource source,
+                           MapOptions options = {}) const;
+
+  // Map over argument tuples, each encoded as one payload by options.codec (see
+  // EncodeArgTuple: "text" joins fields with a tab, "json" makes a JSON array).
+  // kInvalidArgument naming the tuple's index when one cannot be encoded.
+  absl::StatusOr<std::vector<std::string>> Starmap(const std::string& function,
+                                                   const std::vector<ArgTuple>& arg_tuples,
+                                                   const MapOptions& options = {}) const;
+
+  // Starts Map on a background thread and returns its handle at once.
+  MapAsyncResult MapAsync(const std::string& function, const std::vector<std::string>& inputs,
+                          const MapOptions& options = {}) const;
+
  private:
   v1::TaskSpec MakeSpec(const std::string& function, const std::string& input,
                         const ApplyOptions& options) const;
@@ -86,6 +133,31 @@ class Pool {
   std::shared_ptr<const internal::Connection> connection_;
   std::string name_;
 };
+
+// --- implementation of the templates ------------------------------------------------
+
+template <typename Out, typename In>
+absl::StatusOr<std::vector<Out>> Pool::Map(const std::string& function,
+                                           const std::vector<In>& inputs,
+                                           MapOptions options) const {
+  std::vector<std::string> encoded;
+  encoded.reserve(inputs.size());
+  for (const In& in : inputs) encoded.push_back(Codec<In>::Encode(in));
+  if (options.codec.empty()) options.codec = Codec<In>::kName;
+  absl::StatusOr<std::vector<std::string>> raw = Map(function, encoded, options);
+  if (!raw.ok()) return raw.status();
+  std::vector<Out> out;
+  out.reserve(raw->size());
+  for (size_t i = 0; i < raw->size(); ++i) {
+    absl::StatusOr<Out> value = Codec<Out>::Decode((*raw)[i]);
+    if (!value.ok()) {
+      return absl::Status(value.status().code(),
+                          absl::StrCat("map item ", i, ": ", value.status().message()));
+    }
+    out.push_back(*std::move(value));
+  }
+  return out;
+}
 
 }  // namespace forkpool
 

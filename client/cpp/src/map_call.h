@@ -1,0 +1,88 @@
+// MapCall: one Tasks.Map or Tasks.MapStream call, its input-writing thread and the
+// unpacking of its batched responses into single results.
+#ifndef FORKPOOL_CLIENT_CPP_SRC_MAP_CALL_H_
+#define FORKPOOL_CLIENT_CPP_SRC_MAP_CALL_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "connection.h"
+#include "forkpool/map_results.h"
+#include "forkpool/v1/forkpool.grpc.pb.h"
+
+namespace forkpool::internal {
+
+// One map call. Next/Finish belong to one consumer thread at a time; Cancel and the
+// counters are thread-safe. With a stream, a writer thread feeds inputs from the
+// InputSource, never letting more than `window` items be sent and unanswered.
+class MapCall {
+ public:
+  // Starts a Tasks.Map call with all inputs in `request`.
+  static std::unique_ptr<MapCall> StartUnary(std::shared_ptr<const Connection> connection,
+                                             const v1::MapRequest& request);
+  // Starts a Tasks.MapStream call opened by `open`, fed from `source`.
+  static std::unique_ptr<MapCall> StartStream(std::shared_ptr<const Connection> connection,
+                                              const v1::MapStreamOpen& open, InputSource source);
+
+  MapCall(const MapCall&) = delete;
+  MapCall& operator=(const MapCall&) = delete;
+  // Cancels the call if it has not ended, and joins the writer thread.
+  ~MapCall();
+
+  // See MapResults::Next.
+  absl::StatusOr<std::optional<MapItem>> Next();
+  // Thread-safe.
+  void Cancel();
+  uint64_t done() const;
+  uint64_t total() const;
+  uint64_t sent() const;
+  bool ordered() const { return ordered_; }
+
+ private:
+  MapCall(std::shared_ptr<const Connection> connection, bool ordered);
+
+  // The writer thread: sends batches of inputs while the window has room, then `end`.
+  void WriteInputs(v1::MapStreamOpen open);
+  // Sends one message unless the call is over; false when it could not.
+  bool WriteMessage(const v1::MapStreamRequest& message);
+  // Ends the call after the last read: stops the writer and collects the status.
+  void FinishCall();
+
+  const std::shared_ptr<const Connection> connection_;
+  const bool ordered_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::MapStreamRequest, v1::MapResponse>> stream_;
+  InputSource source_;
+  uint32_t window_ = 0;
+  std::thread writer_;
+
+  mutable absl::Mutex mu_;
+  uint64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t done_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t total_ ABSL_GUARDED_BY(mu_) = 0;
+  // Set when the call is over or cancelled: the writer sends nothing more.
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  // True while the writer is inside a gRPC write.
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Consumer side.
+  v1::MapResponse batch_;
+  int position_ = 0;
+  absl::flat_hash_map<uint64_t, int> errors_;  // index -> position in batch_.errors
+  bool finished_ = false;
+  absl::Status final_status_;
+};
+
+}  // namespace forkpool::internal
+
+#endif  // FORKPOOL_CLIENT_CPP_SRC_MAP_CALL_H_
