@@ -11,10 +11,12 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "forkpool/task.h"
 
 namespace {
@@ -93,4 +95,28 @@ FORKPOOL_TASK(whoami, ctx, input) {
   return absl::StrCat("pid=", ctx.pid(), " worker=", ctx.worker_index(),
                       " pool=", Absl(ctx.pool()), " task=", Absl(ctx.task_id()),
                       " attempt=", ctx.attempt());
+}
+
+// Puts a text into a shared queue, as multiprocessing's Manager example does. Input:
+// "QUEUE TEXT [N]" puts TEXT N times (default once) into QUEUE; returns the count.
+FORKPOOL_TASK(produce, ctx, input) {
+  std::vector<absl::string_view> parts = absl::StrSplit(Absl(input), absl::MaxSplits(' ', 2));
+  if (parts.size() < 2) {
+    return absl::InvalidArgumentError("produce: input must be 'QUEUE TEXT [N]'");
+  }
+  int64_t n = 1;
+  if (parts.size() == 3 && !absl::SimpleAtoi(parts[2], &n)) {
+    return absl::InvalidArgumentError(absl::StrCat("produce: '", parts[2], "' is not a count"));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    absl::Status s = ctx.QueuePut(std::string_view(parts[0].data(), parts[0].size()),
+                                  std::string_view(parts[1].data(), parts[1].size()));
+    if (!s.ok()) return s;
+  }
+  return absl::StrCat(n);
+}
+
+// Takes one item from the shared queue named by its input (waits up to 10 s).
+FORKPOOL_TASK(consume, ctx, input) {
+  return ctx.QueueGet(input, absl::Seconds(10));
 }

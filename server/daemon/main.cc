@@ -26,9 +26,12 @@
 #include "server/daemon/log.h"
 #include "server/daemon/pool_service.h"
 #include "server/daemon/pool_settings.h"
+#include "server/daemon/queue_manager.h"
+#include "server/daemon/queue_service.h"
 #include "server/daemon/process_util.h"
 #include "server/daemon/scheduler.h"
 #include "server/daemon/task_service.h"
+#include "server/daemon/worker_requests.h"
 #include "server/fork_helper/fork_helper.h"
 
 ABSL_FLAG(std::string, socket, "",
@@ -43,6 +46,8 @@ ABSL_FLAG(absl::Duration, result_ttl, absl::Hours(1), "how long finished results
 ABSL_FLAG(absl::Duration, grace, absl::Seconds(10),
           "on SIGTERM, how long running tasks may take to finish before they are killed");
 ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks per pool");
+ABSL_FLAG(int64_t, max_queue_item_bytes, 4 << 20, "largest item a shared queue accepts");
+ABSL_FLAG(int64_t, max_queue_bytes, 256 << 20, "most bytes one shared queue may hold");
 ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "largest request a client may send");
 
 namespace forkpool {
@@ -177,7 +182,12 @@ int Serve() {
 
   TaskService task_service(scheduler.get(), loop->get());
   PoolService pool_service(scheduler.get(), loop->get());
-  QueueService queue_service;
+  QueueLimits queue_limits;
+  queue_limits.max_item_bytes = absl::GetFlag(FLAGS_max_queue_item_bytes);
+  queue_limits.max_queue_bytes = absl::GetFlag(FLAGS_max_queue_bytes);
+  QueueManager queues(loop->get(), queue_limits);
+  QueueService queue_service(&queues);
+  scheduler->SetWorkerRequestHandler(MakeWorkerRequestHandler(&queues));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -14,11 +14,6 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::S
   return reactor;
 }
 
-grpc::ServerUnaryReactor* NotYet(grpc::CallbackServerContext* ctx, const char* what) {
-  return Answer(ctx, absl::UnimplementedError(
-                         absl::StrCat(what, " is not implemented in this forkpoold yet")));
-}
-
 }  // namespace
 
 grpc::ServerUnaryReactor* PoolService::CreatePool(grpc::CallbackServerContext* ctx,
@@ -103,38 +98,6 @@ grpc::ServerUnaryReactor* PoolService::JoinPool(grpc::CallbackServerContext* ctx
     if (claim->claimed.load()) loop_->CancelTimer(id);
   }
   return reactor;
-}
-
-grpc::ServerUnaryReactor* QueueService::CreateQueue(grpc::CallbackServerContext* ctx,
-                                                    const v1::CreateQueueRequest*,
-                                                    v1::QueueInfo*) {
-  return NotYet(ctx, "Shared queues (CreateQueue)");
-}
-grpc::ServerUnaryReactor* QueueService::DeleteQueue(grpc::CallbackServerContext* ctx,
-                                                    const v1::DeleteQueueRequest*,
-                                                    v1::DeleteQueueResponse*) {
-  return NotYet(ctx, "Shared queues (DeleteQueue)");
-}
-grpc::ServerUnaryReactor* QueueService::ListQueues(grpc::CallbackServerContext* ctx,
-                                                   const v1::ListQueuesRequest*,
-                                                   v1::ListQueuesResponse*) {
-  return NotYet(ctx, "Shared queues (ListQueues)");
-}
-grpc::ServerUnaryReactor* QueueService::Put(grpc::CallbackServerContext* ctx,
-                                            const v1::PutRequest*, v1::PutResponse*) {
-  return NotYet(ctx, "Shared queues (Put)");
-}
-grpc::ServerUnaryReactor* QueueService::Get(grpc::CallbackServerContext* ctx,
-                                            const v1::QueueGetRequest*, v1::QueueGetResponse*) {
-  return NotYet(ctx, "Shared queues (Get)");
-}
-grpc::ServerUnaryReactor* QueueService::Ack(grpc::CallbackServerContext* ctx,
-                                            const v1::AckRequest*, v1::AckResponse*) {
-  return NotYet(ctx, "Shared queues (Ack)");
-}
-grpc::ServerUnaryReactor* QueueService::Size(grpc::CallbackServerContext* ctx,
-                                             const v1::SizeRequest*, v1::QueueInfo*) {
-  return NotYet(ctx, "Shared queues (Size)");
 }
 
 }  // namespace forkpool

@@ -39,29 +39,6 @@ class PoolService final : public v1::Pools::CallbackService {
   IoLoop* const loop_;
 };
 
-// forkpool.v1.Queues: every method answers UNIMPLEMENTED naming the feature until
-// shared queues land.
-class QueueService final : public v1::Queues::CallbackService {
- public:
-  grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* ctx,
-                                        const v1::CreateQueueRequest*,
-                                        v1::QueueInfo*) override;
-  grpc::ServerUnaryReactor* DeleteQueue(grpc::CallbackServerContext* ctx,
-                                        const v1::DeleteQueueRequest*,
-                                        v1::DeleteQueueResponse*) override;
-  grpc::ServerUnaryReactor* ListQueues(grpc::CallbackServerContext* ctx,
-                                       const v1::ListQueuesRequest*,
-                                       v1::ListQueuesResponse*) override;
-  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const v1::PutRequest*,
-                                v1::PutResponse*) override;
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::QueueGetRequest*,
-                                v1::QueueGetResponse*) override;
-  grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest*,
-                                v1::AckResponse*) override;
-  grpc::ServerUnaryReactor* Size(grpc::CallbackServerContext* ctx, const v1::SizeRequest*,
-                                 v1::QueueInfo*) override;
-};
-
 }  // namespace forkpool
 
 #endif  // FORKPOOL_SERVER_DAEMON_POOL_SERVICE_H_

@@ -538,6 +538,24 @@ void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t e
   RunNotify(notify);
 }
 
+bool Scheduler::ReplyToWorker(const std::string& name, uint64_t key, uint64_t correlation_id,
+                              const absl::Status& status, std::string body) {
+  absl::MutexLock lock(&mu_);
+  auto pit = pools_.find(name);
+  if (pit == pools_.end()) return false;
+  auto it = pit->second->workers.find(key);
+  if (it == pit->second->workers.end() || !it->second.conn ||
+      !it->second.protocol_error.empty() || it->second.state != v1::WORKER_STATE_BUSY) {
+    return false;
+  }
+  internal::ToWorker message;
+  internal::WorkerReply* reply = message.mutable_reply();
+  reply->set_correlation_id(correlation_id);
+  StatusToProto(status, reply->mutable_status());
+  reply->set_body(std::move(body));
+  return SendLocked(it->second, message);
+}
+
 void Scheduler::ProtocolErrorLocked(WorkerSlot& w, const std::string& what) {
   if (w.protocol_error.empty()) {
     w.protocol_error = what;
@@ -689,10 +707,23 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
       }
       return;
     }
-    case internal::FromWorker::kRequest:
-      ProtocolErrorLocked(w, absl::StrCat("worker request '", m.request().method(),
-                                          "' is not supported by this daemon"));
+    case internal::FromWorker::kRequest: {
+      if (w.state != v1::WORKER_STATE_BUSY || !request_handler_) {
+        ProtocolErrorLocked(w, absl::StrCat("worker request '", m.request().method(),
+                                            "' outside a task"));
+        return;
+      }
+      // Handled after the lock is released: the answer may come at once.
+      const std::string name = pool.settings.name();
+      const uint64_t key = w.key, corr = m.request().correlation_id();
+      notify->push_back([this, name, key, corr, method = m.request().method(),
+                         body = m.request().body()] {
+        request_handler_(method, body, [this, name, key, corr](absl::Status s, std::string b) {
+          return ReplyToWorker(name, key, corr, s, std::move(b));
+        });
+      });
       return;
+    }
     default:
       ProtocolErrorLocked(w, absl::StrCat("unknown message kind ", static_cast<int>(m.kind_case())));
       return;

@@ -51,6 +51,14 @@ class Scheduler {
   Scheduler(IoLoop* loop, SchedulerOptions options);
   ~Scheduler();
 
+  // Answers a running task's request to the daemon: `reply` sends the answer to the
+  // worker and returns false if that worker is gone.
+  using WorkerReply = std::function<bool(absl::Status status, std::string body)>;
+  using WorkerRequestHandler = std::function<void(const std::string& method,
+                                                  const std::string& body, WorkerReply reply)>;
+  // Sets the handler of worker requests (set once, before serving).
+  void SetWorkerRequestHandler(WorkerRequestHandler handler) { request_handler_ = std::move(handler); }
+
   // Connects the fork helper (set once, before any pool is created).
   void AttachHelper(ForkHelperClient* helper);
   // Called on the loop thread when the fork helper died: starts a new one and
@@ -192,6 +200,10 @@ class Scheduler {
   IoLoop* const loop_;
   const SchedulerOptions options_;
   ForkHelperClient* helper_ = nullptr;  // set once by AttachHelper
+  WorkerRequestHandler request_handler_;  // set once before serving
+  // Sends WorkerReply `correlation_id` to a worker if it still lives.
+  bool ReplyToWorker(const std::string& pool, uint64_t key, uint64_t correlation_id,
+                     const absl::Status& status, std::string body);
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Pool>> pools_ ABSL_GUARDED_BY(mu_);

@@ -17,6 +17,7 @@
 #include "common/proto_status.h"
 #include "common/status_macros.h"
 #include "forkpool/internal/worker.pb.h"
+#include "forkpool/v1/forkpool.pb.h"
 
 namespace forkpool {
 namespace {
@@ -142,7 +143,7 @@ class Worker {
     ctx.attempt = attempt;
     ctx.deadline_unix_ns = deadline_ns;
     ctx.soft_limit_reached = reinterpret_cast<const volatile int*>(&g_soft_limit_reached);
-    ctx.request = nullptr;
+    ctx.request = &Worker::RequestThunk;
     ctx.host = this;
     forkpool_buffer out{nullptr, 0}, err{nullptr, 0};
     const int code = fn(&ctx, input.data(), input.size(), &out, &err);
@@ -159,14 +160,99 @@ class Worker {
     return status;
   }
 
+  static int RequestThunk(void* host, const char* method, const char* body, size_t size,
+                          forkpool_buffer* reply, forkpool_buffer* error) {
+    absl::StatusOr<std::string> r =
+        static_cast<Worker*>(host)->Request(method, std::string(body, size));
+    auto fill = [](absl::string_view s, forkpool_buffer* out) {
+      out->data = static_cast<char*>(std::malloc(s.empty() ? 1 : s.size()));
+      out->size = out->data ? s.size() : 0;
+      if (out->data) std::memcpy(out->data, s.data(), s.size());
+    };
+    if (!r.ok()) {
+      fill(r.status().message(), error);
+      return static_cast<int>(r.status().code());
+    }
+    fill(*r, reply);
+    return 0;
+  }
+
+  // A task's request to the daemon: the SDK's queue bodies become forkpool.v1
+  // messages; the call blocks until the daemon's reply arrives.
+  absl::StatusOr<std::string> Request(const std::string& method, const std::string& body) {
+    // SDK body: [u32 name length][name][i64 timeout ms, -1 = forever][data].
+    if (body.size() < 12) return absl::InvalidArgumentError("malformed queue request");
+    uint32_t n = 0;
+    for (int i = 0; i < 4; ++i) n |= static_cast<uint32_t>(static_cast<unsigned char>(body[i])) << (8 * i);
+    if (body.size() < 12 + static_cast<size_t>(n)) return absl::InvalidArgumentError("malformed queue request");
+    const std::string queue = body.substr(4, n);
+    uint64_t raw = 0;
+    for (int i = 0; i < 8; ++i) raw |= static_cast<uint64_t>(static_cast<unsigned char>(body[4 + n + i])) << (8 * i);
+    const int64_t timeout_ms = static_cast<int64_t>(raw);
+    const std::string data = body.substr(12 + n);
+    FromWorker m;
+    internal::WorkerRequest* req = m.mutable_request();
+    req->set_correlation_id(++next_request_);
+    req->set_method(method);
+    auto set_timeout = [&](google::protobuf::Duration* d) {
+      d->set_seconds(timeout_ms / 1000);
+      d->set_nanos(static_cast<int32_t>((timeout_ms % 1000) * 1000000));
+    };
+    if (method == "queue.put") {
+      v1::PutRequest put;
+      put.set_queue(queue);
+      put.add_items()->set_data(data);
+      if (timeout_ms >= 0) set_timeout(put.mutable_timeout());
+      put.SerializeToString(req->mutable_body());
+    } else if (method == "queue.get") {
+      v1::QueueGetRequest get;
+      get.set_queue(queue);
+      get.set_max_items(1);
+      if (timeout_ms >= 0) set_timeout(get.mutable_timeout());
+      get.SerializeToString(req->mutable_body());
+    } else {
+      return absl::UnimplementedError(absl::StrCat("unknown daemon request '", method, "'"));
+    }
+    std::string out;
+    AppendFrame(m, &out);
+    FORKPOOL_RETURN_IF_ERROR(WriteAll(fd_, out));
+    // Wait for our reply; other frames (a stop for this batch) are remembered.
+    ToWorker in;
+    while (true) {
+      FORKPOOL_RETURN_IF_ERROR(ReadMessage(fd_, decoder_, &in));
+      if (in.has_shutdown()) shutdown_ = true;
+      if (in.has_stop()) stop_requested_ = true;
+      if (in.has_reply() && in.reply().correlation_id() == req->correlation_id()) break;
+    }
+    absl::Status status = StatusFromProto(in.reply().status());
+    if (!status.ok()) return status;
+    if (method == "queue.put") {
+      v1::PutResponse r;
+      r.ParseFromString(in.reply().body());
+      if (r.full()) return absl::DeadlineExceededError(absl::StrCat("queue '", queue, "' is full"));
+      return std::string();
+    }
+    v1::QueueGetResponse r;
+    r.ParseFromString(in.reply().body());
+    if (r.empty() || r.items_size() == 0) {
+      return absl::DeadlineExceededError(absl::StrCat("queue '", queue, "' is empty"));
+    }
+    return r.items(0).payload().data();
+  }
+
   // Between items: reads, without blocking, what forkpoold sent meanwhile; true if it
   // asked to stop `batch_id`.
   bool StopRequested(uint64_t batch_id) {
     pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, 0) <= 0) return false;
+    if (::poll(&p, 1, 0) <= 0) {
+      const bool stop = stop_requested_;
+      stop_requested_ = false;
+      return stop;
+    }
     absl::StatusOr<size_t> n = decoder_.ReadFrom(fd_);
     if (!n.ok() || *n == 0) return true;  // the daemon is gone: stop now
-    bool stop = false;
+    bool stop = stop_requested_;
+    stop_requested_ = false;
     while (true) {
       auto frame = decoder_.Next();
       if (!frame.ok() || !frame->has_value()) break;
@@ -238,6 +324,8 @@ class Worker {
   const UniqueFd statm_{::open("/proc/self/statm", O_RDONLY | O_CLOEXEC)};
   FrameDecoder decoder_;
   bool shutdown_ = false;
+  bool stop_requested_ = false;  // a StopBatch read while a request waited
+  uint64_t next_request_ = 0;
 };
 
 }  // namespace

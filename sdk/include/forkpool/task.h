@@ -16,6 +16,7 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,22 @@ class TaskContext {
   bool soft_limit_reached() const {
     return c_->soft_limit_reached != nullptr && *c_->soft_limit_reached != 0;
   }
+  // Puts `data` (codec "text" unless given) into the daemon's shared queue `queue`,
+  // waiting up to `timeout` for room (nullopt: forever; zero: not at all).
+  // DeadlineExceeded "queue '...' is full" when there was no room; NotFound for an
+  // unknown queue.
+  absl::Status QueuePut(std::string_view queue, std::string_view data,
+                        std::optional<absl::Duration> timeout = std::nullopt) const {
+    absl::StatusOr<std::string> r = Request("queue.put", QueueBody(queue, timeout, data));
+    return r.status();
+  }
+  // Takes one item from the shared queue `queue`, waiting up to `timeout` for one.
+  // DeadlineExceeded "queue '...' is empty" when none came.
+  absl::StatusOr<std::string> QueueGet(std::string_view queue,
+                                       std::optional<absl::Duration> timeout = std::nullopt) const {
+    return Request("queue.get", QueueBody(queue, timeout, ""));
+  }
+
   // Sends a request to the daemon and blocks for the reply body.
   absl::StatusOr<std::string> Request(std::string_view method,
                                       std::string_view body) const {
@@ -71,6 +88,22 @@ class TaskContext {
   }
 
  private:
+  // [u32 LE name length][name][i64 LE timeout in ms, -1 = forever][data]: the SDK's
+  // queue request body, which the worker turns into forkpool.v1 messages.
+  static std::string QueueBody(std::string_view queue, std::optional<absl::Duration> timeout,
+                               std::string_view data) {
+    std::string body;
+    const uint32_t n = static_cast<uint32_t>(queue.size());
+    for (int i = 0; i < 4; ++i) body.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    body.append(queue.data(), queue.size());
+    const int64_t ms = timeout ? absl::ToInt64Milliseconds(*timeout) : -1;
+    for (int i = 0; i < 8; ++i) {
+      body.push_back(static_cast<char>((static_cast<uint64_t>(ms) >> (8 * i)) & 0xff));
+    }
+    body.append(data.data(), data.size());
+    return body;
+  }
+
   const forkpool_task_context_v1* c_;
 };
 

@@ -1,0 +1,431 @@
+// QueueService implementation: unary calls and the many-operations stream.
+#include "server/daemon/queue_service.h"
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/daemon/deferred_reactor.h"
+#include "server/daemon/grpc_status.h"
+
+namespace forkpool {
+namespace {
+
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+std::vector<StoredItem> PlainItems(const std::vector<v1::QueueItem>& items) {
+  std::vector<StoredItem> plain;
+  for (const v1::QueueItem& item : items) {
+    if (item.lease_id().empty()) plain.push_back(StoredItem{item.payload(), item.delivery_count()});
+  }
+  return plain;
+}
+
+// A unary get. Plain items leave the queue when their reply is handed to gRPC; if
+// the call turns out cancelled when it is done (the client died before the reply
+// went out), they go back to the front.
+class GetReactor : public grpc::ServerUnaryReactor {
+ public:
+  GetReactor(QueueManager* queues, grpc::CallbackServerContext* ctx, std::string queue)
+      : queues_(queues),
+        ctx_(ctx),
+        queue_(std::move(queue)),
+        claim_(std::make_shared<CallClaim>()),
+        waiter_(std::make_shared<std::atomic<uint64_t>>(0)) {}
+
+  void Start(const v1::QueueGetRequest& request, v1::QueueGetResponse* response,
+             absl::Time deadline) {
+    std::shared_ptr<CallClaim> claim = claim_;
+    GetReactor* self = this;
+    // The reply may be finished (and this reactor deleted) inside Get: keep only a
+    // shared handle to store the waiter id through.
+    std::shared_ptr<std::atomic<uint64_t>> waiter = waiter_;
+    waiter->store(0);
+    const uint64_t id = queues_->Get(queue_, request.max_items(), deadline, ToDuration(request.lease()),
+                           [claim, self, response](absl::StatusOr<std::vector<v1::QueueItem>> items) {
+                             if (!claim->Claim()) return false;
+                             if (!items.ok()) {
+                               self->Finish(ToGrpcStatus(items.status()));
+                               return true;
+                             }
+                             response->set_empty(items->empty());
+                             self->delivered_ = PlainItems(*items);
+                             self->leases_.clear();
+                             for (auto& item : *items) {
+                               if (!item.lease_id().empty()) self->leases_.push_back(item.lease_id());
+                               *response->add_items() = std::move(item);
+                             }
+                             self->Finish(grpc::Status::OK);
+                             return true;
+                           });
+    waiter->store(id);
+  }
+
+  void OnCancel() override {
+    if (!claim_->Claim()) return;
+    queues_->CancelWaiter(queue_, waiter_->load());
+    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "queue get cancelled by the client"));
+  }
+
+  void OnDone() override {
+    if (ctx_->IsCancelled() && !delivered_.empty()) queues_->Requeue(queue_, std::move(delivered_));
+    delete this;
+  }
+
+ private:
+  QueueManager* const queues_;
+  grpc::CallbackServerContext* const ctx_;
+  const std::string queue_;
+  std::shared_ptr<CallClaim> claim_;
+  std::shared_ptr<std::atomic<uint64_t>> waiter_;
+  std::vector<StoredItem> delivered_;
+  std::vector<std::string> leases_;
+};
+
+// Many single operations on one stream, each answered with its correlation id as it
+// completes. Blocked gets on the stream do not hold up other operations.
+class QueueStreamReactor
+    : public grpc::ServerBidiReactor<v1::QueueStreamRequest, v1::QueueStreamResponse> {
+ public:
+  QueueStreamReactor(QueueManager* queues, grpc::CallbackServerContext* ctx)
+      : queues_(queues), ctx_(ctx), state_(std::make_shared<State>()) {
+    state_->reactor = this;
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      {
+        absl::MutexLock lock(&state_->mu);
+        state_->read_closed = true;
+      }
+      Pump(state_);
+      return;
+    }
+    Handle(in_);
+    {
+      absl::MutexLock lock(&state_->mu);
+      // Backpressure: stop reading while many answers wait to be written.
+      if (state_->out.size() >= kMaxQueuedAnswers) {
+        state_->read_paused = true;
+        return;
+      }
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool resume = false;
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->writing = false;
+      if (!ok) {
+        // The answer never left: its plain items go back.
+        state_->cancelled = true;
+        RequeueLocked(std::move(state_->current));
+      }
+      state_->current = Pending{};
+      if (state_->read_paused && state_->out.size() < kMaxQueuedAnswers && !state_->cancelled) {
+        state_->read_paused = false;
+        resume = true;
+      }
+    }
+    if (resume) StartRead(&in_);
+    Pump(state_);
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->cancelled = true;
+    }
+    Pump(state_);
+  }
+
+  void OnDone() override {
+    std::vector<Pending> lost;
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->reactor = nullptr;
+      for (auto& p : state_->out) lost.push_back(std::move(p));
+      state_->out.clear();
+      for (auto& p : state_->requeue) lost.push_back(std::move(p));
+      state_->requeue.clear();
+    }
+    for (auto& p : lost) {
+      if (!p.plain.empty()) queues_->Requeue(p.queue, std::move(p.plain));
+    }
+    delete this;
+  }
+
+ private:
+  static constexpr size_t kMaxQueuedAnswers = 1024;
+
+  struct Pending {
+    v1::QueueStreamResponse message;
+    std::string queue;
+    std::vector<StoredItem> plain;
+  };
+  // Shared with the QueueManager's callbacks, which may run after OnDone.
+  struct State {
+    absl::Mutex mu;
+    QueueStreamReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    std::deque<Pending> out ABSL_GUARDED_BY(mu);
+    std::vector<Pending> requeue ABSL_GUARDED_BY(mu);
+    Pending current ABSL_GUARDED_BY(mu);  // the write in flight
+    bool writing ABSL_GUARDED_BY(mu) = false;
+    bool finished ABSL_GUARDED_BY(mu) = false;
+    bool read_closed ABSL_GUARDED_BY(mu) = false;
+    bool read_paused ABSL_GUARDED_BY(mu) = false;
+    bool cancelled ABSL_GUARDED_BY(mu) = false;
+    int outstanding ABSL_GUARDED_BY(mu) = 0;  // operations not yet answered
+    std::map<uint64_t, std::pair<std::string, uint64_t>> waiters ABSL_GUARDED_BY(mu);
+  };
+
+  void RequeueLocked(Pending p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mu) {
+    if (!p.plain.empty()) state_->requeue.push_back(std::move(p));
+  }
+
+  // Queues an answer; false if the stream is over (the caller keeps its items).
+  static bool Answer(const std::shared_ptr<State>& state, Pending p) {
+    {
+      absl::MutexLock lock(&state->mu);
+      --state->outstanding;
+      state->waiters.erase(p.message.correlation_id());
+      if (state->reactor == nullptr || state->finished || state->cancelled) return false;
+      state->out.push_back(std::move(p));
+    }
+    Pump(state);
+    return true;
+  }
+
+  // Starts the next write, or finishes the call when nothing is left. Any thread.
+  static void Pump(const std::shared_ptr<State>& state) {
+    QueueStreamReactor* r = nullptr;
+    bool finish = false, write = false;
+    std::vector<std::pair<std::string, uint64_t>> to_cancel;
+    std::vector<Pending> requeue;
+    {
+      absl::MutexLock lock(&state->mu);
+      r = state->reactor;
+      if (r == nullptr || state->finished || state->writing) return;
+      if (state->cancelled) {
+        for (auto& [corr, w] : state->waiters) to_cancel.push_back(w);
+        state->waiters.clear();
+        for (auto& p : state->out) requeue.push_back(std::move(p));
+        state->out.clear();
+        for (auto& p : state->requeue) requeue.push_back(std::move(p));
+        state->requeue.clear();
+        state->finished = true;
+        finish = true;
+      } else if (!state->out.empty()) {
+        state->current = std::move(state->out.front());
+        state->out.pop_front();
+        state->writing = true;
+        write = true;
+      } else if (state->read_closed && state->outstanding == 0) {
+        state->finished = true;
+        finish = true;
+      }
+    }
+    for (auto& [queue, id] : to_cancel) r->queues_->CancelWaiter(queue, id);
+    for (auto& p : requeue) {
+      if (!p.plain.empty()) r->queues_->Requeue(p.queue, std::move(p.plain));
+    }
+    if (write) {
+      // current is only touched again after OnWriteDone.
+      r->StartWrite(&r->state_->current.message);
+    } else if (finish) {
+      r->Finish(state->cancelled ? grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled")
+                                 : grpc::Status::OK);
+    }
+  }
+
+  void Handle(const v1::QueueStreamRequest& req) {
+    const uint64_t corr = req.correlation_id();
+    std::shared_ptr<State> state = state_;
+    {
+      absl::MutexLock lock(&state->mu);
+      ++state->outstanding;
+    }
+    auto fail = [&](const absl::Status& s) {
+      Pending p;
+      p.message.set_correlation_id(corr);
+      p.message.set_code(static_cast<int>(s.code()));
+      p.message.set_message(std::string(s.message()));
+      Answer(state, std::move(p));
+    };
+    switch (req.op_case()) {
+      case v1::QueueStreamRequest::kPut: {
+        const v1::PutRequest& put = req.put();
+        absl::StatusOr<absl::Time> deadline =
+            WaitDeadline(put.has_timeout(), put.timeout(), *ctx_);
+        if (!deadline.ok()) return fail(deadline.status());
+        std::vector<v1::Payload> items(put.items().begin(), put.items().end());
+        const std::string queue = put.queue();
+        uint64_t id = queues_->Put(queue, std::move(items), *deadline,
+                                   [state, corr](absl::Status s, bool full) {
+                                     Pending p;
+                                     p.message.set_correlation_id(corr);
+                                     p.message.set_code(static_cast<int>(s.code()));
+                                     p.message.set_message(std::string(s.message()));
+                                     if (s.ok()) p.message.mutable_put()->set_full(full);
+                                     Answer(state, std::move(p));
+                                   });
+        if (id != 0) {
+          absl::MutexLock lock(&state->mu);
+          state->waiters[corr] = {queue, id};
+        }
+        return;
+      }
+      case v1::QueueStreamRequest::kGet: {
+        const v1::QueueGetRequest& get = req.get();
+        absl::StatusOr<absl::Time> deadline =
+            WaitDeadline(get.has_timeout(), get.timeout(), *ctx_);
+        if (!deadline.ok()) return fail(deadline.status());
+        const std::string queue = get.queue();
+        uint64_t id = queues_->Get(
+            queue, get.max_items(), *deadline, ToDuration(get.lease()),
+            [state, corr, queue](absl::StatusOr<std::vector<v1::QueueItem>> items) {
+              Pending p;
+              p.message.set_correlation_id(corr);
+              p.queue = queue;
+              if (!items.ok()) {
+                p.message.set_code(static_cast<int>(items.status().code()));
+                p.message.set_message(std::string(items.status().message()));
+              } else {
+                p.plain = PlainItems(*items);
+                auto* r = p.message.mutable_get();
+                r->set_empty(items->empty());
+                for (auto& item : *items) *r->add_items() = std::move(item);
+              }
+              return Answer(state, std::move(p));
+            });
+        if (id != 0) {
+          absl::MutexLock lock(&state->mu);
+          state->waiters[corr] = {queue, id};
+        }
+        return;
+      }
+      case v1::QueueStreamRequest::kAck: {
+        const v1::AckRequest& ack = req.ack();
+        std::vector<std::string> ids(ack.lease_ids().begin(), ack.lease_ids().end());
+        absl::StatusOr<std::vector<std::string>> unknown = queues_->Ack(ack.queue(), ids);
+        if (!unknown.ok()) return fail(unknown.status());
+        Pending p;
+        p.message.set_correlation_id(corr);
+        for (auto& id : *unknown) p.message.mutable_ack()->add_unknown(std::move(id));
+        if (!p.message.has_ack()) p.message.mutable_ack();
+        Answer(state, std::move(p));
+        return;
+      }
+      default:
+        return fail(absl::InvalidArgumentError(absl::StrCat(
+            "queue stream operation of unknown kind ", static_cast<int>(req.op_case()))));
+    }
+  }
+
+  QueueManager* const queues_;
+  grpc::CallbackServerContext* const ctx_;
+  std::shared_ptr<State> state_;
+  v1::QueueStreamRequest in_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* QueueService::CreateQueue(grpc::CallbackServerContext* ctx,
+                                                    const v1::CreateQueueRequest* request,
+                                                    v1::QueueInfo* response) {
+  absl::StatusOr<v1::QueueInfo> info =
+      queues_->Create(request->name(), request->maxsize(), request->exist_ok());
+  if (info.ok()) *response = std::move(*info);
+  return Answer(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* QueueService::DeleteQueue(grpc::CallbackServerContext* ctx,
+                                                    const v1::DeleteQueueRequest* request,
+                                                    v1::DeleteQueueResponse*) {
+  return Answer(ctx, queues_->Delete(request->name()));
+}
+
+grpc::ServerUnaryReactor* QueueService::ListQueues(grpc::CallbackServerContext* ctx,
+                                                   const v1::ListQueuesRequest*,
+                                                   v1::ListQueuesResponse* response) {
+  for (auto& info : queues_->List()) *response->add_queues() = std::move(info);
+  return Answer(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* QueueService::Size(grpc::CallbackServerContext* ctx,
+                                             const v1::SizeRequest* request,
+                                             v1::QueueInfo* response) {
+  absl::StatusOr<v1::QueueInfo> info = queues_->Info(request->queue());
+  if (info.ok()) *response = std::move(*info);
+  return Answer(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* QueueService::Ack(grpc::CallbackServerContext* ctx,
+                                            const v1::AckRequest* request,
+                                            v1::AckResponse* response) {
+  std::vector<std::string> ids(request->lease_ids().begin(), request->lease_ids().end());
+  absl::StatusOr<std::vector<std::string>> unknown = queues_->Ack(request->queue(), ids);
+  if (unknown.ok()) {
+    for (auto& id : *unknown) response->add_unknown(std::move(id));
+  }
+  return Answer(ctx, unknown.status());
+}
+
+grpc::ServerUnaryReactor* QueueService::Put(grpc::CallbackServerContext* ctx,
+                                            const v1::PutRequest* request,
+                                            v1::PutResponse* response) {
+  absl::StatusOr<absl::Time> deadline =
+      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
+  if (!deadline.ok()) return Answer(ctx, deadline.status());
+  auto* reactor = new DeferredReactor();
+  auto claim = reactor->claim();
+  auto waiter = std::make_shared<std::atomic<uint64_t>>(0);
+  QueueManager* queues = queues_;
+  const std::string queue = request->queue();
+  reactor->set_on_cancel([=] {
+    if (!claim->Claim()) return;
+    queues->CancelWaiter(queue, waiter->load());
+    reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "queue put cancelled by the client"));
+  });
+  std::vector<v1::Payload> items(request->items().begin(), request->items().end());
+  waiter->store(queues_->Put(queue, std::move(items), *deadline,
+                             [=](absl::Status s, bool full) {
+                               if (!claim->Claim()) return;
+                               response->set_full(full);
+                               reactor->Finish(ToGrpcStatus(s));
+                             }));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueService::Get(grpc::CallbackServerContext* ctx,
+                                            const v1::QueueGetRequest* request,
+                                            v1::QueueGetResponse* response) {
+  absl::StatusOr<absl::Time> deadline =
+      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
+  if (!deadline.ok()) return Answer(ctx, deadline.status());
+  auto* reactor = new GetReactor(queues_, ctx, request->queue());
+  reactor->Start(*request, response, *deadline);
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::QueueStreamRequest, v1::QueueStreamResponse>* QueueService::Stream(
+    grpc::CallbackServerContext* ctx) {
+  return new QueueStreamReactor(queues_, ctx);
+}
+
+}  // namespace forkpool

@@ -1,0 +1,43 @@
+// QueueService: forkpool.v1.Queues on gRPC's callback API. Blocked puts and gets hold
+// no thread: they are waiters in the QueueManager with timers in the I/O loop.
+#ifndef FORKPOOL_SERVER_DAEMON_QUEUE_SERVICE_H_
+#define FORKPOOL_SERVER_DAEMON_QUEUE_SERVICE_H_
+
+#include "forkpool/v1/forkpool.grpc.pb.h"
+#include "server/daemon/queue_manager.h"
+
+namespace forkpool {
+
+// Thread-safe; gRPC calls it from its own threads.
+class QueueService final : public v1::Queues::CallbackService {
+ public:
+  explicit QueueService(QueueManager* queues) : queues_(queues) {}
+
+  grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* ctx,
+                                        const v1::CreateQueueRequest* request,
+                                        v1::QueueInfo* response) override;
+  grpc::ServerUnaryReactor* DeleteQueue(grpc::CallbackServerContext* ctx,
+                                        const v1::DeleteQueueRequest* request,
+                                        v1::DeleteQueueResponse* response) override;
+  grpc::ServerUnaryReactor* ListQueues(grpc::CallbackServerContext* ctx,
+                                       const v1::ListQueuesRequest* request,
+                                       v1::ListQueuesResponse* response) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* request,
+                                v1::PutResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
+                                const v1::QueueGetRequest* request,
+                                v1::QueueGetResponse* response) override;
+  grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* request,
+                                v1::AckResponse* response) override;
+  grpc::ServerUnaryReactor* Size(grpc::CallbackServerContext* ctx, const v1::SizeRequest* request,
+                                 v1::QueueInfo* response) override;
+  grpc::ServerBidiReactor<v1::QueueStreamRequest, v1::QueueStreamResponse>* Stream(
+      grpc::CallbackServerContext* ctx) override;
+
+ private:
+  QueueManager* const queues_;
+};
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_SERVER_DAEMON_QUEUE_SERVICE_H_

@@ -1,0 +1,59 @@
+// Worker request handling.
+#include "server/daemon/worker_requests.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace forkpool {
+namespace {
+
+absl::Time Deadline(bool has, const google::protobuf::Duration& d) {
+  if (!has) return absl::InfiniteFuture();
+  return absl::Now() + absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+}  // namespace
+
+Scheduler::WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues) {
+  return [queues](const std::string& method, const std::string& body,
+                  Scheduler::WorkerReply reply) {
+    if (method == "queue.put") {
+      v1::PutRequest put;
+      if (!put.ParseFromString(body)) {
+        reply(absl::InvalidArgumentError("unparsable queue.put request"), "");
+        return;
+      }
+      std::vector<v1::Payload> items(put.items().begin(), put.items().end());
+      queues->Put(put.queue(), std::move(items), Deadline(put.has_timeout(), put.timeout()),
+                  [reply](absl::Status s, bool full) {
+                    v1::PutResponse r;
+                    r.set_full(full);
+                    reply(s, s.ok() ? r.SerializeAsString() : "");
+                  });
+      return;
+    }
+    if (method == "queue.get") {
+      v1::QueueGetRequest get;
+      if (!get.ParseFromString(body)) {
+        reply(absl::InvalidArgumentError("unparsable queue.get request"), "");
+        return;
+      }
+      // Leases need an Ack path inside tasks; a task's get is plain (at most once),
+      // and an item whose worker died before the answer reached it goes back.
+      queues->Get(get.queue(), get.max_items(), Deadline(get.has_timeout(), get.timeout()),
+                  absl::ZeroDuration(),
+                  [reply](absl::StatusOr<std::vector<v1::QueueItem>> items) {
+                    if (!items.ok()) return reply(items.status(), "");
+                    v1::QueueGetResponse r;
+                    r.set_empty(items->empty());
+                    for (auto& item : *items) *r.add_items() = std::move(item);
+                    return reply(absl::OkStatus(), r.SerializeAsString());
+                  });
+      return;
+    }
+    reply(absl::UnimplementedError(absl::StrCat("unknown worker request '", method, "'")), "");
+  };
+}
+
+}  // namespace forkpool
