@@ -200,6 +200,7 @@ class MapReactor final : public MapWriter<grpc::ServerWriteReactor<v1::MapRespon
       : MapWriter(scheduler, loop) {
     std::shared_ptr<MapJob> job =
         MakeJob(request->pool(), request->function(), request->codec(), request->ordered());
+    job->set_options(request->options());
     SetJob(job);
     // The request, and so the inputs the chunks point into, lives until OnDone.
     absl::Status s = scheduler_->StartMap(job, &request->inputs(), request->chunksize());
@@ -220,8 +221,24 @@ class MapStreamReactor final
   }
 
   void OnReadDone(bool ok) override {
+    // Take what this read brought out of in_ and only then allow the next read:
+    // a Feed() on another thread (after a write) may start one at once, and gRPC
+    // then writes into in_.
+    v1::MapStreamRequest::KindCase kind = v1::MapStreamRequest::KIND_NOT_SET;
+    v1::MapStreamOpen open;
     {
       absl::MutexLock lock(&feed_mu_);
+      if (ok) {
+        kind = in_.kind_case();
+        if (kind == v1::MapStreamRequest::kInputs) {
+          for (std::string& input : *in_.mutable_inputs()->mutable_inputs()) {
+            pending_.push_back(std::move(input));
+          }
+        } else if (kind == v1::MapStreamRequest::kOpen) {
+          open = std::move(*in_.mutable_open());
+        }
+        in_.Clear();
+      }
       reading_ = false;
     }
     if (!ok) {
@@ -233,17 +250,20 @@ class MapStreamReactor final
       EndInputs();
       return;
     }
-    switch (in_.kind_case()) {
+    switch (kind) {
       case v1::MapStreamRequest::kOpen: {
         if (job() != nullptr) {
           Fail(absl::InvalidArgumentError("MapStream got a second open message"));
           return;
         }
-        const v1::MapStreamOpen& open = in_.open();
-        chunksize_ = open.chunksize();
-        window_ = open.window() == 0 ? kDefaultMapWindow : open.window();
+        {
+          absl::MutexLock lock(&feed_mu_);
+          chunksize_ = open.chunksize();
+          window_ = open.window() == 0 ? kDefaultMapWindow : open.window();
+        }
         std::shared_ptr<MapJob> job =
             MakeJob(open.pool(), open.function(), open.codec(), open.ordered());
+        job->set_options(open.options());
         absl::Status s = scheduler_->OpenMap(job);
         if (!s.ok()) {
           Fail(s);
@@ -253,20 +273,13 @@ class MapStreamReactor final
         Feed();
         return;
       }
-      case v1::MapStreamRequest::kInputs: {
+      case v1::MapStreamRequest::kInputs:
         if (job() == nullptr) {
           Fail(absl::InvalidArgumentError("MapStream inputs came before its open message"));
           return;
         }
-        {
-          absl::MutexLock lock(&feed_mu_);
-          for (std::string& input : *in_.mutable_inputs()->mutable_inputs()) {
-            pending_.push_back(std::move(input));
-          }
-        }
         Feed();
         return;
-      }
       case v1::MapStreamRequest::kEnd:
         if (job() == nullptr) {
           Fail(absl::InvalidArgumentError("MapStream ended before its open message"));
@@ -275,8 +288,8 @@ class MapStreamReactor final
         EndInputs();
         return;
       default:
-        Fail(absl::InvalidArgumentError(absl::StrCat(
-            "MapStream message of unknown kind ", static_cast<int>(in_.kind_case()))));
+        Fail(absl::InvalidArgumentError(
+            absl::StrCat("MapStream message of unknown kind ", static_cast<int>(kind))));
         return;
     }
   }
@@ -341,8 +354,8 @@ class MapStreamReactor final
   bool reading_ ABSL_GUARDED_BY(feed_mu_) = false;
   bool input_closed_ ABSL_GUARDED_BY(feed_mu_) = false;
   bool end_sent_ ABSL_GUARDED_BY(feed_mu_) = false;
-  uint32_t chunksize_ = 0;
-  uint32_t window_ = kDefaultMapWindow;
+  uint32_t chunksize_ ABSL_GUARDED_BY(feed_mu_) = 0;
+  uint32_t window_ ABSL_GUARDED_BY(feed_mu_) = kDefaultMapWindow;
 };
 
 }  // namespace

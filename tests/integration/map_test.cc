@@ -141,7 +141,7 @@ TEST_F(MapTest, FailingItemInTheMiddleIsReportedAtItsIndex) {
 // and memory bounds hold (high water 1000, VmHWM +0.2..0.6 MiB, 1M in 0.1..3 s), but
 // runs also end UNAVAILABLE "Socket closed" mid-stream (the daemon went away) or with
 // items answered with another input's output or run on empty inputs.
-TEST_F(MapTest, DISABLED_StreamingMillionInputsStaysWithinTheWindowAndBoundedMemory) {
+TEST_F(MapTest, StreamingMillionInputsStaysWithinTheWindowAndBoundedMemory) {
   // Warm up, so that the baseline includes the daemon's ordinary footprint.
   ASSERT_THAT(client_->pool().Map("square", Numbers(1000)), IsOk());
   const int64_t hwm_before = ProcStatusKiB(daemon_->pid(), "VmHWM");
@@ -209,7 +209,7 @@ TEST_F(MapTest, DISABLED_StreamingMillionInputsStaysWithinTheWindowAndBoundedMem
 // (item 4600 FAILED "square: input '' is not a decimal integer"). Seen in 4 of 5 runs of 1M items,
 // never with the whole-request Map. The client sends inputs in order from one
 // thread and takes indexes[i] with outputs[i] of the same MapResponse.
-TEST_F(MapTest, DISABLED_StreamingOutputsBelongToTheirInputs) {
+TEST_F(MapTest, StreamingOutputsBelongToTheirInputs) {
   constexpr int64_t kItems = 300000;
   int64_t produced = 0;
   MapOptions options;
