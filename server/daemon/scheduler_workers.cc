@@ -1,0 +1,522 @@
+// Scheduler, workers: starting and replacing them, their frames, stderr, time limits
+// and exits.
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/proto_status.h"
+#include "server/daemon/log.h"
+#include "server/daemon/pool_settings.h"
+#include "server/daemon/process_util.h"
+#include "server/daemon/scheduler.h"
+#include "server/daemon/scheduler_internal.h"
+
+namespace forkpool {
+
+using internal_scheduler::CodecOrText;
+using internal_scheduler::EffectiveOptions;
+using internal_scheduler::NowProto;
+using internal_scheduler::ToDuration;
+
+void Scheduler::StartWorkerLocked(Pool& pool, int index) {
+  if (draining_ || pool.closed) return;
+  WorkerSlot slot;
+  slot.key = next_worker_key_++;
+  slot.index = index;
+  slot.state = v1::WORKER_STATE_STARTING;
+  slot.requested_at = absl::Now();
+  const uint64_t key = slot.key;
+  pool.workers.emplace(key, std::move(slot));
+  internal::ToHelper request;
+  request.mutable_fork_worker()->set_pool(pool.settings.name());
+  request.mutable_fork_worker()->set_worker_index(index);
+  const std::string name = pool.settings.name();
+  absl::Status sent = helper_->Request(
+      request, [this, name, key](const internal::FromHelper& reply, std::vector<UniqueFd> fds) {
+        OnWorkerForked(name, key, reply, std::move(fds));
+      });
+  if (!sent.ok()) {
+    // The helper is gone; OnHelperLost starts a new one and this start is retried.
+    pool.last_error = std::string(sent.message());
+    pool.workers.erase(key);
+    ++pool.failed_starts;  // never zero here: a retry at once would recurse
+    ScheduleRestartLocked(pool, index);
+  }
+}
+
+void Scheduler::ScheduleRestartLocked(Pool& pool, int index) {
+  if (draining_ || pool.closed) return;
+  // Back off after consecutive failures so a broken initializer cannot spin.
+  const int failures = std::min(pool.failed_starts, 6);
+  const absl::Duration delay =
+      failures == 0 ? absl::ZeroDuration() : absl::Milliseconds(100) * (1 << (failures - 1));
+  const std::string name = pool.settings.name();
+  auto restart = [this, name, index] {
+    absl::MutexLock lock(&mu_);
+    Pool* pool = FindPoolLocked(name);
+    if (pool == nullptr) return;
+    for (const auto& [key, w] : pool->workers) {
+      if (w.index == index) return;  // already replaced
+    }
+    StartWorkerLocked(*pool, index);
+  };
+  if (delay == absl::ZeroDuration()) {
+    StartWorkerLocked(pool, index);
+  } else {
+    loop_->AddTimer(absl::Now() + delay, restart);
+  }
+}
+
+void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
+                               const internal::FromHelper& reply, std::vector<UniqueFd> fds) {
+  absl::MutexLock lock(&mu_);
+  Pool* pool = FindPoolLocked(name);
+  auto it = pool != nullptr ? pool->workers.find(key) : decltype(pool->workers.end())();
+  if (pool == nullptr || it == pool->workers.end()) {
+    // Nobody wants this worker any more (its pool was deleted): its socket closes
+    // here, it exits on EOF, and as our child it must still be reaped.
+    if (StatusFromProto(reply.status()).ok() && fds.size() == 3) ReapLaterLocked(std::move(fds[1]));
+    return;
+  }
+  WorkerSlot& w = it->second;
+  absl::Status s = StatusFromProto(reply.status());
+  if (s.ok() && fds.size() != 3) {
+    s = absl::InternalError(
+        absl::StrCat("fork helper passed ", fds.size(), " fds for a worker; expected 3"));
+  }
+  absl::StatusOr<std::unique_ptr<WorkerConnection>> conn =
+      s.ok() ? WorkerConnection::Create(reply.worker_forked().pid(), std::move(fds[0]),
+                                        std::move(fds[1]), std::move(fds[2]),
+                                        options_.max_frame_bytes)
+             : absl::StatusOr<std::unique_ptr<WorkerConnection>>(s);
+  if (!conn.ok()) {
+    const int index = w.index;
+    pool->last_error = absl::StrCat("starting worker ", index, ": ", conn.status().message());
+    Log("pool '", name, "': ", pool->last_error);
+    pool->workers.erase(it);
+    ++pool->failed_starts;
+    ScheduleRestartLocked(*pool, index);
+    return;
+  }
+  w.conn = std::move(*conn);
+  ++pool->workers_started;
+  ++live_workers_;
+  const int sock = w.conn->socket_fd();
+  const int pidfd = w.conn->pidfd();
+  const int err = w.conn->stderr_fd();
+  absl::Status watched = loop_->Watch(
+      pidfd, EPOLLIN, [this, name, key](uint32_t) { OnWorkerExit(name, key); });
+  if (watched.ok()) {
+    watched = loop_->Watch(sock, EPOLLIN, [this, name, key](uint32_t events) {
+      OnWorkerSocket(name, key, events);
+    });
+  }
+  if (watched.ok()) {
+    watched = loop_->Watch(err, EPOLLIN, [this, name, key](uint32_t) { OnWorkerStderr(name, key); });
+  }
+  if (!watched.ok()) {
+    Log("pool '", name, "': cannot watch worker ", w.conn->pid(), ": ", watched.message());
+    w.conn->Kill();  // its exit is still seen through the pidfd if that was watched
+  }
+}
+
+void Scheduler::ReapLaterLocked(UniqueFd pidfd) {
+  const int fd = pidfd.get();
+  orphans_.emplace(fd, std::move(pidfd));
+  absl::Status s = loop_->Watch(fd, EPOLLIN, [this, fd](uint32_t) {
+    absl::MutexLock lock(&mu_);
+    auto it = orphans_.find(fd);
+    if (it == orphans_.end()) return;
+    ReapPidfd(fd);
+    loop_->Unwatch(fd);
+    orphans_.erase(it);
+  });
+  if (!s.ok()) Log("cannot watch an orphaned worker: ", s.message());
+}
+
+void Scheduler::OnWorkerStderr(const std::string& name, uint64_t key) {
+  absl::MutexLock lock(&mu_);
+  auto pit = pools_.find(name);
+    Pool* pool = pit == pools_.end() ? nullptr : pit->second.get();
+  if (pool == nullptr) return;
+  auto it = pool->workers.find(key);
+  if (it == pool->workers.end() || !it->second.conn) return;
+  WorkerConnection& conn = *it->second.conn;
+  const std::string lines = conn.DrainStderr();
+  if (!lines.empty()) {
+    std::string prefixed;
+    for (absl::string_view line : absl::StrSplit(absl::string_view(lines).substr(
+                                                     0, lines.size() - 1),
+                                                 '\n')) {
+      absl::StrAppend(&prefixed, "forkpoold: [", name, "/", it->second.index, " pid ",
+                      conn.pid(), "] ", line, "\n");
+    }
+    std::fwrite(prefixed.data(), 1, prefixed.size(), stderr);
+  }
+  if (conn.stderr_eof()) loop_->Unwatch(conn.stderr_fd());
+}
+
+void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t events) {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    auto pit = pools_.find(name);
+    Pool* pool = pit == pools_.end() ? nullptr : pit->second.get();
+    if (pool == nullptr) return;
+    auto it = pool->workers.find(key);
+    if (it == pool->workers.end() || !it->second.conn) return;
+    WorkerSlot& w = it->second;
+    if (events & EPOLLOUT) {
+      absl::StatusOr<bool> more = w.conn->Flush();
+      if (!more.ok()) {
+        ProtocolErrorLocked(w, std::string(more.status().message()));
+      } else if (!*more && w.writing) {
+        w.writing = false;
+        (void)loop_->Modify(w.conn->socket_fd(), EPOLLIN);
+      }
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+      // The pool and worker stay valid during Read: only this thread erases them.
+      absl::StatusOr<bool> open = w.conn->Read([&](const internal::FromWorker& m)
+                                                   ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        OnWorkerMessage(*pool, w, m, &notify);
+      });
+      if (!open.ok()) {
+        ProtocolErrorLocked(w, std::string(open.status().message()));
+      } else if (!*open) {
+        // EOF: the worker is leaving; its pidfd says how. Kill it in case it lingers.
+        loop_->Unwatch(w.conn->socket_fd());
+        if (w.state != v1::WORKER_STATE_STOPPING) w.conn->Kill();
+      }
+    }
+    DispatchLocked(*pool);
+    WindDownLocked(*pool, &notify);
+  }
+  RunNotify(notify);
+}
+
+bool Scheduler::ReplyToWorker(const std::string& name, uint64_t key, uint64_t correlation_id,
+                              const absl::Status& status, std::string body) {
+  absl::MutexLock lock(&mu_);
+  auto pit = pools_.find(name);
+  if (pit == pools_.end()) return false;
+  auto it = pit->second->workers.find(key);
+  if (it == pit->second->workers.end() || !it->second.conn ||
+      !it->second.protocol_error.empty() || it->second.state != v1::WORKER_STATE_BUSY) {
+    return false;
+  }
+  internal::ToWorker message;
+  internal::WorkerReply* reply = message.mutable_reply();
+  reply->set_correlation_id(correlation_id);
+  StatusToProto(status, reply->mutable_status());
+  reply->set_body(std::move(body));
+  return SendLocked(it->second, message);
+}
+
+void Scheduler::ProtocolErrorLocked(WorkerSlot& w, const std::string& what) {
+  if (w.protocol_error.empty()) {
+    w.protocol_error = what;
+    Log("worker ", w.conn->pid(), " broke the worker protocol: ", what, "; killing it");
+  }
+  loop_->Unwatch(w.conn->socket_fd());
+  w.conn->Kill();
+}
+
+void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromWorker& m,
+                                Notify* notify) {
+  if (!w.protocol_error.empty()) return;
+  switch (m.kind_case()) {
+    case internal::FromWorker::kHello: {
+      if (w.state != v1::WORKER_STATE_STARTING) {
+        ProtocolErrorLocked(w, "hello sent twice");
+        return;
+      }
+      if (m.hello().protocol_version() != internal::PROTOCOL_VERSION_1) {
+        ProtocolErrorLocked(w, absl::StrCat("unsupported protocol version ",
+                                            m.hello().protocol_version()));
+        return;
+      }
+      if (m.hello().has_init_error() && m.hello().init_error().code() != 0) {
+        pool.last_error = absl::StrCat("initializer failed in worker ", w.conn->pid(), ": ",
+                                       m.hello().init_error().message());
+        Log("pool '", pool.settings.name(), "': ", pool.last_error);
+        w.state = v1::WORKER_STATE_STOPPING;  // it exits; the restart backs off
+        ++pool.failed_starts;
+        return;
+      }
+      pool.failed_starts = 0;
+      w.state = v1::WORKER_STATE_IDLE;
+      pool.idle.push_back(w.key);
+      if (!pool.reported_ready) {
+        int ready = 0;
+        for (const auto& [k, other] : pool.workers) {
+          if (other.state == v1::WORKER_STATE_IDLE || other.state == v1::WORKER_STATE_BUSY) ++ready;
+        }
+        if (ready >= pool.settings.processes()) {
+          pool.reported_ready = true;
+          Log("pool '", pool.settings.name(), "': ", ready, " workers ready in ",
+              absl::FormatDuration(absl::Now() - pool.created_at));
+        }
+      }
+      return;
+    }
+    case internal::FromWorker::kResults: {
+      const auto& r = m.results();
+      if (w.state != v1::WORKER_STATE_BUSY || r.batch_id() != w.batch_id) {
+        // A cancelled task's worker may still have answered; anything else is wrong.
+        if (w.state == v1::WORKER_STATE_STOPPING) return;
+        ProtocolErrorLocked(w, absl::StrCat("results for batch ", r.batch_id(),
+                                            " that is not running"));
+        return;
+      }
+      const int expected = w.chunk ? w.chunk->count : 1;
+      if (static_cast<int>(r.first_index()) != w.chunk_results ||
+          w.chunk_results + r.results_size() > expected) {
+        ProtocolErrorLocked(w, absl::StrCat("batch ", r.batch_id(), " has ", expected,
+                                            " items; got results ", r.first_index(), "..",
+                                            r.first_index() + r.results_size(), " after ",
+                                            w.chunk_results));
+        return;
+      }
+      if (w.chunk) {
+        const MapChunk& chunk = *w.chunk;
+        for (int k = 0; k < r.results_size(); ++k) {
+          const internal::ItemResult& item = r.results(k);
+          MapItemResult out;
+          out.index = chunk.first_index + static_cast<uint64_t>(w.chunk_results + k);
+          out.ok = item.status().code() == 0;
+          if (out.ok) {
+            out.output = item.output();
+            ++pool.tasks_done;
+          } else {
+            out.error.set_index(out.index);
+            out.error.set_state(v1::TASK_STATE_FAILED);
+            out.error.set_error(item.status().message());
+            ++pool.tasks_failed;
+          }
+          chunk.job->AddResult(std::move(out));
+        }
+        w.chunk_results += r.results_size();
+        return;
+      }
+      w.chunk_results += r.results_size();
+      Task* task = tasks_.Find(w.task_id);
+      if (task == nullptr || IsTerminal(task->result.state())) return;
+      const internal::ItemResult& item = r.results(0);
+      if (item.status().code() == 0) {
+        task->result.mutable_output()->set_data(item.output());
+        task->result.mutable_output()->set_codec(CodecOrText(task->codec));
+        task->result.clear_error();  // from an earlier attempt
+        task->result.clear_worker_loss();
+        FinishLocked(&pool, *task, v1::TASK_STATE_SUCCEEDED, notify);
+      } else {
+        task->result.set_error(item.status().message());
+        RetryOrFinishLocked(pool, *task, v1::TASK_STATE_FAILED, notify);
+      }
+      return;
+    }
+    case internal::FromWorker::kDone: {
+      if (w.state == v1::WORKER_STATE_STOPPING) return;
+      if (w.state != v1::WORKER_STATE_BUSY || m.done().batch_id() != w.batch_id) {
+        ProtocolErrorLocked(w, absl::StrCat("batch ", m.done().batch_id(),
+                                            " done but it is not running"));
+        return;
+      }
+      if (w.chunk) {
+        // Items left unanswered were stopped (StopBatch) or skipped.
+        if (w.chunk_results < w.chunk->count) {
+          if (w.chunk->job->cancelled()) {
+            // Nobody listens any more.
+          } else {
+            FailChunkItemsLocked(*w.chunk, w.chunk_results, v1::TASK_STATE_FAILED,
+                                 "protocol error: the worker finished the batch without a "
+                                 "result for this item",
+                                 nullptr);
+          }
+        }
+        w.chunk.reset();
+      } else if (Task* task = tasks_.Find(w.task_id);
+                 w.chunk_results < 1 && task && task->worker_key == w.key &&
+                 !IsTerminal(task->result.state())) {
+        // Done without a result for its item.
+        task->result.set_error("protocol error: the worker finished the batch without a result");
+        FinishLocked(&pool, *task, v1::TASK_STATE_FAILED, notify);
+      }
+      --running_;
+      if (w.limit_timer != 0) loop_->CancelTimer(w.limit_timer);
+      w.limit_timer = 0;
+      w.chunk_results = 0;
+      w.task_id.clear();
+      w.batch_id = 0;
+      ++w.tasks_done;
+      w.rss_bytes = m.done().rss_bytes();
+      const int max_tasks = pool.settings.max_tasks_per_child();
+      const int64_t max_rss = pool.settings.max_memory_per_child_bytes();
+      if ((max_tasks > 0 && w.tasks_done >= max_tasks) ||
+          (max_rss > 0 && w.rss_bytes > max_rss)) {
+        internal::ToWorker shutdown;
+        shutdown.mutable_shutdown();
+        (void)w.conn->Send(shutdown);
+        w.state = v1::WORKER_STATE_STOPPING;
+      } else {
+        w.state = v1::WORKER_STATE_IDLE;
+        pool.idle.push_back(w.key);
+      }
+      return;
+    }
+    case internal::FromWorker::kRequest: {
+      if (w.state != v1::WORKER_STATE_BUSY || !request_handler_) {
+        ProtocolErrorLocked(w, absl::StrCat("worker request '", m.request().method(),
+                                            "' outside a task"));
+        return;
+      }
+      // Handled after the lock is released: the answer may come at once.
+      const std::string name = pool.settings.name();
+      const uint64_t key = w.key, corr = m.request().correlation_id();
+      notify->push_back([this, name, key, corr, method = m.request().method(),
+                         body = m.request().body()] {
+        request_handler_(method, body, [this, name, key, corr](absl::Status s, std::string b) {
+          return ReplyToWorker(name, key, corr, s, std::move(b));
+        });
+      });
+      return;
+    }
+    default:
+      ProtocolErrorLocked(w, absl::StrCat("unknown message kind ", static_cast<int>(m.kind_case())));
+      return;
+  }
+}
+
+void Scheduler::ArmTimeLimitLocked(Pool& pool, WorkerSlot& w, absl::Duration limit) {
+  if (w.limit_timer != 0) loop_->CancelTimer(w.limit_timer);
+  w.limit_timer = 0;
+  w.time_limit = limit;
+  if (limit <= absl::ZeroDuration()) return;
+  const std::string name = pool.settings.name();
+  const uint64_t key = w.key, batch = w.batch_id;
+  w.limit_timer = loop_->AddTimer(absl::Now() + limit, [this, name, key, batch] {
+    OnTimeLimit(name, key, batch);
+  });
+}
+
+void Scheduler::OnTimeLimit(const std::string& name, uint64_t key, uint64_t batch) {
+  absl::MutexLock lock(&mu_);
+  auto pit = pools_.find(name);
+  if (pit == pools_.end()) return;
+  auto it = pit->second->workers.find(key);
+  if (it == pit->second->workers.end()) return;
+  WorkerSlot& w = it->second;
+  w.limit_timer = 0;
+  if (w.state != v1::WORKER_STATE_BUSY || w.batch_id != batch || !w.conn) return;
+  // The hard limit: the worker's process group is killed; its exit ends the work.
+  w.timed_out = true;
+  w.conn->Kill();
+}
+
+void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    auto pit = pools_.find(name);  // deleting pools too: their workers must be reaped
+    if (pit == pools_.end()) return;
+    Pool* pool = pit->second.get();
+    auto it = pool->workers.find(key);
+    if (it == pool->workers.end() || !it->second.conn) return;
+    WorkerSlot& w = it->second;
+    WorkerConnection& conn = *w.conn;
+    // Frames the worker sent before it died still count (results, a Hello that
+    // reports a failed initializer): read them before judging the exit.
+    if (w.protocol_error.empty()) {
+      (void)conn.Read([&](const internal::FromWorker& m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        OnWorkerMessage(*pool, w, m, &notify);
+      });
+    }
+    // Everything the worker wrote is in the pipe now; keep it for the report.
+    const std::string lines = conn.DrainStderr();
+    if (!lines.empty()) std::fwrite(lines.data(), 1, lines.size(), stderr);
+    const ExitInfo exit = ReapPidfd(conn.pidfd());
+    loop_->Unwatch(conn.pidfd());
+    loop_->Unwatch(conn.socket_fd());
+    loop_->Unwatch(conn.stderr_fd());
+    --live_workers_;
+    const bool expected =
+        (w.state == v1::WORKER_STATE_STOPPING && w.protocol_error.empty()) || w.timed_out;
+    if (w.limit_timer != 0) loop_->CancelTimer(w.limit_timer);
+    w.limit_timer = 0;
+    // Why the work on this worker ended: its own death, our time limit, or a broken
+    // protocol.
+    v1::WorkerLoss loss;
+    loss.set_pid(conn.pid());
+    loss.set_signal(exit.signal);
+    if (exit.signal != 0) loss.set_signal_name(SignalName(exit.signal));
+    loss.set_exit_code(exit.exit_code);
+    loss.set_stderr_tail(conn.stderr_tail());
+    v1::TaskState state = v1::TASK_STATE_WORKER_LOST;
+    std::string error = absl::StrCat("worker lost: ", DescribeExit(exit));
+    if (!w.protocol_error.empty()) {
+      state = v1::TASK_STATE_FAILED;
+      error = absl::StrCat("protocol error: ", w.protocol_error);
+    } else if (w.timed_out) {
+      state = v1::TASK_STATE_TIMED_OUT;
+      error = absl::StrCat("timed out: ran past its hard time limit of ",
+                           absl::FormatDuration(w.time_limit), "; its worker was killed");
+    }
+    if (w.state == v1::WORKER_STATE_BUSY && w.chunk) {
+      --running_;
+      const MapChunk& chunk = *w.chunk;
+      const int at = w.chunk_results;  // the item that was running
+      if (at < chunk.count && !chunk.job->cancelled()) {
+        const v1::TaskOptions eff = EffectiveOptions(*pool, chunk.job->options());
+        if (state != v1::TASK_STATE_FAILED && chunk.attempt <= eff.max_retries() &&
+            !draining_ && !pool->closed) {
+          // Retry the running item (and the rest) as a new attempt.
+          MapChunk again = chunk;
+          again.attempt = chunk.attempt + 1;
+          RequeueChunkRestLocked(*pool, again, at);
+        } else {
+          MapChunk blamed = chunk;
+          blamed.count = at + 1;
+          FailChunkItemsLocked(blamed, at, state, error,
+                               state == v1::TASK_STATE_WORKER_LOST ? &loss : nullptr);
+          ++pool->tasks_failed;
+          RequeueChunkRestLocked(*pool, chunk, at + 1);
+        }
+      }
+      w.chunk.reset();
+    } else if (w.state == v1::WORKER_STATE_BUSY) {
+      --running_;
+      if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
+        if (state == v1::TASK_STATE_WORKER_LOST) *task->result.mutable_worker_loss() = loss;
+        task->result.set_error(error);
+        if (state == v1::TASK_STATE_FAILED) {
+          FinishLocked(pool, *task, state, &notify);
+        } else {
+          RetryOrFinishLocked(*pool, *task, state, &notify);
+        }
+      }
+    }
+    if (!expected) {
+      ++pool->workers_lost;
+      if (w.state == v1::WORKER_STATE_STARTING) ++pool->failed_starts;
+      Log("pool '", name, "': worker ", w.index, " (pid ", conn.pid(), ") ", DescribeExit(exit),
+          w.state == v1::WORKER_STATE_STARTING ? " before it was ready" : "");
+    }
+    pool->idle.erase(std::remove(pool->idle.begin(), pool->idle.end(), key), pool->idle.end());
+    const int index = w.index;
+    pool->workers.erase(it);
+    if (pool->deleting && pool->workers.empty()) {
+      Log("pool '", name, "' deleted");
+      pools_.erase(pit);
+    } else {
+      ScheduleRestartLocked(*pool, index);
+      DispatchLocked(*pool);
+      WindDownLocked(*pool, &notify);
+    }
+  }
+  RunNotify(notify);
+}
+
+}  // namespace forkpool
