@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <systemd/sd-daemon.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -204,6 +205,9 @@ int Serve() {
   }
   Log("serving on unix:", socket_path, " (pid ", ::getpid(), ", fork helper pid ",
       helper_client->pid(), ", default pool: ", pool_info.settings().processes(), " workers)");
+  // Under systemd (Type=notify); a no-op without NOTIFY_SOCKET.
+  sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving on unix:%s", static_cast<int>(::getpid()),
+             socket_path.c_str());
 
   int sig = 0;
   while (::sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
@@ -214,6 +218,7 @@ int Serve() {
 
   // Drain: say NOT_SERVING, refuse new work, let running tasks finish in the grace
   // period, kill what is left, then stop gRPC, the helper and the loop, in that order.
+  sd_notify(0, "STOPPING=1\nSTATUS=draining");
   server->GetHealthCheckService()->SetServingStatus(false);
   scheduler->BeginDrain();
   if (!scheduler->AwaitRunning(absl::Now() + absl::GetFlag(FLAGS_grace))) {
