@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <string>
@@ -47,6 +48,8 @@ ABSL_FLAG(absl::Duration, result_ttl, absl::Hours(1), "how long finished results
 ABSL_FLAG(absl::Duration, grace, absl::Seconds(10),
           "on SIGTERM, how long running tasks may take to finish before they are killed");
 ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks per pool");
+ABSL_FLAG(int, poison_threshold, 3,
+          "a task that has killed this many workers fails as a poison task");
 ABSL_FLAG(int64_t, max_queue_item_bytes, 4 << 20, "largest item a shared queue accepts");
 ABSL_FLAG(int64_t, max_queue_bytes, 256 << 20, "most bytes one shared queue may hold");
 ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "largest request a client may send");
@@ -157,6 +160,7 @@ int Serve() {
   options.result_ttl = absl::GetFlag(FLAGS_result_ttl);
   options.max_queued_per_pool = absl::GetFlag(FLAGS_max_queued);
   options.default_libraries = libraries;
+  options.poison_threshold = std::max(1, absl::GetFlag(FLAGS_poison_threshold));
   auto scheduler = std::make_unique<Scheduler>(loop->get(), options);
   Scheduler* sched = scheduler.get();
   auto helper_client = std::make_unique<ForkHelperClient>(
