@@ -10,4 +10,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libabsl-dev libgtest-dev libgmock-dev googletest \
   libcli11-dev libsystemd-dev grpc-proto \
-  procps >/dev/null
+  procps clang libclang-rt-14-dev >/dev/null
