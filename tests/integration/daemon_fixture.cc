@@ -1,22 +1,27 @@
 // Daemon and RunCommand: real processes for the integration tests.
 #include "daemon_fixture.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -26,6 +31,26 @@ extern char** environ;
 
 namespace forkpool::testing {
 namespace {
+
+// Pids the fixture started (daemons, commands): their owners reap them, so
+// ReapAdoptedOrphans leaves them alone.
+std::mutex owned_mu;
+std::set<pid_t>& OwnedPids() {
+  static std::set<pid_t>* pids = new std::set<pid_t>;
+  return *pids;
+}
+void Own(pid_t pid) {
+  std::lock_guard<std::mutex> lock(owned_mu);
+  OwnedPids().insert(pid);
+}
+void Disown(pid_t pid) {
+  std::lock_guard<std::mutex> lock(owned_mu);
+  OwnedPids().erase(pid);
+}
+bool IsOwned(pid_t pid) {
+  std::lock_guard<std::mutex> lock(owned_mu);
+  return OwnedPids().count(pid) > 0;
+}
 
 // Spawns `argv` with `envp`, stdin from /dev/null, stdout and stderr to `out` and
 // `err` (appended), default signal dispositions and an empty signal mask.
@@ -60,6 +85,7 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) return absl::ErrnoToStatus(rc, absl::StrCat("posix_spawn(", argv[0], ")"));
+  Own(pid);
   return pid;
 }
 
@@ -79,7 +105,10 @@ std::vector<std::string> Environment(const std::map<std::string, std::string>& e
 absl::StatusOr<std::optional<int>> TryReap(pid_t pid) {
   int status = 0;
   const pid_t r = ::waitpid(pid, &status, WNOHANG);
-  if (r == pid) return std::optional<int>(status);
+  if (r == pid) {
+    Disown(pid);
+    return std::optional<int>(status);
+  }
   if (r == 0) return std::optional<int>();
   return absl::ErrnoToStatus(errno, absl::StrCat("waitpid(", pid, ")"));
 }
@@ -111,6 +140,102 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string TestLibrariesFlag() {
+  return absl::StrCat("--task_library=", kExampleTasksPath, ",", kTestTasksPath);
+}
+
+std::optional<ProcInfo> ReadProc(pid_t pid) {
+  const std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+  const size_t open = stat.find('(');
+  const size_t close = stat.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) {
+    return std::nullopt;
+  }
+  ProcInfo info;
+  info.pid = pid;
+  info.comm = stat.substr(open + 1, close - open - 1);
+  std::vector<std::string> rest = absl::StrSplit(stat.substr(close + 1), ' ', absl::SkipEmpty());
+  if (rest.size() < 3 || rest[0].empty()) return std::nullopt;
+  info.state = rest[0][0];
+  if (!absl::SimpleAtoi(rest[1], &info.ppid) || !absl::SimpleAtoi(rest[2], &info.pgid)) {
+    return std::nullopt;
+  }
+  return info;
+}
+
+std::vector<ProcInfo> ChildrenOf(pid_t parent, const std::string& comm) {
+  std::vector<ProcInfo> out;
+  DIR* dir = ::opendir("/proc");
+  if (dir == nullptr) return out;
+  while (dirent* entry = ::readdir(dir)) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry->d_name, &pid) || pid <= 0) continue;
+    std::optional<ProcInfo> info = ReadProc(pid);
+    if (!info || info->ppid != parent || info->state == 'Z' || info->state == 'X') continue;
+    if (!comm.empty() && info->comm != comm) continue;
+    out.push_back(*info);
+  }
+  ::closedir(dir);
+  std::sort(out.begin(), out.end(),
+            [](const ProcInfo& a, const ProcInfo& b) { return a.pid < b.pid; });
+  return out;
+}
+
+std::set<pid_t> WorkerPidsOf(pid_t daemon) {
+  std::set<pid_t> out;
+  for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-worker")) out.insert(p.pid);
+  return out;
+}
+
+std::set<pid_t> HelperPidsOf(pid_t daemon) {
+  std::set<pid_t> out;
+  for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-helper")) out.insert(p.pid);
+  return out;
+}
+
+std::vector<int> OpenFds(pid_t pid) {
+  std::vector<int> out;
+  DIR* dir = ::opendir(absl::StrCat("/proc/", pid, "/fd").c_str());
+  if (dir == nullptr) return out;
+  while (dirent* entry = ::readdir(dir)) {
+    int fd = 0;
+    if (absl::SimpleAtoi(entry->d_name, &fd)) out.push_back(fd);
+  }
+  ::closedir(dir);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string ReadLink(const std::string& path) {
+  char buf[4096];
+  const ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf));
+  if (n <= 0) return "";
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+void BecomeSubreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
+void ReapAdoptedOrphans() {
+  DIR* dir = ::opendir("/proc");
+  if (dir == nullptr) return;
+  const pid_t self = ::getpid();
+  std::vector<pid_t> zombies;
+  while (dirent* entry = ::readdir(dir)) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry->d_name, &pid) || pid <= 0) continue;
+    std::optional<ProcInfo> info = ReadProc(pid);
+    if (info && info->ppid == self && info->state == 'Z' && !IsOwned(pid)) {
+      zombies.push_back(pid);
+    }
+  }
+  ::closedir(dir);
+  for (pid_t pid : zombies) {
+    int status = 0;
+    (void)::waitpid(pid, &status, WNOHANG);
+  }
 }
 
 bool ProcessAlive(pid_t pid) {
@@ -174,6 +299,14 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& optio
         "forkpoold did not answer within ", absl::FormatDuration(options.start_timeout), " (",
         last.message(), "); its log:\n", daemon->ReadLog()));
   }
+  // "serving on unix:... (pid N, fork helper pid M, ...)"
+  const std::string said = daemon->ReadLog();
+  const std::string helper_key = "fork helper pid ";
+  if (const size_t at = said.find(helper_key); at != std::string::npos) {
+    const size_t begin = at + helper_key.size();
+    const size_t end = said.find_first_not_of("0123456789", begin);
+    (void)absl::SimpleAtoi(said.substr(begin, end - begin), &daemon->first_helper_pid_);
+  }
   return daemon;
 }
 
@@ -200,6 +333,23 @@ absl::StatusOr<int> Daemon::Stop(absl::Duration grace) {
   } else {
     stop_result_ = **reaped;
   }
+  return stop_result_;
+}
+
+absl::StatusOr<int> Daemon::AwaitExit(absl::Duration timeout) {
+  if (stopped_) return stop_result_;
+  absl::StatusOr<std::optional<int>> reaped = ReapWithin(pid_, timeout);
+  if (!reaped.ok()) {
+    stopped_ = true;
+    stop_result_ = reaped.status();
+    return stop_result_;
+  }
+  if (!reaped->has_value()) {
+    return absl::DeadlineExceededError(absl::StrCat("forkpoold pid ", pid_, " still runs after ",
+                                                    absl::FormatDuration(timeout)));
+  }
+  stopped_ = true;
+  stop_result_ = **reaped;
   return stop_result_;
 }
 

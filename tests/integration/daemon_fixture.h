@@ -7,6 +7,8 @@
 
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -48,7 +50,14 @@ class Daemon {
   // Idempotent: a second call returns the first's answer.
   absl::StatusOr<int> Stop(absl::Duration grace = absl::Seconds(15));
 
+  // Waits up to `timeout` for the daemon to exit by itself (after a signal the test
+  // sent) and reaps it: its wait status, kDeadlineExceeded if it still runs (it is
+  // then left running for Stop or the destructor).
+  absl::StatusOr<int> AwaitExit(absl::Duration timeout);
+
   pid_t pid() const { return pid_; }
+  // The fork helper's pid as the daemon logged it at start-up ("fork helper pid N").
+  pid_t first_helper_pid() const { return first_helper_pid_; }
   // The temporary directory, the socket in it, and "unix:<socket>".
   const std::string& dir() const { return dir_; }
   const std::string& socket_path() const { return socket_path_; }
@@ -64,6 +73,7 @@ class Daemon {
   std::string socket_path_;
   std::string log_path_;
   pid_t pid_;
+  pid_t first_helper_pid_ = 0;
   bool stopped_ = false;
   absl::StatusOr<int> stop_result_ = 0;
 };
@@ -87,6 +97,52 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
 
 // True while /proc says process `pid` exists and is not a zombie.
 bool ProcessAlive(pid_t pid);
+
+// Paths of the example and test task libraries and of the spawn worker program, as
+// built beside forkpoold.
+inline constexpr char kExampleTasksPath[] = FORKPOOL_EXAMPLE_TASKS_PATH;
+inline constexpr char kTestTasksPath[] = FORKPOOL_TEST_TASKS_PATH;
+inline constexpr char kWorkerPath[] = FORKPOOL_WORKER_PATH;
+
+// "--task_library=<example library>,<test library>": the default pool loads both.
+std::string TestLibrariesFlag();
+
+// One process as /proc/PID/stat describes it.
+struct ProcInfo {
+  pid_t pid = 0;
+  pid_t ppid = 0;
+  pid_t pgid = 0;
+  // R, S, D, Z, T, ...
+  char state = '?';
+  // /proc/PID/comm (at most 15 characters).
+  std::string comm;
+};
+
+// What /proc/PID/stat says of `pid`; nullopt when there is no such process.
+std::optional<ProcInfo> ReadProc(pid_t pid);
+
+// Live (non-zombie) children of `parent` according to /proc, optionally only those
+// whose comm is `comm`; sorted by pid.
+std::vector<ProcInfo> ChildrenOf(pid_t parent, const std::string& comm = "");
+
+// Pids of the live `forkpool-worker` children of `daemon`, and of its live
+// `forkpool-helper` children.
+std::set<pid_t> WorkerPidsOf(pid_t daemon);
+std::set<pid_t> HelperPidsOf(pid_t daemon);
+
+// The fds process `pid` has open (names in /proc/PID/fd), sorted.
+std::vector<int> OpenFds(pid_t pid);
+
+// readlink() of `path`; empty when it fails.
+std::string ReadLink(const std::string& path);
+
+// Makes this process a child subreaper (PR_SET_CHILD_SUBREAPER), so that what a dead
+// daemon leaves behind is re-parented to the test and stays checkable.
+void BecomeSubreaper();
+
+// Reaps every zombie child of this process that the fixture did not start itself
+// (daemons and commands are reaped by their owners): orphans adopted as subreaper.
+void ReapAdoptedOrphans();
 
 // Polls `condition` every few milliseconds until it holds or `timeout` passes;
 // returns whether it held.

@@ -1,0 +1,320 @@
+// Fault-injection tests of task failures: crashing workers, memory caps, time limits,
+// retries and poison tasks, queue deadlines, workers killed mid-map and clients that
+// leave mid-map. Every killed or crashed worker is checked gone in /proc and replaced.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "fault_test_base.h"
+#include "forkpool/v1/forkpool.grpc.pb.h"
+
+namespace forkpool::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::StartsWith;
+
+// --- 4. crashes and the memory cap ------------------------------------------------------
+
+class CrashTest : public FaultTest {
+ protected:
+  // Runs `crash how`, checks it ended WORKER_LOST and that its worker is gone and
+  // replaced; returns the result.
+  v1::TaskResult CrashAndCheckReplaced(const std::string& how) {
+    const std::set<pid_t> before = AwaitIdleWorkers("default", 2);
+    absl::StatusOr<v1::TaskResult> result = client_->pool().ApplyResult("crash", how);
+    EXPECT_THAT(result, IsOk());
+    if (!result.ok()) return {};
+    EXPECT_EQ(result->state(), v1::TASK_STATE_WORKER_LOST) << result->ShortDebugString();
+    const pid_t dead = result->worker_loss().pid();
+    EXPECT_EQ(before.count(dead), 1u) << "lost worker " << dead << " was not one of "
+                                      << Pids(before);
+    EXPECT_THAT(AwaitGone({dead}), IsEmpty());
+    const std::set<pid_t> after = AwaitIdleWorkers("default", 2, {dead});
+    EXPECT_EQ(after.size(), 2u);
+    return *result;
+  }
+};
+
+TEST_F(CrashTest, SegvAbortAndExitAreWorkerLostWithHowTheWorkerDied) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
+
+  const v1::TaskResult segv = CrashAndCheckReplaced("segv");
+  EXPECT_EQ(segv.worker_loss().signal(), SIGSEGV);
+  EXPECT_EQ(segv.worker_loss().signal_name(), "SIGSEGV");
+  EXPECT_THAT(segv.worker_loss().stderr_tail(), HasSubstr("raising SIGSEGV"));
+  EXPECT_THAT(segv.error(), HasSubstr("SIGSEGV"));
+
+  const v1::TaskResult abort = CrashAndCheckReplaced("abort");
+  EXPECT_EQ(abort.worker_loss().signal(), SIGABRT);
+  EXPECT_EQ(abort.worker_loss().signal_name(), "SIGABRT");
+  EXPECT_THAT(abort.worker_loss().stderr_tail(), HasSubstr("aborting as asked"));
+
+  const v1::TaskResult exit3 = CrashAndCheckReplaced("exit");
+  EXPECT_EQ(exit3.worker_loss().signal(), 0);
+  EXPECT_EQ(exit3.worker_loss().exit_code(), 3);
+  EXPECT_THAT(exit3.error(), HasSubstr("3"));
+
+  // The client sees WORKER_LOST as kAborted, and the pool goes on.
+  EXPECT_THAT(client_->pool().Apply("crash", "segv"), StatusIs(absl::StatusCode::kAborted, ""));
+  EXPECT_THAT(client_->pool().Apply("square", "7"), IsOkAndHolds(std::string("49")));
+}
+
+TEST_F(CrashTest, AllocationPastTheMemoryCapFailsAsOutOfMemory) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
+  v1::PoolSettings settings;
+  settings.set_name("capped");
+  settings.set_processes(1);
+  settings.set_memory_limit_bytes(int64_t{256} << 20);
+  absl::StatusOr<v1::PoolInfo> made = client_->CreatePool(settings);
+  // Never run a big alloc without the cap in force.
+  ASSERT_THAT(made, IsOk());
+  ASSERT_EQ(made->settings().memory_limit_bytes(), int64_t{256} << 20);
+  const std::set<pid_t> workers = AwaitIdleWorkers("capped", 1);
+  ASSERT_EQ(workers.size(), 1u);
+  // The cap is in the worker's limits, as the kernel sees them.
+  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", *workers.begin(), "/limits")),
+              ::testing::ContainsRegex("Max address space +268435456 +268435456"));
+
+  absl::StatusOr<v1::TaskResult> result = client_->pool("capped").ApplyResult("alloc", "1024");
+  ASSERT_THAT(result, IsOk());
+  EXPECT_EQ(result->state(), v1::TASK_STATE_FAILED) << result->ShortDebugString();
+  EXPECT_THAT(result->error(), HasSubstr("out of memory"));
+  // A small allocation still works there.
+  EXPECT_THAT(client_->pool("capped").Apply("alloc", "16"), IsOkAndHolds(std::string("ok")));
+}
+
+// --- 8. time limits, retries, poison tasks, queue deadlines --------------------------
+
+TEST_F(FaultTest, HardTimeLimitKillsAndReplacesTheWorker) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
+  ApplyOptions options;
+  options.time_limit = absl::Milliseconds(300);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<AsyncResult> task = client_->pool().ApplyAsync("sleep", "5", options);
+  ASSERT_THAT(task, IsOk());
+  absl::StatusOr<v1::TaskResult> result = task->Result(absl::Seconds(10));
+  const absl::Duration took = absl::Now() - start;
+  ASSERT_THAT(result, IsOk());
+  EXPECT_EQ(result->state(), v1::TASK_STATE_TIMED_OUT) << result->ShortDebugString();
+  EXPECT_LT(took, absl::Seconds(3));
+  EXPECT_GE(Between(result->started_at(), result->finished_at()), absl::Milliseconds(300));
+  EXPECT_THAT(task->Get(absl::ZeroDuration()),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, ""));
+
+  const pid_t victim = result->worker_pid();
+  ASSERT_NE(victim, 0);
+  EXPECT_THAT(AwaitGone({victim}), IsEmpty()) << "timed-out worker still runs";
+  EXPECT_EQ(AwaitIdleWorkers("default", 2, {victim}).size(), 2u);
+}
+
+TEST_F(FaultTest, SoftTimeLimitTellsTheTask) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
+  ApplyOptions options;
+  options.soft_time_limit = absl::Milliseconds(200);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::string> out = client_->pool().Apply("soft_wait", "3", options);
+  ASSERT_THAT(out, IsOk());
+  EXPECT_THAT(*out, StartsWith("soft limit after"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2.5));
+}
+
+TEST_F(FaultTest, WorkerLossIsRetriedWhenAskedAndNotOtherwise) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
+  ApplyOptions retry;
+  retry.max_retries = 1;
+  absl::StatusOr<v1::TaskResult> retried = client_->pool().ApplyResult("crash_first", "", retry);
+  ASSERT_THAT(retried, IsOk());
+  EXPECT_EQ(retried->state(), v1::TASK_STATE_SUCCEEDED) << retried->ShortDebugString();
+  EXPECT_EQ(retried->attempts(), 2);
+  EXPECT_EQ(retried->output().data(), "ok on attempt 2");
+
+  absl::StatusOr<v1::TaskResult> once = client_->pool().ApplyResult("crash_first", "");
+  ASSERT_THAT(once, IsOk());
+  EXPECT_EQ(once->state(), v1::TASK_STATE_WORKER_LOST) << once->ShortDebugString();
+  EXPECT_EQ(once->attempts(), 1);
+  EXPECT_EQ(once->worker_loss().signal(), SIGKILL);
+  EXPECT_THAT(AwaitGone({once->worker_loss().pid()}), IsEmpty());
+}
+
+TEST_F(FaultTest, TaskThatKillsThreeWorkersIsPoison) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
+  absl::StatusOr<v1::PoolInfo> before = client_->DescribePool("default");
+  ASSERT_THAT(before, IsOk());
+  ApplyOptions options;
+  options.max_retries = 10;
+  absl::StatusOr<v1::TaskResult> result = client_->pool().ApplyResult("crash", "segv", options);
+  ASSERT_THAT(result, IsOk());
+  EXPECT_EQ(result->state(), v1::TASK_STATE_FAILED) << result->ShortDebugString();
+  EXPECT_THAT(result->error(), HasSubstr("poison task"));
+  EXPECT_EQ(result->attempts(), 3);
+  // It really killed three workers, and the pool is whole again.
+  absl::StatusOr<v1::PoolInfo> after = client_->DescribePool("default");
+  ASSERT_THAT(after, IsOk());
+  EXPECT_EQ(after->workers_lost() - before->workers_lost(), 3);
+  EXPECT_EQ(AwaitIdleWorkers("default", 2).size(), 2u);
+  EXPECT_THAT(client_->pool().Apply("square", "3"), IsOkAndHolds(std::string("9")));
+}
+
+TEST_F(FaultTest, QueueDeadlineExpiresATaskThatCouldNotStart) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
+  absl::StatusOr<AsyncResult> busy = client_->pool().ApplyAsync("sleep", "1.5");
+  ASSERT_THAT(busy, IsOk());
+  AwaitRunning(*busy);
+
+  ApplyOptions options;
+  options.queue_deadline = absl::Milliseconds(200);
+  absl::StatusOr<AsyncResult> late = client_->pool().ApplyAsync("echo", "late", options);
+  ASSERT_THAT(late, IsOk());
+  absl::StatusOr<v1::TaskResult> result = late->Result(absl::Seconds(10));
+  ASSERT_THAT(result, IsOk());
+  EXPECT_EQ(result->state(), v1::TASK_STATE_EXPIRED) << result->ShortDebugString();
+  EXPECT_EQ(result->attempts(), 0);
+  EXPECT_EQ(result->worker_pid(), 0);
+  EXPECT_GE(Between(result->submitted_at(), result->finished_at()), absl::Milliseconds(200));
+  EXPECT_THAT(late->Get(absl::ZeroDuration()), StatusIs(absl::StatusCode::kDeadlineExceeded, ""));
+  // The busy task was not disturbed.
+  EXPECT_THAT(busy->Get(absl::Seconds(10)), IsOkAndHolds(std::string("1.5")));
+}
+
+// --- 9, 10. map with a killed worker, and a client that leaves mid-map --------------
+
+std::unique_ptr<v1::Tasks::Stub> TasksStub(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return v1::Tasks::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+}
+
+TEST_F(FaultTest, MapAnswersEveryItemOnceWhenABusyWorkerIsKilled) {
+  constexpr int kItems = 2000;
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(8));
+  const pid_t daemon = daemon_->pid();
+  std::unique_ptr<v1::Tasks::Stub> stub = TasksStub(daemon_->address());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(40));
+  v1::MapRequest request;
+  request.set_pool("default");
+  request.set_function("sleep");
+  for (int i = 0; i < kItems; ++i) request.add_inputs("0.01");
+  request.set_chunksize(10);
+  request.set_ordered(false);
+  std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader = stub->Map(&context, request);
+
+  std::map<uint64_t, int> answered;
+  std::vector<v1::MapItemError> errors;
+  pid_t victim = 0;
+  uint64_t last_done = 0;
+  v1::MapResponse response;
+  while (reader->Read(&response)) {
+    std::set<uint64_t> failed;
+    for (const v1::MapItemError& e : response.errors()) {
+      errors.push_back(e);
+      failed.insert(e.index());
+    }
+    for (int i = 0; i < response.indexes_size(); ++i) {
+      ++answered[response.indexes(i)];
+      if (!failed.count(response.indexes(i))) {
+        EXPECT_EQ(response.outputs(i), "0.01") << "item " << response.indexes(i);
+      }
+    }
+    last_done = response.done();
+    if (victim == 0 && answered.size() >= 100) {
+      // Kill a worker the daemon says is busy and /proc says is its live worker.
+      absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("default");
+      ASSERT_THAT(info, IsOk());
+      for (const v1::WorkerInfo& w : info->workers()) {
+        if (w.state() == v1::WORKER_STATE_BUSY && WorkerPidsOf(daemon).count(w.pid())) {
+          victim = w.pid();
+          break;
+        }
+      }
+      ASSERT_NE(victim, 0) << "no busy worker mid-map: " << info->ShortDebugString();
+      ASSERT_EQ(::kill(victim, SIGKILL), 0);
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+  ASSERT_NE(victim, 0) << "the map ended before a worker could be killed";
+
+  // Every index exactly once.
+  EXPECT_EQ(answered.size(), static_cast<size_t>(kItems));
+  for (const auto& [index, times] : answered) {
+    EXPECT_LT(index, static_cast<uint64_t>(kItems));
+    EXPECT_EQ(times, 1) << "item " << index;
+  }
+  EXPECT_EQ(last_done, static_cast<uint64_t>(kItems));
+  // At least one item was lost with the worker; every error is that loss.
+  EXPECT_GE(errors.size(), 1u);
+  for (const v1::MapItemError& e : errors) {
+    EXPECT_EQ(e.state(), v1::TASK_STATE_WORKER_LOST) << e.ShortDebugString();
+    EXPECT_EQ(e.worker_loss().pid(), victim) << e.ShortDebugString();
+    EXPECT_EQ(e.worker_loss().signal(), SIGKILL);
+  }
+  EXPECT_THAT(AwaitGone({victim}), IsEmpty());
+  EXPECT_EQ(AwaitIdleWorkers("default", 8, {victim}).size(), 8u);
+}
+
+TEST_F(FaultTest, ClientLeavingMidMapStopsItsWork) {
+  constexpr int kItems = 400;
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
+  std::unique_ptr<v1::Tasks::Stub> stub = TasksStub(daemon_->address());
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(40));
+  v1::MapRequest request;
+  request.set_function("sleep");
+  for (int i = 0; i < kItems; ++i) request.add_inputs("0.05");
+  request.set_chunksize(2);
+  request.set_ordered(false);
+  std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader = stub->Map(context.get(), request);
+
+  size_t answered = 0;
+  v1::MapResponse response;
+  while (answered < 10 && reader->Read(&response)) answered += response.indexes_size();
+  ASSERT_GE(answered, 10u);
+  absl::StatusOr<v1::PoolInfo> mid = client_->DescribePool("default");
+  ASSERT_THAT(mid, IsOk());
+  ASSERT_GE(mid->busy(), 1) << "the map was not running: " << mid->ShortDebugString();
+
+  context->TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  reader.reset();
+
+  // Nothing queued or running is left of it...
+  v1::PoolInfo settled;
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("default");
+        if (!info.ok()) return false;
+        settled = *info;
+        return info->queued() == 0 && info->busy() == 0;
+      },
+      absl::Seconds(5)))
+      << settled.ShortDebugString();
+  // ...and no more of it runs (a bounded look: one second, twenty items' worth).
+  const int64_t done = settled.tasks_done();
+  const absl::Time look_until = absl::Now() + absl::Seconds(1);
+  while (absl::Now() < look_until) {
+    absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("default");
+    ASSERT_THAT(info, IsOk());
+    EXPECT_EQ(info->tasks_done(), done);
+    EXPECT_EQ(info->busy(), 0);
+    if (info->tasks_done() != done || info->busy() != 0) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_LT(done, kItems);
+  // The pool serves the next caller at once.
+  EXPECT_THAT(client_->pool().Apply("square", "2"), IsOkAndHolds(std::string("4")));
+}
+
+}  // namespace
+}  // namespace forkpool::testing
