@@ -12,6 +12,10 @@
 //                                                       one input per line in, one output
 //                                                       per line out, streamed
 //   pool   create|delete|describe|close|join|terminate NAME ...   manage pools
+//   queue  create NAME [--maxsize N] [--exist-ok]      create a shared queue
+//   queue  put NAME ITEM... [--timeout S]              put items (all or none)
+//   queue  get NAME [-n N] [--timeout S]               print up to N items, one a line
+//   queue  size NAME | ls [--json] | delete NAME       inspect and delete queues
 //
 // Address: --address, else $FORKPOOL_ADDRESS, else the first of
 // $XDG_RUNTIME_DIR/forkpool/forkpoold.sock and /tmp/forkpool-$UID/forkpoold.sock that
@@ -21,7 +25,8 @@
 //   0  success
 //   1  the task ran and did not succeed (FAILED, WORKER_LOST, CANCELLED, TIMED_OUT,
 //      EXPIRED); stderr says "task <id> failed: <its error>"
-//   2  not ready within --timeout (get, wait); the task keeps running
+//   2  not ready within --timeout (get, wait); the task keeps running; for queue
+//      get / put: the queue stayed empty / full for --timeout
 //   3  usage error (unknown command or option, missing or malformed argument)
 //   4  connection or RPC error (no daemon, NOT_FOUND, INVALID_ARGUMENT, ...); stderr
 //      has the daemon's message, e.g. "pool 'default' has no function 'sqaure'"
@@ -241,6 +246,68 @@ int RunMap(const Pool& pool, const std::string& function, std::istream& in,
   return kExitOk;
 }
 
+// Prints `message` as JSON (proto field names, every field); false when it cannot.
+bool PrintJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string text;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &text, options);
+  if (!status.ok()) {
+    std::cerr << "forkpool: cannot print JSON: " << status.ToString() << "\n";
+    return false;
+  }
+  std::cout << text;
+  if (text.empty() || text.back() != '\n') std::cout << "\n";
+  return true;
+}
+
+void PrintQueueTable(const std::vector<v1::QueueInfo>& queues) {
+  std::cout << absl::StrFormat("%-24s %8s %8s %7s %8s %8s %10s %9s\n", "QUEUE", "MAXSIZE",
+                               "SIZE", "LEASED", "GETTERS", "PUTTERS", "BYTES", "REQUEUED");
+  for (const v1::QueueInfo& q : queues) {
+    std::cout << absl::StrFormat("%-24s %8d %8d %7d %8d %8d %10d %9d\n", q.name(), q.maxsize(),
+                                 q.size(), q.leased(), q.waiting_getters(), q.waiting_putters(),
+                                 q.bytes(), q.requeued());
+  }
+  std::cout.flush();
+}
+
+// Arguments of `forkpool queue ...`.
+struct QueueArgs {
+  std::string name;
+  int64_t maxsize = 0;
+  bool exist_ok = false;
+  std::vector<std::string> items;
+  int count = 1;
+  std::optional<absl::Duration> timeout;
+  bool json = false;
+};
+
+int RunQueuePut(const Client& c, const QueueArgs& a) {
+  absl::Status s = c.queue(a.name).PutMany(a.items, a.timeout);
+  if (IsQueueFull(s)) {
+    std::cerr << "forkpool: " << s.message() << "\n";
+    return kExitNotReady;
+  }
+  if (!s.ok()) return Fail(s);
+  return kExitOk;
+}
+
+int RunQueueGet(const Client& c, const QueueArgs& a) {
+  absl::StatusOr<std::vector<std::string>> items = c.queue(a.name).GetMany(a.count, a.timeout);
+  if (!items.ok()) {
+    if (IsQueueEmpty(items.status())) {
+      std::cerr << "forkpool: " << items.status().message() << "\n";
+      return kExitNotReady;
+    }
+    return Fail(items.status());
+  }
+  for (const std::string& item : *items) PrintOutput(item);
+  return kExitOk;
+}
+
 void PrintPool(const v1::PoolInfo& info) {
   v1::ListPoolsResponse one;
   *one.add_pools() = info;
@@ -349,6 +416,36 @@ int Main(int argc, char** argv) {
   for (CLI::App* sub : {pool_delete, pool_describe, pool_close, pool_join, pool_terminate}) {
     sub->add_option("NAME", pool_name, "pool name")->required();
   }
+
+  CLI::App* queue_cmd = app.add_subcommand("queue", "create, use and delete shared queues");
+  queue_cmd->require_subcommand(1);
+  QueueArgs qa;
+  double queue_timeout = 0;
+  CLI::App* queue_create = queue_cmd->add_subcommand("create", "create a shared queue");
+  queue_create->add_option("--maxsize", qa.maxsize, "most items (0: unbounded)")
+      ->check(CLI::NonNegativeNumber);
+  queue_create->add_flag("--exist-ok", qa.exist_ok,
+                         "succeed if it exists with the same maxsize");
+  CLI::App* queue_put =
+      queue_cmd->add_subcommand("put", "put ITEMs in order (all or none), waiting for room");
+  CLI::Option* queue_put_timeout =
+      queue_put->add_option("--timeout", queue_timeout, "seconds to wait for room (default: no limit)")
+          ->check(non_negative);
+  CLI::App* queue_get =
+      queue_cmd->add_subcommand("get", "take up to N items and print one per line");
+  queue_get->add_option("-n,--count", qa.count, "most items to take")->check(CLI::Range(1, 10000));
+  CLI::Option* queue_get_timeout =
+      queue_get->add_option("--timeout", queue_timeout, "seconds to wait for an item (default: no limit)")
+          ->check(non_negative);
+  CLI::App* queue_size = queue_cmd->add_subcommand("size", "print the number of queued items");
+  CLI::App* queue_ls = queue_cmd->add_subcommand("ls", "list queues and their counters");
+  queue_ls->add_flag("--json", qa.json, "print the ListQueues answer as JSON");
+  CLI::App* queue_delete =
+      queue_cmd->add_subcommand("delete", "delete a queue; its blocked calls fail");
+  for (CLI::App* sub : {queue_create, queue_put, queue_get, queue_size, queue_delete}) {
+    sub->add_option("NAME", qa.name, "queue name")->required();
+  }
+  queue_put->add_option("ITEM", qa.items, "items (text)")->required();
 
   try {
     app.parse(argc, argv);
@@ -507,6 +604,43 @@ int Main(int argc, char** argv) {
       return Fail(info.status());
     }
     PrintPool(*info);
+    return kExitOk;
+  }
+  if (queue_create->parsed()) {
+    absl::StatusOr<v1::QueueInfo> info = c.CreateQueue(qa.name, qa.maxsize, qa.exist_ok);
+    if (!info.ok()) return Fail(info.status());
+    PrintQueueTable({*info});
+    return kExitOk;
+  }
+  if (queue_put->parsed()) {
+    qa.timeout = Seconds(queue_put_timeout, queue_timeout);
+    return RunQueuePut(c, qa);
+  }
+  if (queue_get->parsed()) {
+    qa.timeout = Seconds(queue_get_timeout, queue_timeout);
+    return RunQueueGet(c, qa);
+  }
+  if (queue_size->parsed()) {
+    absl::StatusOr<int64_t> size = c.queue(qa.name).Size();
+    if (!size.ok()) return Fail(size.status());
+    std::cout << *size << std::endl;
+    return kExitOk;
+  }
+  if (queue_ls->parsed()) {
+    absl::StatusOr<std::vector<v1::QueueInfo>> list = c.ListQueues();
+    if (!list.ok()) return Fail(list.status());
+    if (qa.json) {
+      v1::ListQueuesResponse response;
+      for (const v1::QueueInfo& q : *list) *response.add_queues() = q;
+      return PrintJson(response) ? kExitOk : kExitRpcError;
+    }
+    PrintQueueTable(*list);
+    return kExitOk;
+  }
+  if (queue_delete->parsed()) {
+    absl::Status s = c.DeleteQueue(qa.name);
+    if (!s.ok()) return Fail(s);
+    std::cout << qa.name << "\tdeleted\n";
     return kExitOk;
   }
   std::cerr << app.help();

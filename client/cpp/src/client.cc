@@ -47,6 +47,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   }
   connection->tasks = v1::Tasks::NewStub(connection->channel);
   connection->pools = v1::Pools::NewStub(connection->channel);
+  connection->queues = v1::Queues::NewStub(connection->channel);
   absl::Status healthy = CheckHealth(*connection, options.connect_timeout);
   if (!healthy.ok()) {
     return absl::Status(healthy.code(), absl::StrCat("cannot connect to forkpoold at ", address,

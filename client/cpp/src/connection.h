@@ -29,6 +29,7 @@ struct Connection {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Tasks::Stub> tasks;
   std::unique_ptr<v1::Pools::Stub> pools;
+  std::unique_ptr<v1::Queues::Stub> queues;
 };
 
 // The last terminal result seen of a task, shared by the copies of an AsyncResult.

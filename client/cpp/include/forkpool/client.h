@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "forkpool/async_result.h"
 #include "forkpool/pool.h"
+#include "forkpool/queue.h"
 #include "forkpool/task_status.h"
 #include "forkpool/v1/forkpool.pb.h"
 
@@ -107,6 +108,22 @@ class Client {
   // Stops a pool at once (multiprocessing's terminate): pending and running tasks end
   // CANCELLED, workers are killed. Returns the pool.
   absl::StatusOr<v1::PoolInfo> TerminatePool(const std::string& name) const;
+
+  // Creates shared queue `name` ([A-Za-z0-9_.-]{1,64}) holding at most `maxsize`
+  // items (0: unbounded). kAlreadyExists for a taken name, unless `exist_ok` and the
+  // existing queue has the same maxsize. Returns the queue's counters.
+  absl::StatusOr<v1::QueueInfo> CreateQueue(const std::string& name, int64_t maxsize = 0,
+                                            bool exist_ok = false) const;
+
+  // A handle on shared queue `name` (not checked until used).
+  Queue queue(std::string name) const;
+
+  // Deletes a queue and its items; calls blocked in it fail with kNotFound "queue
+  // 'name' was deleted while this call waited". kNotFound for an unknown name.
+  absl::Status DeleteQueue(const std::string& name) const;
+
+  // Every queue with its counters, sorted by name.
+  absl::StatusOr<std::vector<v1::QueueInfo>> ListQueues() const;
 
   // OK when the daemon says SERVING; kUnavailable when it says otherwise or does not
   // answer.
