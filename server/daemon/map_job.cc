@@ -30,30 +30,31 @@ void MapJob::AddAccepted(uint64_t n, bool end) {
   if (wake) wake_();
 }
 
-void MapJob::PushReadyLocked(MapItemResult r) { ready_.push_back(std::move(r)); }
-
-void MapJob::AddResult(MapItemResult result) {
+void MapJob::AddResults(std::vector<MapItemResult> results) {
+  bool any = false;
   {
     absl::MutexLock lock(&mu_);
-    if (cancelled_ || result.index >= seen_.size() || seen_[result.index]) return;
-    seen_[result.index] = true;
-    ++answered_;
-    if (!ordered_) {
-      PushReadyLocked(std::move(result));
-    } else if (result.index != next_in_order_) {
-      reorder_.emplace(result.index, std::move(result));
-      return;  // nothing new may leave yet
-    } else {
-      PushReadyLocked(std::move(result));
-      ++next_in_order_;
-      for (auto it = reorder_.begin(); it != reorder_.end() && it->first == next_in_order_;
-           it = reorder_.erase(it)) {
-        PushReadyLocked(std::move(it->second));
+    if (cancelled_) return;
+    for (MapItemResult& result : results) {
+      if (result.index >= seen_.size() || seen_[result.index]) continue;
+      seen_[result.index] = true;
+      ++answered_;
+      any = true;
+      if (!ordered_) {
+        ready_.push_back(std::move(result));
+        continue;
+      }
+      const uint64_t offset = result.index - next_in_order_;
+      if (reorder_.size() <= offset) reorder_.resize(offset + 1);
+      reorder_[offset] = std::make_unique<MapItemResult>(std::move(result));
+      while (!reorder_.empty() && reorder_.front() != nullptr) {
+        ready_.push_back(std::move(*reorder_.front()));
+        reorder_.pop_front();
         ++next_in_order_;
       }
     }
   }
-  wake_();
+  if (any) wake_();
 }
 
 std::optional<v1::MapResponse> MapJob::TakeBatch() {
@@ -63,16 +64,12 @@ std::optional<v1::MapResponse> MapJob::TakeBatch() {
   size_t bytes = 0;
   while (!ready_.empty()) {
     MapItemResult& r = ready_.front();
-    const size_t size = r.output.size() + r.error.error().size() + 16;
+    const size_t size = r.output.size() + (r.error ? r.error->ByteSizeLong() : 0) + 16;
     if (bytes > 0 && bytes + size > kMaxMapResponseBytes) break;
     bytes += size;
     response.add_indexes(r.index);
-    if (r.ok) {
-      response.add_outputs(std::move(r.output));
-    } else {
-      response.add_outputs();
-      *response.add_errors() = std::move(r.error);
-    }
+    response.add_outputs(std::move(r.output));
+    if (r.error) *response.add_errors() = std::move(*r.error);
     ready_.pop_front();
     ++taken_;
   }

@@ -22,12 +22,12 @@ namespace forkpool {
 // Largest MapResponse the daemon sends: well under the 4 MiB clients accept by default.
 inline constexpr size_t kMaxMapResponseBytes = 1u << 20;
 
-// One item's answer.
+// One item's answer. The error is allocated only for failed items: results are on the
+// map's hot path.
 struct MapItemResult {
   uint64_t index = 0;
-  bool ok = true;
   std::string output;
-  v1::MapItemError error;  // set when !ok
+  std::unique_ptr<v1::MapItemError> error;  // null when the item succeeded
 };
 
 // Thread-safe. The Scheduler adds results (under its own lock, which may be held:
@@ -51,8 +51,9 @@ class MapJob {
   uint64_t accepted() const;
   // Items accepted so far (indexes 0..n-1). `end` says no more will come.
   void AddAccepted(uint64_t n, bool end);
-  // Records one item's answer. Duplicates (after a retry) are ignored.
-  void AddResult(MapItemResult result);
+  // Records items' answers (one lock and one wake for the batch). Duplicates (after
+  // a retry) are ignored.
+  void AddResults(std::vector<MapItemResult> results);
   // Takes up to kMaxMapResponseBytes of results that may leave now; nullopt if none.
   std::optional<v1::MapResponse> TakeBatch();
   // True when every accepted item has been taken and no more inputs will come.
@@ -65,7 +66,6 @@ class MapJob {
   bool cancelled() const;
 
  private:
-  void PushReadyLocked(MapItemResult r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string id_, pool_, function_, codec_;
   const bool ordered_;
@@ -78,7 +78,8 @@ class MapJob {
   uint64_t answered_ ABSL_GUARDED_BY(mu_) = 0;  // distinct items with a result
   uint64_t taken_ ABSL_GUARDED_BY(mu_) = 0;     // items handed to the writer
   uint64_t next_in_order_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<uint64_t, MapItemResult> reorder_ ABSL_GUARDED_BY(mu_);  // ordered: waiting for gaps
+  // Ordered maps: results after a gap, by index - next_in_order_ (null: not yet).
+  std::deque<std::unique_ptr<MapItemResult>> reorder_ ABSL_GUARDED_BY(mu_);
   std::deque<MapItemResult> ready_ ABSL_GUARDED_BY(mu_);             // may leave now
   std::vector<bool> seen_ ABSL_GUARDED_BY(mu_);                       // answered indexes
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

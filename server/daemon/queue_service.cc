@@ -8,8 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/daemon/deferred_reactor.h"
+#include "server/daemon/peer_connection.h"
 #include "server/daemon/grpc_status.h"
 
 namespace forkpool {
@@ -24,6 +26,8 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::S
 absl::Duration ToDuration(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
+
+bool PeerGone(const grpc::CallbackServerContext& ctx) { return PeerHungUp(PeerFd(ctx.peer())); }
 
 std::vector<StoredItem> PlainItems(const std::vector<v1::QueueItem>& items) {
   std::vector<StoredItem> plain;
@@ -56,6 +60,12 @@ class GetReactor : public grpc::ServerUnaryReactor {
     const uint64_t id = queues_->Get(queue_, request.max_items(), deadline, ToDuration(request.lease()),
                            [claim, self, response](absl::StatusOr<std::vector<v1::QueueItem>> items) {
                              if (!claim->Claim()) return false;
+                             if (items.ok() && !items->empty() && PeerGone(*self->ctx_)) {
+                               // Its client died while it waited: the items stay queued.
+                               self->Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                                         "the client has gone"));
+                               return false;
+                             }
                              if (!items.ok()) {
                                self->Finish(ToGrpcStatus(items.status()));
                                return true;
@@ -80,7 +90,13 @@ class GetReactor : public grpc::ServerUnaryReactor {
   }
 
   void OnDone() override {
-    if (ctx_->IsCancelled() && !delivered_.empty()) queues_->Requeue(queue_, std::move(delivered_));
+    // The reply did not reach a live client: cancelled, or the client's connection
+    // has hung up (it died as the item was handed over). A client that dies after
+    // this point, before it reads the reply, loses the item: plain gets are at most
+    // once (docs/queues.md); leased gets are the at-least-once path.
+    if (!delivered_.empty() && (ctx_->IsCancelled() || PeerGone(*ctx_))) {
+      queues_->Requeue(queue_, std::move(delivered_));
+    }
     delete this;
   }
 

@@ -171,7 +171,7 @@ class Scheduler {
   void ReapLaterLocked(UniqueFd pidfd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerExit(const std::string& pool, uint64_t key);
   void OnWorkerMessage(Pool& pool, WorkerSlot& worker,
-                       const internal::FromWorker& message, Notify* notify)
+                       internal::FromWorker& message, Notify* notify)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ProtocolErrorLocked(WorkerSlot& worker, const std::string& what)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

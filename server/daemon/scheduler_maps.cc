@@ -164,16 +164,18 @@ void Scheduler::CancelMap(const std::shared_ptr<MapJob>& job) {
 
 void Scheduler::FailChunkItemsLocked(const MapChunk& chunk, int from, v1::TaskState state,
                                      const std::string& error, const v1::WorkerLoss* loss) {
+  std::vector<MapItemResult> results;
   for (int i = from; i < chunk.count; ++i) {
     MapItemResult r;
     r.index = chunk.first_index + static_cast<uint64_t>(i);
-    r.ok = false;
-    r.error.set_index(r.index);
-    r.error.set_state(state);
-    r.error.set_error(error);
-    if (loss != nullptr) *r.error.mutable_worker_loss() = *loss;
-    chunk.job->AddResult(std::move(r));
+    r.error = std::make_unique<v1::MapItemError>();
+    r.error->set_index(r.index);
+    r.error->set_state(state);
+    r.error->set_error(error);
+    if (loss != nullptr) *r.error->mutable_worker_loss() = *loss;
+    results.push_back(std::move(r));
   }
+  chunk.job->AddResults(std::move(results));
 }
 
 void Scheduler::RequeueChunkRestLocked(Pool& pool, const MapChunk& chunk, int from) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/proto_status.h"
+#include "common/utf8.h"
 #include "server/daemon/log.h"
 #include "server/daemon/pool_settings.h"
 #include "server/daemon/process_util.h"
@@ -180,7 +181,7 @@ void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t e
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
       // The pool and worker stay valid during Read: only this thread erases them.
-      absl::StatusOr<bool> open = w.conn->Read([&](const internal::FromWorker& m)
+      absl::StatusOr<bool> open = w.conn->Read([&](internal::FromWorker& m)
                                                    ABSL_NO_THREAD_SAFETY_ANALYSIS {
         OnWorkerMessage(*pool, w, m, &notify);
       });
@@ -225,7 +226,7 @@ void Scheduler::ProtocolErrorLocked(WorkerSlot& w, const std::string& what) {
   w.conn->Kill();
 }
 
-void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromWorker& m,
+void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, internal::FromWorker& m,
                                 Notify* notify) {
   if (!w.protocol_error.empty()) return;
   switch (m.kind_case()) {
@@ -241,7 +242,7 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
       }
       if (m.hello().has_init_error() && m.hello().init_error().code() != 0) {
         pool.last_error = absl::StrCat("initializer failed in worker ", w.conn->pid(), ": ",
-                                       m.hello().init_error().message());
+                                       ValidUtf8(m.hello().init_error().message()));
         Log("pool '", pool.settings.name(), "': ", pool.last_error);
         w.state = v1::WORKER_STATE_STOPPING;  // it exits; the restart backs off
         ++pool.failed_starts;
@@ -273,7 +274,7 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
         return;
       }
       const int expected = w.chunk ? w.chunk->count : 1;
-      if (static_cast<int>(r.first_index()) != w.chunk_results ||
+      if (r.results_size() == 0 || static_cast<int>(r.first_index()) != w.chunk_results ||
           w.chunk_results + r.results_size() > expected) {
         ProtocolErrorLocked(w, absl::StrCat("batch ", r.batch_id(), " has ", expected,
                                             " items; got results ", r.first_index(), "..",
@@ -283,22 +284,24 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
       }
       if (w.chunk) {
         const MapChunk& chunk = *w.chunk;
+        std::vector<MapItemResult> results(static_cast<size_t>(r.results_size()));
         for (int k = 0; k < r.results_size(); ++k) {
-          const internal::ItemResult& item = r.results(k);
-          MapItemResult out;
+          // The frame is ours to consume: outputs move instead of being copied.
+          internal::ItemResult& item = *m.mutable_results()->mutable_results(k);
+          MapItemResult& out = results[static_cast<size_t>(k)];
           out.index = chunk.first_index + static_cast<uint64_t>(w.chunk_results + k);
-          out.ok = item.status().code() == 0;
-          if (out.ok) {
-            out.output = item.output();
+          if (item.status().code() == 0) {
+            out.output = std::move(*item.mutable_output());
             ++pool.tasks_done;
           } else {
-            out.error.set_index(out.index);
-            out.error.set_state(v1::TASK_STATE_FAILED);
-            out.error.set_error(item.status().message());
+            out.error = std::make_unique<v1::MapItemError>();
+            out.error->set_index(out.index);
+            out.error->set_state(v1::TASK_STATE_FAILED);
+            out.error->set_error(ValidUtf8(item.status().message()));
             ++pool.tasks_failed;
           }
-          chunk.job->AddResult(std::move(out));
         }
+        chunk.job->AddResults(std::move(results));
         w.chunk_results += r.results_size();
         return;
       }
@@ -313,7 +316,7 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, const internal::FromW
         task->result.clear_worker_loss();
         FinishLocked(&pool, *task, v1::TASK_STATE_SUCCEEDED, notify);
       } else {
-        task->result.set_error(item.status().message());
+        task->result.set_error(ValidUtf8(item.status().message()));
         RetryOrFinishLocked(pool, *task, v1::TASK_STATE_FAILED, notify);
       }
       return;
@@ -430,7 +433,7 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     // Frames the worker sent before it died still count (results, a Hello that
     // reports a failed initializer): read them before judging the exit.
     if (w.protocol_error.empty()) {
-      (void)conn.Read([&](const internal::FromWorker& m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      (void)conn.Read([&](internal::FromWorker& m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
         OnWorkerMessage(*pool, w, m, &notify);
       });
     }
@@ -453,7 +456,7 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     loss.set_signal(exit.signal);
     if (exit.signal != 0) loss.set_signal_name(SignalName(exit.signal));
     loss.set_exit_code(exit.exit_code);
-    loss.set_stderr_tail(conn.stderr_tail());
+    loss.set_stderr_tail(ValidUtf8(conn.stderr_tail()));
     v1::TaskState state = v1::TASK_STATE_WORKER_LOST;
     std::string error = absl::StrCat("worker lost: ", DescribeExit(exit));
     if (!w.protocol_error.empty()) {

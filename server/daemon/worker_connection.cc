@@ -70,7 +70,7 @@ absl::StatusOr<bool> WorkerConnection::Flush() {
 }
 
 absl::StatusOr<bool> WorkerConnection::Read(
-    const std::function<void(const internal::FromWorker&)>& on_message) {
+    const std::function<void(internal::FromWorker&)>& on_message) {
   while (true) {
     absl::StatusOr<size_t> n = decoder_.ReadFrom(socket_.get());
     if (!n.ok()) {

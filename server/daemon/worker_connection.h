@@ -34,10 +34,11 @@ class WorkerConnection {
   absl::StatusOr<bool> Send(const internal::ToWorker& message);
   // Writes queued bytes; true while some remain.
   absl::StatusOr<bool> Flush();
-  // Reads what is available and calls `on_message` for each complete frame.
+  // Reads what is available and calls `on_message` for each complete frame (the
+  // message is the callee's to consume, e.g. to move outputs out of).
   // Returns false at EOF. Errors: unparsable or oversized frames, read errors.
   absl::StatusOr<bool> Read(
-      const std::function<void(const internal::FromWorker&)>& on_message);
+      const std::function<void(internal::FromWorker&)>& on_message);
   // Reads what the worker wrote to stderr; returns complete new lines (for the
   // daemon's log) and keeps the tail for crash reports.
   std::string DrainStderr();

@@ -30,10 +30,14 @@ using internal::ToWorker;
 constexpr size_t kFlushBytes = 256 * 1024;
 constexpr auto kFlushInterval = std::chrono::milliseconds(2);
 
-// Resident set size from an open /proc/self/statm (pread: no open per batch).
-int64_t ReadRssBytes(int statm_fd) {
+// Resident set size from /proc/self/statm. Opened per batch: a worker holds no fds
+// but 0-3 while its tasks run.
+int64_t ReadRssBytes() {
   char buf[128];
-  const ssize_t n = ::pread(statm_fd, buf, sizeof(buf) - 1, 0);
+  const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+  ::close(fd);
   if (n <= 0) return 0;
   buf[n] = 0;
   long pages_total = 0, pages_resident = 0;
@@ -312,7 +316,7 @@ class Worker {
     if (results->results_size() > 0) AppendFrame(results_msg, &out);
     FromWorker done_msg;
     done_msg.mutable_done()->set_batch_id(batch.batch_id());
-    done_msg.mutable_done()->set_rss_bytes(ReadRssBytes(statm_.get()));
+    done_msg.mutable_done()->set_rss_bytes(ReadRssBytes());
     AppendFrame(done_msg, &out);
     return WriteAll(fd_, out);
   }
@@ -321,7 +325,6 @@ class Worker {
   const TaskRegistry& registry_;
   const int fd_;
   const int pid_ = ::getpid();
-  const UniqueFd statm_{::open("/proc/self/statm", O_RDONLY | O_CLOEXEC)};
   FrameDecoder decoder_;
   bool shutdown_ = false;
   bool stop_requested_ = false;  // a StopBatch read while a request waited

@@ -85,12 +85,9 @@ TEST_F(FaultTest, WorkersAreTheDaemonsChildrenInTheirOwnGroups) {
   for (pid_t pid : ran_in) EXPECT_EQ(workers.count(pid), 1u) << pid;
 }
 
-// DISABLED: daemon bug. docs/architecture.md promises a worker "no fds but 0, 1, 2 and
-// its socket (fd 3)", but every worker (forkserver and spawn alike) holds a fifth fd,
-// 4 -> /proc/<pid>/statm, opened by WorkerLoop (server/worker/worker_loop.cc,
-// `statm_`) to report its RSS after each batch; tasks run with it open. Enable once the
-// worker opens statm per report or the documented fd set includes it.
-TEST_F(FaultTest, DISABLED_WorkersHoldOnlyFdsZeroToThree) {
+// docs/architecture.md promises a worker "no fds but 0, 1, 2 and its socket (fd 3)"
+// (a worker once kept /proc/self/statm open as fd 4 for its RSS reports).
+TEST_F(FaultTest, WorkersHoldOnlyFdsZeroToThree) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
   v1::PoolSettings settings;
   settings.set_name("spawned");

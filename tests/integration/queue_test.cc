@@ -501,10 +501,9 @@ class QueueKillTest : public QueueTest {
 
 // The killed getter is reaped before the put: its socket is closed, so an item the
 // daemon hands to its still-registered get cannot be written; the item must come back.
-// DISABLED: daemon bug, same symptom as below even in this case: observed 4 of 50
-// items lost (item-2, item-3, item-4, item-11) with requeued only 2 — the daemon
-// handed them to the dead client's get and neither delivered nor requeued them.
-TEST_F(QueueKillTest, DISABLED_GetterKilledAndReapedBeforePutLosesNoItem) {
+// (Once 4 of 50 were lost here: the daemon handed items to a get whose client had
+// died before gRPC noticed; it now checks the client's connection first.)
+TEST_F(QueueKillTest, GetterKilledAndReapedBeforePutLosesNoItem) {
   KillRounds r = RunKillRounds(50, /*reap_before_put=*/true);
   EXPECT_EQ(r.lost, 0) << "lost: " << ::testing::PrintToString(r.lost_items);
   // Every requeue is an item handed to a dead getter; one item per round.
@@ -522,6 +521,12 @@ TEST_F(QueueKillTest, DISABLED_GetterKilledAndReapedBeforePutLosesNoItem) {
 // "Handed to gRPC" is not "reached the client"; a fix needs a client-side
 // confirmation (e.g. a plain get done as a short lease acknowledged by the client) or
 // documenting that a plain get of a client that dies can lose its item.
+// DISABLED: a known limit of plain (at-most-once) gets, documented in docs/queues.md.
+// When the SIGKILL lands while the item is being handed over, the daemon's checks
+// (the call cancelled, the client's connection hung up) can both pass while the
+// client is still alive, and the reply dies unread with it: about half of 50 rounds
+// lose their item. The cases where the client is already gone are covered above;
+// leased gets are the at-least-once path. Enable when plain gets confirm receipt.
 TEST_F(QueueKillTest, DISABLED_GetterKilledRightBeforePutLosesNoItem) {
   KillRounds r = RunKillRounds(50, /*reap_before_put=*/false);
   EXPECT_EQ(r.lost, 0) << "lost: " << ::testing::PrintToString(r.lost_items);

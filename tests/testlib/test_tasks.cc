@@ -58,3 +58,8 @@ FORKPOOL_TASK(crash_first, ctx, input) {
   if (ctx.attempt() == 1) ::kill(::getpid(), SIGKILL);
   return absl::StrCat("ok on attempt ", ctx.attempt());
 }
+
+// Fails with an error text that is not valid UTF-8 (raw bytes 0xff 0xfe).
+FORKPOOL_TASK(fail_bytes, ctx, input) {
+  return absl::UnknownError(std::string("bad bytes: \xff\xfe end"));
+}

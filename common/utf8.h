@@ -1,0 +1,18 @@
+// UTF-8 validation for text that crosses into protobuf `string` fields.
+#ifndef FORKPOOL_COMMON_UTF8_H_
+#define FORKPOOL_COMMON_UTF8_H_
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace forkpool {
+
+// `text` with every byte that is not part of a valid UTF-8 sequence replaced by
+// U+FFFD, so that it may go into a protobuf `string` field (proto3 refuses to parse
+// invalid UTF-8 there).
+std::string ValidUtf8(absl::string_view text);
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_COMMON_UTF8_H_
