@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <deque>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -57,6 +58,62 @@ std::vector<pid_t> ChildrenNamed(pid_t pid, const std::string& comm) {
   return out;
 }
 
+struct Tally {
+  std::mutex mu;
+  std::map<std::string, int64_t> by_cause;
+  int64_t submitted = 0, lost = 0, hung = 0, wrong = 0, unexpected = 0;
+};
+
+// Waits (bounded) for one task and counts how it ended, and whether that fits.
+void Settle(Submitted& s, absl::Duration wait, Tally& tally) {
+  absl::StatusOr<forkpool::v1::TaskResult> r = s.result.Result(wait);
+  std::lock_guard<std::mutex> lock(tally.mu);
+  if (!r.ok()) {
+    ++tally.lost;
+    std::fprintf(stderr, "soak: task %s: %s\n", s.result.id().c_str(),
+                 std::string(r.status().message()).c_str());
+    return;
+  }
+  const TaskState state = r->state();
+  if (state == forkpool::v1::TASK_STATE_PENDING || state == forkpool::v1::TASK_STATE_RUNNING) {
+    ++tally.hung;
+    std::fprintf(stderr, "soak: task %s still %s after %s\n", s.result.id().c_str(),
+                 forkpool::v1::TaskState_Name(state).c_str(),
+                 absl::FormatDuration(wait).c_str());
+    return;
+  }
+  ++tally.by_cause[forkpool::v1::TaskState_Name(state)];
+  // Killed workers may hit any task; what must hold is that the outcome fits.
+  const bool killed = state == forkpool::v1::TASK_STATE_WORKER_LOST;
+  bool fits = killed;
+  switch (s.kind) {
+    case Kind::kSquare:
+      if (state == forkpool::v1::TASK_STATE_SUCCEEDED) {
+        fits = true;
+        if (r->output().data() != absl::StrCat(s.n * s.n)) ++tally.wrong;
+      }
+      break;
+    case Kind::kSleep:
+    case Kind::kRetry:
+      fits = fits || state == forkpool::v1::TASK_STATE_SUCCEEDED;
+      break;
+    case Kind::kCrash:
+      fits = killed || state == forkpool::v1::TASK_STATE_FAILED;  // poison after 3
+      break;
+    case Kind::kFail:
+      fits = fits || state == forkpool::v1::TASK_STATE_FAILED;
+      break;
+    case Kind::kTimeLimit:
+      fits = fits || state == forkpool::v1::TASK_STATE_TIMED_OUT;
+      break;
+  }
+  if (!fits) {
+    ++tally.unexpected;
+    std::fprintf(stderr, "soak: task %s ended %s: %s\n", s.result.id().c_str(),
+                 forkpool::v1::TaskState_Name(state).c_str(), r->error().c_str());
+  }
+}
+
 int Flag(int argc, char** argv, const std::string& name, int def) {
   for (int i = 1; i + 1 < argc; ++i) {
     int v;
@@ -85,8 +142,7 @@ int main(int argc, char** argv) {
   std::printf("soak: forkpoold pid %d, %d workers, %d clients, %d s\n", dpid, processes,
               clients, seconds);
 
-  std::mutex mu;
-  std::vector<Submitted> submitted;
+  Tally tally;
   std::atomic<int64_t> submit_errors{0}, worker_kills{0}, helper_kills{0};
   const absl::Time end = absl::Now() + absl::Seconds(seconds);
 
@@ -100,6 +156,10 @@ int main(int argc, char** argv) {
       }
       forkpool::Pool pool = (*client)->pool();
       std::mt19937_64 rng(c * 7919 + 1);
+      // A window of outstanding tasks per client: the daemon stays busy, every task is
+      // settled with a bounded wait, and none piles up unchecked.
+      std::deque<Submitted> window;
+      constexpr size_t kWindow = 32;
       while (absl::Now() < end) {
         const int r = static_cast<int>(rng() % 100);
         Submitted s{forkpool::AsyncResult(nullptr, ""), Kind::kSquare};
@@ -139,13 +199,17 @@ int main(int argc, char** argv) {
           continue;
         }
         s.result = *a;
+        window.push_back(std::move(s));
         {
-          std::lock_guard<std::mutex> lock(mu);
-          submitted.push_back(std::move(s));
+          std::lock_guard<std::mutex> lock(tally.mu);
+          ++tally.submitted;
         }
-        // Keep the daemon busy but not buried: a few hundred tasks per client queued.
-        if (rng() % 16 == 0) absl::SleepFor(absl::Milliseconds(5));
+        while (window.size() >= kWindow) {
+          Settle(window.front(), absl::Seconds(60), tally);
+          window.pop_front();
+        }
       }
+      for (Submitted& s : window) Settle(s, absl::Seconds(60), tally);
     });
   }
   std::thread killer([&] {
@@ -171,72 +235,24 @@ int main(int argc, char** argv) {
   for (auto& t : threads) t.join();
   killer.join();
 
-  // Every task must end: a bounded wait each, generous for the backlog.
-  std::map<std::string, int64_t> by_cause;
-  int64_t lost = 0, hung = 0, wrong = 0, unexpected = 0;
-  const absl::Time drain_deadline = absl::Now() + absl::Seconds(120);
-  for (Submitted& s : submitted) {
-    const absl::Duration left = std::max(drain_deadline - absl::Now(), absl::Seconds(1));
-    absl::StatusOr<forkpool::v1::TaskResult> r = s.result.Result(left);
-    if (!r.ok()) {
-      ++lost;
-      std::fprintf(stderr, "soak: task %s: %s\n", s.result.id().c_str(),
-                   std::string(r.status().message()).c_str());
-      continue;
-    }
-    const TaskState state = r->state();
-    if (state == forkpool::v1::TASK_STATE_PENDING || state == forkpool::v1::TASK_STATE_RUNNING) {
-      ++hung;
-      continue;
-    }
-    ++by_cause[forkpool::v1::TaskState_Name(state)];
-    // Killed workers may hit any task; what must hold is that the outcome fits.
-    const bool killed = state == forkpool::v1::TASK_STATE_WORKER_LOST;
-    bool fits = killed;
-    switch (s.kind) {
-      case Kind::kSquare:
-        if (state == forkpool::v1::TASK_STATE_SUCCEEDED) {
-          fits = true;
-          if (r->output().data() != absl::StrCat(s.n * s.n)) ++wrong;
-        }
-        break;
-      case Kind::kSleep:
-      case Kind::kRetry:
-        fits = fits || state == forkpool::v1::TASK_STATE_SUCCEEDED;
-        break;
-      case Kind::kCrash:
-        fits = killed || state == forkpool::v1::TASK_STATE_FAILED;  // poison after 3
-        break;
-      case Kind::kFail:
-        fits = fits || state == forkpool::v1::TASK_STATE_FAILED;
-        break;
-      case Kind::kTimeLimit:
-        fits = fits || state == forkpool::v1::TASK_STATE_TIMED_OUT;
-        break;
-    }
-    if (!fits) {
-      ++unexpected;
-      std::fprintf(stderr, "soak: task %s ended %s: %s\n", s.result.id().c_str(),
-                   forkpool::v1::TaskState_Name(state).c_str(), r->error().c_str());
-    }
-  }
   const bool daemon_alive = ::kill(dpid, 0) == 0;
-  std::printf("soak: submitted %zu (submit errors %lld), worker kills %lld, helper kills %lld\n",
-              submitted.size(), static_cast<long long>(submit_errors.load()),
+  std::printf("soak: submitted %lld (submit errors %lld), worker kills %lld, helper kills %lld\n",
+              static_cast<long long>(tally.submitted), static_cast<long long>(submit_errors.load()),
               static_cast<long long>(worker_kills.load()),
               static_cast<long long>(helper_kills.load()));
-  for (const auto& [cause, n] : by_cause) {
+  for (const auto& [cause, n] : tally.by_cause) {
     std::printf("soak:   %-24s %lld\n", cause.c_str(), static_cast<long long>(n));
   }
   std::printf("soak: lost %lld, hung %lld, wrong outputs %lld, unexpected outcomes %lld, "
               "daemon %s\n",
-              static_cast<long long>(lost), static_cast<long long>(hung),
-              static_cast<long long>(wrong), static_cast<long long>(unexpected),
+              static_cast<long long>(tally.lost), static_cast<long long>(tally.hung),
+              static_cast<long long>(tally.wrong), static_cast<long long>(tally.unexpected),
               daemon_alive ? "alive" : "DEAD");
   absl::StatusOr<int> stopped = (*daemon)->Stop(absl::Seconds(10));
   const bool clean_exit = stopped.ok() && WIFEXITED(*stopped) && WEXITSTATUS(*stopped) == 0;
   std::printf("soak: daemon exit %s\n", clean_exit ? "0" : "NOT CLEAN");
-  return (lost == 0 && hung == 0 && wrong == 0 && unexpected == 0 && daemon_alive && clean_exit)
+  return (tally.lost == 0 && tally.hung == 0 && tally.wrong == 0 && tally.unexpected == 0 &&
+          daemon_alive && clean_exit)
              ? 0
              : 1;
 }
