@@ -45,9 +45,10 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(const std::string& path
 
 Listener::~Listener() { Stop(); }
 
-absl::Status Listener::Start(IoLoop* loop, grpc::Server* server) {
+absl::Status Listener::Start(IoLoop* loop, grpc::Server* server, int max_connections) {
   loop_ = loop;
   server_ = server;
+  max_connections_ = max_connections;
   return loop_->Watch(fd_.get(), EPOLLIN, [this](uint32_t) { OnReadable(); });
 }
 
@@ -62,9 +63,34 @@ void Listener::OnReadable() {
       }
       return;
     }
+    struct stat st;
+    if (::fstat(conn, &st) != 0) {
+      ::close(conn);
+      continue;
+    }
+    if (max_connections_ > 0 && PruneConnections() >= max_connections_) {
+      ::close(conn);
+      ++refused_;
+      if (absl::Now() - last_refusal_log_ > absl::Seconds(1)) {
+        last_refusal_log_ = absl::Now();
+        Log("refusing a connection: ", max_connections_,
+            " connections are open (--max_connections)");
+      }
+      continue;
+    }
     ++accepted_;
+    connections_[conn] = st.st_ino;
     grpc::AddInsecureChannelFromFd(server_, conn);  // takes ownership
   }
+}
+
+int Listener::PruneConnections() {
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    struct stat st;
+    const bool same = ::fstat(it->first, &st) == 0 && st.st_ino == it->second;
+    it = same ? std::next(it) : connections_.erase(it);
+  }
+  return static_cast<int>(connections_.size());
 }
 
 void Listener::Stop() {

@@ -6,11 +6,15 @@
 
 #include <grpcpp/server.h>
 
+#include <sys/types.h>
+
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/unique_fd.h"
 #include "server/daemon/io_loop.h"
 
@@ -26,23 +30,34 @@ class Listener {
                                                          mode_t mode);
   ~Listener();
 
-  // Starts accepting; each connection goes to `server`.
-  absl::Status Start(IoLoop* loop, grpc::Server* server);
+  // Starts accepting; each connection goes to `server`. Past `max_connections` live
+  // connections, new ones are closed at once (and logged, at most once a second).
+  absl::Status Start(IoLoop* loop, grpc::Server* server, int max_connections);
   // Stops accepting and removes the socket file.
   void Stop();
   const std::string& path() const { return path_; }
   // Connections accepted so far.
   int64_t accepted() const { return accepted_.load(); }
+  // Connections refused for the cap so far.
+  int64_t refused() const { return refused_.load(); }
 
  private:
   Listener(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
   void OnReadable();
+  // Live connections: gRPC owns their fds and closes them when they end, so an fd
+  // that no longer refers to the socket we accepted has ended.
+  int PruneConnections();
 
   UniqueFd fd_;
   const std::string path_;
   IoLoop* loop_ = nullptr;
   grpc::Server* server_ = nullptr;
   std::atomic<int64_t> accepted_{0};
+  std::atomic<int64_t> refused_{0};
+  int max_connections_ = 0;
+  // fd -> inode of the socket accepted on it (loop thread only).
+  std::map<int, ino_t> connections_;
+  absl::Time last_refusal_log_ = absl::InfinitePast();
 };
 
 }  // namespace forkpool

@@ -53,6 +53,8 @@ ABSL_FLAG(int, poison_threshold, 3,
           "a task that has killed this many workers fails as a poison task");
 ABSL_FLAG(int64_t, max_queue_item_bytes, 4 << 20, "largest item a shared queue accepts");
 ABSL_FLAG(int64_t, max_queue_bytes, 256 << 20, "most bytes one shared queue may hold");
+ABSL_FLAG(int, max_connections, 1024,
+          "most client connections open at once; more are closed at once (0: no cap)");
 ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "largest request a client may send");
 
 namespace forkpool {
@@ -205,7 +207,9 @@ int Serve() {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) Fail("cannot start the gRPC server", absl::InternalError("BuildAndStart failed"));
   server->GetHealthCheckService()->SetServingStatus(true);
-  if (absl::Status s = (*listener)->Start(loop->get(), server.get()); !s.ok()) {
+  if (absl::Status s = (*listener)->Start(loop->get(), server.get(),
+                                          absl::GetFlag(FLAGS_max_connections));
+      !s.ok()) {
     Fail("cannot accept connections", s);
   }
   Log("serving on unix:", socket_path, " (pid ", ::getpid(), ", fork helper pid ",

@@ -2,7 +2,10 @@
 // retries and poison tasks, queue deadlines, workers killed mid-map and clients that
 // leave mid-map. Every killed or crashed worker is checked gone in /proc and replaced.
 #include <grpcpp/grpcpp.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <map>
@@ -13,6 +16,8 @@
 #include "absl/strings/match.h"
 #include "fault_test_base.h"
 #include "forkpool/v1/forkpool.grpc.pb.h"
+
+extern char** environ;
 
 namespace forkpool::testing {
 namespace {
@@ -317,4 +322,60 @@ TEST_F(FaultTest, ClientLeavingMidMapStopsItsWork) {
 }
 
 }  // namespace
+
+// --max_connections: past the cap a new connection is closed at once, and a slot frees
+// when a client goes away. (Clients in one process share one connection, so the
+// extra connections are separate CLI processes blocked in a queue get.)
+TEST_F(FaultTest, ConnectionsPastTheCapAreRefusedUntilOneCloses) {
+  StartDaemon(1, {"--max_connections=3"});  // client_ holds one connection
+  ASSERT_THAT(client_->CreateQueue("hold"), IsOk());
+  auto spawn_getter = [&]() -> pid_t {
+    const std::string address = daemon_->address();
+    const char* argv[] = {FORKPOOL_CLI_PATH, "--address", address.c_str(), "queue", "get",
+                          "hold", nullptr};
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid = -1;
+    const int err = ::posix_spawn(&pid, FORKPOOL_CLI_PATH, &actions, nullptr,
+                                  const_cast<char* const*>(argv), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    return err == 0 ? pid : -1;
+  };
+  auto waiting_getters = [&]() -> int64_t {
+    absl::StatusOr<v1::QueueInfo> info = client_->queue("hold").Info();
+    return info.ok() ? info->waiting_getters() : -1;
+  };
+  auto await_getters = [&](int64_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(15);
+    while (waiting_getters() != n && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+    return waiting_getters() == n;
+  };
+  const pid_t a = spawn_getter();
+  const pid_t b = spawn_getter();
+  ASSERT_GT(a, 0);
+  ASSERT_GT(b, 0);
+  ASSERT_TRUE(await_getters(2)) << "two CLI getters never blocked";
+  // A third connection (another process) is refused: the CLI cannot reach the daemon.
+  absl::StatusOr<CommandResult> health =
+      RunCommand({FORKPOOL_CLI_PATH, "--address", daemon_->address(), "health"}, daemon_->dir());
+  ASSERT_THAT(health, IsOk());
+  EXPECT_EQ(health->exit_code, 4) << health->out << health->err;
+  EXPECT_THAT(daemon_->ReadLog(), HasSubstr("--max_connections"));
+  // The admitted connections still work.
+  EXPECT_THAT(client_->pool().Apply("square", "3"), IsOkAndHolds(std::string("9")));
+  // One getter goes away: its slot frees.
+  ASSERT_EQ(::kill(a, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(a, &status, 0), a);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  do {
+    health = RunCommand({FORKPOOL_CLI_PATH, "--address", daemon_->address(), "health"}, daemon_->dir());
+  } while (health.ok() && health->exit_code != 0 && absl::Now() < deadline);
+  ASSERT_THAT(health, IsOk());
+  EXPECT_EQ(health->exit_code, 0) << "no slot freed after a client died: " << health->err;
+  ::kill(b, SIGKILL);
+  ::waitpid(b, &status, 0);
+}
 }  // namespace forkpool::testing
