@@ -14,6 +14,9 @@
 namespace forkpool {
 namespace {
 
+// Results a Wait answers with, at most (below the 4 MiB clients accept by default).
+constexpr size_t kMaxWaitResultBytes = 3u << 20;
+
 grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& s) {
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(s));
@@ -222,6 +225,7 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
   // Shared, not copied: every waiter's closure holds `finish`.
   auto ids = std::make_shared<const std::vector<std::string>>(request->task_ids().begin(),
                                                               request->task_ids().end());
+  const bool include_results = request->include_results();
 
   // Runs once, by the winner: unregister, then answer from the table as it is now.
   auto finish = [=](bool satisfied_hint) {
@@ -231,12 +235,22 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
       for (const auto& [tid, wid] : state->waiters) scheduler->Unwatch(tid, wid);
     }
     int done = 0;
+    size_t result_bytes = 0;
+    bool results_fit = include_results;
     for (const std::string& tid : *ids) {
       absl::StatusOr<v1::TaskResult> r = scheduler->GetResult(tid);
       // A result that expired meanwhile has ended too.
       if (!r.ok() || IsTerminal(r->state())) {
         response->add_done(tid);
         ++done;
+        // Results stay in `done` order: the first one that does not fit (or has
+        // expired) ends the list; the caller fetches the rest with Get.
+        if (results_fit && r.ok() && result_bytes + r->ByteSizeLong() <= kMaxWaitResultBytes) {
+          result_bytes += r->ByteSizeLong();
+          *response->add_results() = std::move(*r);
+        } else {
+          results_fit = false;
+        }
       } else {
         response->add_not_done(tid);
       }

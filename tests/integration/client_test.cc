@@ -341,5 +341,24 @@ TEST_F(ClientTest, DaemonGoneIsUnavailableNamingTheAddress) {
   EXPECT_THAT(out, StatusIs(absl::StatusCode::kUnavailable, daemon_->socket_path()));
 }
 
+// forkpool::Wait brings the ended tasks' results along: after it, every Get answers
+// without the daemon (here: after the daemon has stopped).
+TEST_F(ClientTest, WaitBringsResultsAlongSoGetNeedsNoRpc) {
+  std::vector<std::string> inputs;
+  for (int i = 0; i < 200; ++i) inputs.push_back(std::to_string(i));
+  absl::StatusOr<std::vector<AsyncResult>> results = client_->pool().SubmitMany("square", inputs);
+  ASSERT_THAT(results, IsOk());
+  absl::StatusOr<WaitOutcome> outcome = Wait(*client_, *results, WaitMode::kAll);
+  ASSERT_THAT(outcome, IsOk());
+  EXPECT_TRUE(outcome->satisfied);
+  ASSERT_EQ(outcome->done.size(), 200u);
+  absl::StatusOr<int> stopped = daemon_->Stop(absl::Seconds(10));
+  ASSERT_THAT(stopped, IsOk());
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_THAT((*results)[i].Get(absl::ZeroDuration()), IsOkAndHolds(std::to_string(i * i)))
+        << "task " << i;
+  }
+}
+
 }  // namespace
 }  // namespace forkpool

@@ -17,6 +17,20 @@ AsyncResult::AsyncResult(std::shared_ptr<const internal::Connection> connection,
 
 AsyncResult::~AsyncResult() = default;
 
+void AsyncResult::Remember(const v1::TaskResult& result) const {
+  if (result.task_id() != task_id_) return;
+  switch (result.state()) {
+    case v1::TASK_STATE_PENDING:
+    case v1::TASK_STATE_RUNNING:
+    case v1::TASK_STATE_UNSPECIFIED:
+      return;
+    default:
+      break;
+  }
+  absl::MutexLock lock(&cache_->mu);
+  if (!cache_->final_result.has_value()) cache_->final_result = result;
+}
+
 absl::StatusOr<v1::TaskResult> AsyncResult::Fetch(std::optional<absl::Duration> timeout) const {
   {
     absl::MutexLock lock(&cache_->mu);

@@ -154,9 +154,13 @@ absl::Status Client::Health() const {
   return absl::Status(s.code(), absl::StrCat("forkpoold at ", connection_->address, ": ", s.message()));
 }
 
-absl::StatusOr<WaitOutcome> Client::Wait(const std::vector<std::string>& task_ids,
-                                         WaitMode mode,
-                                         std::optional<absl::Duration> timeout) const {
+namespace {
+
+// One Wait call; with `results`, also asks for the results of the ended tasks.
+absl::StatusOr<WaitOutcome> WaitCall(const internal::Connection& connection,
+                                     const std::vector<std::string>& task_ids, WaitMode mode,
+                                     std::optional<absl::Duration> timeout,
+                                     std::vector<v1::TaskResult>* results) {
   WaitOutcome outcome;
   if (task_ids.empty()) {
     outcome.satisfied = true;
@@ -165,26 +169,54 @@ absl::StatusOr<WaitOutcome> Client::Wait(const std::vector<std::string>& task_id
   v1::WaitRequest request;
   for (const std::string& id : task_ids) request.add_task_ids(id);
   request.set_mode(mode == WaitMode::kFirst ? v1::WAIT_MODE_FIRST : v1::WAIT_MODE_ALL);
+  request.set_include_results(results != nullptr);
   absl::StatusOr<bool> has_timeout = internal::ToProtoTimeout(timeout, request.mutable_timeout());
   if (!has_timeout.ok()) return has_timeout.status();
   if (!*has_timeout) request.clear_timeout();
   grpc::ClientContext context;
   internal::SetWaitDeadline(context, *has_timeout ? timeout : std::nullopt);
   v1::WaitResponse response;
-  const grpc::Status status = connection_->tasks->Wait(&context, request, &response);
-  if (!status.ok()) return internal::FromGrpcStatus(status, "Wait", *connection_);
+  const grpc::Status status = connection.tasks->Wait(&context, request, &response);
+  if (!status.ok()) return internal::FromGrpcStatus(status, "Wait", connection);
   outcome.satisfied = response.satisfied();
   outcome.done.assign(response.done().begin(), response.done().end());
   outcome.not_done.assign(response.not_done().begin(), response.not_done().end());
+  if (results != nullptr) {
+    for (v1::TaskResult& r : *response.mutable_results()) results->push_back(std::move(r));
+  }
   return outcome;
+}
+
+}  // namespace
+
+absl::StatusOr<WaitOutcome> Client::Wait(const std::vector<std::string>& task_ids,
+                                         WaitMode mode,
+                                         std::optional<absl::Duration> timeout) const {
+  return WaitCall(*connection_, task_ids, mode, timeout, nullptr);
 }
 
 absl::StatusOr<WaitOutcome> Wait(const Client& client, const std::vector<AsyncResult>& results,
                                  WaitMode mode, std::optional<absl::Duration> timeout) {
+  return client.Wait(results, mode, timeout);
+}
+
+absl::StatusOr<WaitOutcome> Client::Wait(const std::vector<AsyncResult>& results, WaitMode mode,
+                                         std::optional<absl::Duration> timeout) const {
   std::vector<std::string> ids;
   ids.reserve(results.size());
   for (const AsyncResult& r : results) ids.push_back(r.id());
-  return client.Wait(ids, mode, timeout);
+  // The ended tasks' results come back in the same call, so a later Get on each
+  // AsyncResult needs no RPC of its own.
+  std::vector<v1::TaskResult> ended;
+  absl::StatusOr<WaitOutcome> outcome = WaitCall(*connection_, ids, mode, timeout, &ended);
+  if (!outcome.ok()) return outcome;
+  std::unordered_map<std::string, const v1::TaskResult*> by_id;
+  for (const v1::TaskResult& r : ended) by_id.emplace(r.task_id(), &r);
+  for (const AsyncResult& r : results) {
+    auto it = by_id.find(r.id());
+    if (it != by_id.end()) r.Remember(*it->second);
+  }
+  return outcome;
 }
 
 }  // namespace forkpool

@@ -59,6 +59,11 @@ class AsyncResult {
   // when it has not ended yet (multiprocessing raises ValueError there).
   absl::StatusOr<bool> Successful() const;
 
+  // Records the task's terminal result learnt by another call (forkpool::Wait asks
+  // for the results of the tasks it waited for), so Get answers without an RPC.
+  // Ignored for a result of another task or one that has not ended.
+  void Remember(const v1::TaskResult& result) const;
+
   // Asks the daemon to cancel the task: a queued task is dropped, a running one's
   // worker is killed. Returns true when this call cancelled it, false when it had
   // already ended.

@@ -134,6 +134,10 @@ class Client {
   // satisfied at once without asking the daemon.
   absl::StatusOr<WaitOutcome> Wait(const std::vector<std::string>& task_ids, WaitMode mode,
                                    std::optional<absl::Duration> timeout = std::nullopt) const;
+  // The same for AsyncResults; the ended tasks' results come back in the same call and
+  // are remembered by the AsyncResults (a later Get needs no RPC).
+  absl::StatusOr<WaitOutcome> Wait(const std::vector<AsyncResult>& results, WaitMode mode,
+                                   std::optional<absl::Duration> timeout = std::nullopt) const;
 
  private:
   friend class ScopedPool;
