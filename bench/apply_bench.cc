@@ -66,15 +66,13 @@ int Main() {
     const Clock::time_point t0 = Clock::now();
     std::vector<AsyncResult> handles = Check(pool.SubmitMany("square", inputs), "submit many");
     const double submitted = SecondsSince(t0);
-    std::vector<std::string> ids;
-    ids.reserve(handles.size());
-    for (const AsyncResult& h : handles) ids.push_back(h.id());
-    WaitOutcome outcome = Check(client->Wait(ids, WaitMode::kAll), "wait");
+    // forkpool::Wait over the handles brings the results along (one RPC for all).
+    WaitOutcome outcome = Check(Wait(*client, handles, WaitMode::kAll), "wait");
     if (!outcome.satisfied) Die("wait: not satisfied");
     const double waited = SecondsSince(t0);
     for (const AsyncResult& h : handles) Check(h.Get(), "get");
     const double fetched = SecondsSince(t0);
-    // Again, fetching the results from 8 threads at once.
+    // Again, waiting by id only and fetching each result from 8 threads at once.
     const Clock::time_point t1 = Clock::now();
     std::vector<AsyncResult> more = Check(pool.SubmitMany("square", inputs), "submit many");
     std::vector<std::string> more_ids;
