@@ -2,6 +2,7 @@
 #ifndef FORKPOOL_SERVER_DAEMON_GRPC_STATUS_H_
 #define FORKPOOL_SERVER_DAEMON_GRPC_STATUS_H_
 
+#include <grpcpp/grpcpp.h>
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
@@ -10,6 +11,9 @@ namespace forkpool {
 
 // Same code (the numbering is shared), same message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// Answers a unary call at once with `status` (the response already filled in).
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& status);
 
 }  // namespace forkpool
 

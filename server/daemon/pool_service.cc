@@ -6,16 +6,6 @@
 #include "server/daemon/grpc_status.h"
 
 namespace forkpool {
-namespace {
-
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& s) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(s));
-  return reactor;
-}
-
-}  // namespace
-
 grpc::ServerUnaryReactor* PoolService::CreatePool(grpc::CallbackServerContext* ctx,
                                                   const v1::CreatePoolRequest* request,
                                                   v1::PoolInfo* response) {

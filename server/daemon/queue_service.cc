@@ -13,19 +13,12 @@
 #include "server/daemon/deferred_reactor.h"
 #include "server/daemon/peer_connection.h"
 #include "server/daemon/grpc_status.h"
+#include "server/daemon/scheduler_internal.h"
 
 namespace forkpool {
 namespace {
 
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& s) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(s));
-  return reactor;
-}
-
-absl::Duration ToDuration(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
+using internal_scheduler::ToDuration;
 
 bool PeerGone(const grpc::CallbackServerContext& ctx) { return PeerHungUp(PeerFd(ctx.peer())); }
 
@@ -90,11 +83,12 @@ class GetReactor : public grpc::ServerUnaryReactor {
   }
 
   void OnDone() override {
-    // The reply did not reach a live client: cancelled, or the client's connection
-    // has hung up (it died as the item was handed over). A client that dies after
-    // this point, before it reads the reply, loses the item: plain gets are at most
-    // once (docs/queues.md); leased gets are the at-least-once path.
-    if (!delivered_.empty() && (ctx_->IsCancelled() || PeerGone(*ctx_))) {
+    // gRPC says the reply did not go out: the items go back. (Asking the connection
+    // here would be wrong: a quick client may have read the reply and closed already.)
+    // A client that dies after the hand-over, before it reads the reply, loses the
+    // item: plain gets are at most once (docs/queues.md); leased gets are the
+    // at-least-once path.
+    if (!delivered_.empty() && ctx_->IsCancelled()) {
       queues_->Requeue(queue_, std::move(delivered_));
     }
     delete this;

@@ -17,12 +17,6 @@ namespace {
 // Results a Wait answers with, at most (below the 4 MiB clients accept by default).
 constexpr size_t kMaxWaitResultBytes = 3u << 20;
 
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& s) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(s));
-  return reactor;
-}
-
 // Counts a call as waiting for as long as this object lives.
 class WaitingCount {
  public:
