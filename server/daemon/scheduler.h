@@ -4,6 +4,7 @@
 #define FORKPOOL_SERVER_DAEMON_SCHEDULER_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -215,6 +216,11 @@ class Scheduler {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   IoLoop::TimerId sweep_timer_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<int, UniqueFd> orphans_ ABSL_GUARDED_BY(mu_);  // pidfd -> owner
+  // When the fork helper was lost recently (loop thread only): more than
+  // kMaxHelperLosses within kHelperLossWindow and the daemon gives up.
+  static constexpr int kMaxHelperLosses = 10;
+  static constexpr absl::Duration kHelperLossWindow = absl::Seconds(30);
+  std::deque<absl::Time> helper_losses_;
 };
 
 }  // namespace forkpool

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -279,6 +281,20 @@ absl::StatusOr<v1::PoolInfo> Scheduler::DescribePool(const std::string& name) {
 }
 
 void Scheduler::OnHelperLost(const std::string& why) {
+  // A helper that keeps dying (or cannot start) is a broken installation or
+  // environment: leave with a clear message so that the supervisor (systemd)
+  // restarts the whole daemon, rather than fork in a loop. Workers die with us.
+  const absl::Time now = absl::Now();
+  helper_losses_.push_back(now);
+  while (!helper_losses_.empty() && helper_losses_.front() < now - kHelperLossWindow) {
+    helper_losses_.pop_front();
+  }
+  if (static_cast<int>(helper_losses_.size()) > kMaxHelperLosses) {
+    Log(why, "; the fork helper was lost ", helper_losses_.size(), " times within ",
+        absl::FormatDuration(kHelperLossWindow), ": giving up, exiting with status 1");
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
   Log(why, "; starting a new fork helper");
   absl::Status s = helper_->Respawn();
   if (!s.ok()) {

@@ -378,4 +378,30 @@ TEST_F(FaultTest, ConnectionsPastTheCapAreRefusedUntilOneCloses) {
   ::kill(b, SIGKILL);
   ::waitpid(b, &status, 0);
 }
+
+// A fork helper that keeps dying is not restarted forever: past 10 losses in 30 s
+// forkpoold exits 1 with a clear message (so that systemd restarts it whole), and its
+// workers go with it.
+TEST_F(FaultTest, HelperThatKeepsDyingMakesTheDaemonExitOne) {
+  StartDaemon(1);
+  const std::set<pid_t> workers = WorkerPidsOf(daemon_->pid());
+  std::set<pid_t> killed;
+  for (int i = 0; i < 11; ++i) {
+    pid_t helper = 0;
+    ASSERT_TRUE(PollUntil([&] {
+      for (pid_t h : HelperPidsOf(daemon_->pid())) {
+        if (!killed.count(h)) helper = h;
+      }
+      return helper != 0 || !ProcessAlive(daemon_->pid());
+    })) << "no new fork helper after " << i << " kills";
+    if (!ProcessAlive(daemon_->pid())) break;
+    ASSERT_EQ(::kill(helper, SIGKILL), 0);
+    killed.insert(helper);
+  }
+  absl::StatusOr<int> status = daemon_->AwaitExit(absl::Seconds(10));
+  ASSERT_THAT(status, IsOk());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << "wait status " << *status;
+  EXPECT_THAT(daemon_->ReadLog(), HasSubstr("giving up, exiting with status 1"));
+  EXPECT_THAT(AwaitGone(workers), IsEmpty());
+}
 }  // namespace forkpool::testing
