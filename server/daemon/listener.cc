@@ -45,10 +45,12 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(const std::string& path
 
 Listener::~Listener() { Stop(); }
 
-absl::Status Listener::Start(IoLoop* loop, grpc::Server* server, int max_connections) {
+absl::Status Listener::Start(IoLoop* loop, grpc::Server* server, int max_connections,
+                             PeerRegistry* peers) {
   loop_ = loop;
   server_ = server;
   max_connections_ = max_connections;
+  peers_ = peers;
   return loop_->Watch(fd_.get(), EPOLLIN, [this](uint32_t) { OnReadable(); });
 }
 
@@ -68,7 +70,7 @@ void Listener::OnReadable() {
       ::close(conn);
       continue;
     }
-    if (max_connections_ > 0 && PruneConnections() >= max_connections_) {
+    if (max_connections_ > 0 && peers_->Prune() >= max_connections_) {
       ::close(conn);
       ++refused_;
       if (absl::Now() - last_refusal_log_ > absl::Seconds(1)) {
@@ -79,18 +81,17 @@ void Listener::OnReadable() {
       continue;
     }
     ++accepted_;
-    connections_[conn] = st.st_ino;
+    PeerRegistry::Peer peer;
+    peer.inode = st.st_ino;
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      peer.pid = cred.pid;
+      peer.uid = cred.uid;
+    }
+    peers_->Record(conn, peer);
     grpc::AddInsecureChannelFromFd(server_, conn);  // takes ownership
   }
-}
-
-int Listener::PruneConnections() {
-  for (auto it = connections_.begin(); it != connections_.end();) {
-    struct stat st;
-    const bool same = ::fstat(it->first, &st) == 0 && st.st_ino == it->second;
-    it = same ? std::next(it) : connections_.erase(it);
-  }
-  return static_cast<int>(connections_.size());
 }
 
 void Listener::Stop() {

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
 #include "server/daemon/io_loop.h"
+#include "server/daemon/peer_connection.h"
 
 namespace forkpool {
 
@@ -32,7 +33,9 @@ class Listener {
 
   // Starts accepting; each connection goes to `server`. Past `max_connections` live
   // connections, new ones are closed at once (and logged, at most once a second).
-  absl::Status Start(IoLoop* loop, grpc::Server* server, int max_connections);
+  // Each connection's SO_PEERCRED goes into `peers`.
+  absl::Status Start(IoLoop* loop, grpc::Server* server, int max_connections,
+                     PeerRegistry* peers);
   // Stops accepting and removes the socket file.
   void Stop();
   const std::string& path() const { return path_; }
@@ -44,9 +47,6 @@ class Listener {
  private:
   Listener(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
   void OnReadable();
-  // Live connections: gRPC owns their fds and closes them when they end, so an fd
-  // that no longer refers to the socket we accepted has ended.
-  int PruneConnections();
 
   UniqueFd fd_;
   const std::string path_;
@@ -55,8 +55,9 @@ class Listener {
   std::atomic<int64_t> accepted_{0};
   std::atomic<int64_t> refused_{0};
   int max_connections_ = 0;
-  // fd -> inode of the socket accepted on it (loop thread only).
-  std::map<int, ino_t> connections_;
+  // Live connections: gRPC owns their fds and closes them when they end, so an fd
+  // that no longer refers to the socket we accepted has ended.
+  PeerRegistry* peers_ = nullptr;
   absl::Time last_refusal_log_ = absl::InfinitePast();
 };
 

@@ -194,7 +194,8 @@ int Serve() {
   queue_limits.max_item_bytes = absl::GetFlag(FLAGS_max_queue_item_bytes);
   queue_limits.max_queue_bytes = absl::GetFlag(FLAGS_max_queue_bytes);
   QueueManager queues(loop->get(), queue_limits);
-  QueueService queue_service(&queues);
+  PeerRegistry peers;
+  QueueService queue_service(&queues, &peers);
   scheduler->SetWorkerRequestHandler(MakeWorkerRequestHandler(&queues));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -208,7 +209,7 @@ int Serve() {
   if (!server) Fail("cannot start the gRPC server", absl::InternalError("BuildAndStart failed"));
   server->GetHealthCheckService()->SetServingStatus(true);
   if (absl::Status s = (*listener)->Start(loop->get(), server.get(),
-                                          absl::GetFlag(FLAGS_max_connections));
+                                          absl::GetFlag(FLAGS_max_connections), &peers);
       !s.ok()) {
     Fail("cannot accept connections", s);
   }

@@ -20,8 +20,6 @@ namespace {
 
 using internal_scheduler::ToDuration;
 
-bool PeerGone(const grpc::CallbackServerContext& ctx) { return PeerHungUp(PeerFd(ctx.peer())); }
-
 std::vector<StoredItem> PlainItems(const std::vector<v1::QueueItem>& items) {
   std::vector<StoredItem> plain;
   for (const v1::QueueItem& item : items) {
@@ -35,8 +33,10 @@ std::vector<StoredItem> PlainItems(const std::vector<v1::QueueItem>& items) {
 // went out), they go back to the front.
 class GetReactor : public grpc::ServerUnaryReactor {
  public:
-  GetReactor(QueueManager* queues, grpc::CallbackServerContext* ctx, std::string queue)
+  GetReactor(QueueManager* queues, const PeerRegistry* peers, grpc::CallbackServerContext* ctx,
+             std::string queue)
       : queues_(queues),
+        peers_(peers),
         ctx_(ctx),
         queue_(std::move(queue)),
         claim_(std::make_shared<CallClaim>()),
@@ -53,7 +53,8 @@ class GetReactor : public grpc::ServerUnaryReactor {
     const uint64_t id = queues_->Get(queue_, request.max_items(), deadline, ToDuration(request.lease()),
                            [claim, self, response](absl::StatusOr<std::vector<v1::QueueItem>> items) {
                              if (!claim->Claim()) return false;
-                             if (items.ok() && !items->empty() && PeerGone(*self->ctx_)) {
+                             if (items.ok() && !items->empty() &&
+                                 ClientGone(self->ctx_->peer(), self->peers_)) {
                                // Its client died while it waited: the items stay queued.
                                self->Finish(grpc::Status(grpc::StatusCode::CANCELLED,
                                                          "the client has gone"));
@@ -96,6 +97,7 @@ class GetReactor : public grpc::ServerUnaryReactor {
 
  private:
   QueueManager* const queues_;
+  const PeerRegistry* const peers_;
   grpc::CallbackServerContext* const ctx_;
   const std::string queue_;
   std::shared_ptr<CallClaim> claim_;
@@ -428,7 +430,7 @@ grpc::ServerUnaryReactor* QueueService::Get(grpc::CallbackServerContext* ctx,
   absl::StatusOr<absl::Time> deadline =
       WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
   if (!deadline.ok()) return Answer(ctx, deadline.status());
-  auto* reactor = new GetReactor(queues_, ctx, request->queue());
+  auto* reactor = new GetReactor(queues_, peers_, ctx, request->queue());
   reactor->Start(*request, response, *deadline);
   return reactor;
 }

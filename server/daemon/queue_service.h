@@ -4,6 +4,7 @@
 #define FORKPOOL_SERVER_DAEMON_QUEUE_SERVICE_H_
 
 #include "forkpool/v1/forkpool.grpc.pb.h"
+#include "server/daemon/peer_connection.h"
 #include "server/daemon/queue_manager.h"
 
 namespace forkpool {
@@ -11,7 +12,8 @@ namespace forkpool {
 // Thread-safe; gRPC calls it from its own threads.
 class QueueService final : public v1::Queues::CallbackService {
  public:
-  explicit QueueService(QueueManager* queues) : queues_(queues) {}
+  // `peers` (may be null) tells whether a getter's client still runs.
+  QueueService(QueueManager* queues, const PeerRegistry* peers) : queues_(queues), peers_(peers) {}
 
   grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* ctx,
                                         const v1::CreateQueueRequest* request,
@@ -36,6 +38,7 @@ class QueueService final : public v1::Queues::CallbackService {
 
  private:
   QueueManager* const queues_;
+  const PeerRegistry* const peers_;
 };
 
 }  // namespace forkpool

@@ -521,13 +521,10 @@ TEST_F(QueueKillTest, GetterKilledAndReapedBeforePutLosesNoItem) {
 // "Handed to gRPC" is not "reached the client"; a fix needs a client-side
 // confirmation (e.g. a plain get done as a short lease acknowledged by the client) or
 // documenting that a plain get of a client that dies can lose its item.
-// DISABLED: a known limit of plain (at-most-once) gets, documented in docs/queues.md.
-// When the SIGKILL lands while the item is being handed over, the daemon's checks
-// (the call cancelled, the client's connection hung up) can both pass while the
-// client is still alive, and the reply dies unread with it: about half of 50 rounds
-// lose their item. The cases where the client is already gone are covered above;
-// leased gets are the at-least-once path. Enable when plain gets confirm receipt.
-TEST_F(QueueKillTest, DISABLED_GetterKilledRightBeforePutLosesNoItem) {
+// The SIGKILL has been sent but the getter may not have died yet when the item
+// arrives: forkpoold sees the pending SIGKILL of the connection's process (its pid
+// from SO_PEERCRED) and does not hand the item over.
+TEST_F(QueueKillTest, GetterKilledRightBeforePutLosesNoItem) {
   KillRounds r = RunKillRounds(50, /*reap_before_put=*/false);
   EXPECT_EQ(r.lost, 0) << "lost: " << ::testing::PrintToString(r.lost_items);
   EXPECT_GE(r.requeued, 1) << "no item was handed to a dead getter: the race did not happen";
