@@ -46,6 +46,9 @@ ABSL_FLAG(std::vector<std::string>, task_library, {},
           "example library installed beside forkpoold)");
 ABSL_FLAG(int, max_tasks_per_child, 0, "recycle default-pool workers after N tasks (0: never)");
 ABSL_FLAG(absl::Duration, result_ttl, absl::Hours(1), "how long finished results are kept");
+ABSL_FLAG(int64_t, max_result_bytes, int64_t{1} << 30,
+          "most bytes of finished results kept; past it the oldest are dropped before "
+          "their TTL (a later Get says they expired)");
 ABSL_FLAG(absl::Duration, grace, absl::Seconds(10),
           "on SIGTERM, how long running tasks may take to finish before they are killed");
 ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks per pool");
@@ -161,6 +164,7 @@ int Serve() {
   if (!loop.ok()) Fail("cannot start the I/O loop", loop.status());
   SchedulerOptions options;
   options.result_ttl = absl::GetFlag(FLAGS_result_ttl);
+  options.max_result_bytes = static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_result_bytes)));
   options.max_queued_per_pool = absl::GetFlag(FLAGS_max_queued);
   options.default_libraries = libraries;
   options.poison_threshold = std::max(1, absl::GetFlag(FLAGS_poison_threshold));

@@ -71,7 +71,7 @@ void Scheduler::RunNotify(Notify& notify) {
 
 void Scheduler::SweepResults() {
   absl::MutexLock lock(&mu_);
-  tasks_.SweepExpired(absl::Now(), options_.result_ttl);
+  tasks_.SweepExpired(absl::Now(), options_.result_ttl, options_.max_result_bytes);
   sweep_timer_ = loop_->AddTimer(absl::Now() + absl::Seconds(1), [this] { SweepResults(); });
 }
 
@@ -336,6 +336,9 @@ void Scheduler::FinishLocked(Pool* pool, Task& task, v1::TaskState state, Notify
     }
   }
   tasks_.Finish(task, state, notify);
+  if (tasks_.result_bytes() > options_.max_result_bytes) {
+    tasks_.SweepExpired(absl::Now(), options_.result_ttl, options_.max_result_bytes);
+  }
 }
 
 absl::StatusOr<v1::TaskResult> Scheduler::GetResult(const std::string& task_id) {

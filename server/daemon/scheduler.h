@@ -27,6 +27,8 @@ namespace forkpool {
 struct SchedulerOptions {
   // How long a finished task's result is kept.
   absl::Duration result_ttl = absl::Hours(1);
+  // Most bytes of finished results kept; past it the oldest go before their TTL.
+  size_t max_result_bytes = size_t{1} << 30;
   // Largest frame a worker may send.
   size_t max_frame_bytes = 64u << 20;
   // Most pending tasks per pool unless the pool says otherwise.

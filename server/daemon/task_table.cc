@@ -1,12 +1,22 @@
 // TaskTable implementation.
 #include "server/daemon/task_table.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace forkpool {
+
+namespace {
+
+size_t ResultBytes(const v1::TaskResult& r) {
+  return r.output().data().size() + r.error().size() + r.worker_loss().stderr_tail().size();
+}
+
+}  // namespace
 
 bool IsTerminal(v1::TaskState state) {
   switch (state) {
@@ -81,6 +91,7 @@ void TaskTable::Finish(Task& task, v1::TaskState state,
   task.input.clear();
   task.input.shrink_to_fit();
   finished_.emplace_back(now, task.result.task_id());
+  result_bytes_ += ResultBytes(task.result);
   if (!task.waiters.empty()) {
     auto snapshot = std::make_shared<const v1::TaskResult>(task.result);
     for (auto& [id, waiter] : task.waiters) {
@@ -90,11 +101,13 @@ void TaskTable::Finish(Task& task, v1::TaskState state,
   }
 }
 
-size_t TaskTable::SweepExpired(absl::Time now, absl::Duration ttl) {
+size_t TaskTable::SweepExpired(absl::Time now, absl::Duration ttl, size_t max_bytes) {
   size_t n = 0;
-  while (!finished_.empty() && finished_.front().first + ttl <= now) {
+  while (!finished_.empty() && (finished_.front().first + ttl <= now ||
+                                (max_bytes > 0 && result_bytes_ > max_bytes))) {
     auto it = tasks_.find(finished_.front().second);
     if (it != tasks_.end()) {
+      result_bytes_ -= std::min(result_bytes_, ResultBytes(it->second.result));
       if (!it->second.request_id.empty()) by_request_id_.erase(it->second.request_id);
       tasks_.erase(it);
       ++n;

@@ -66,8 +66,11 @@ class TaskTable {
   // (to be run after the caller's lock is released).
   void Finish(Task& task, v1::TaskState state, std::vector<std::function<void()>>* notify);
 
-  // Drops terminal tasks that ended before `now - ttl`; returns how many.
-  size_t SweepExpired(absl::Time now, absl::Duration ttl);
+  // Drops terminal tasks that ended before `now - ttl`, and then the oldest ones
+  // while the results kept exceed `max_bytes` (0: no cap); returns how many.
+  size_t SweepExpired(absl::Time now, absl::Duration ttl, size_t max_bytes = 0);
+  // Bytes of the finished results kept (outputs and error texts).
+  size_t result_bytes() const { return result_bytes_; }
 
   size_t size() const { return tasks_.size(); }
 
@@ -78,6 +81,7 @@ class TaskTable {
   // Terminal tasks in the order they ended, for the TTL sweep.
   std::deque<std::pair<absl::Time, std::string>> finished_;
   uint64_t next_waiter_ = 1;
+  size_t result_bytes_ = 0;
 };
 
 }  // namespace forkpool

@@ -404,4 +404,59 @@ TEST_F(FaultTest, HelperThatKeepsDyingMakesTheDaemonExitOne) {
   EXPECT_THAT(daemon_->ReadLog(), HasSubstr("giving up, exiting with status 1"));
   EXPECT_THAT(AwaitGone(workers), IsEmpty());
 }
+
+// A worker that writes garbage into its socket is killed; its task fails with
+// "protocol error" and the pool goes on with a new worker.
+TEST_F(FaultTest, GarbageFromAWorkerFailsItsTaskAndReplacesIt) {
+  StartDaemon(1);
+  const std::set<pid_t> before = AwaitIdleWorkers("default", 1);
+  absl::StatusOr<v1::TaskResult> r = client_->pool().ApplyResult("garbage", "");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->state(), v1::TASK_STATE_FAILED) << r->ShortDebugString();
+  EXPECT_THAT(r->error(), HasSubstr("protocol error"));
+  EXPECT_THAT(AwaitGone(before), IsEmpty());
+  EXPECT_THAT(client_->pool().Apply("square", "6"), IsOkAndHolds(std::string("36")));
+}
+
+// An error text that is not UTF-8 reaches the client (made valid), and the worker
+// that produced it lives on.
+TEST_F(FaultTest, NonUtf8ErrorTextIsDeliveredAndTheWorkerLives) {
+  StartDaemon(1);
+  const std::set<pid_t> before = AwaitIdleWorkers("default", 1);
+  absl::StatusOr<v1::TaskResult> r = client_->pool().ApplyResult("fail_bytes", "");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->state(), v1::TASK_STATE_FAILED) << r->ShortDebugString();
+  EXPECT_THAT(r->error(), HasSubstr("bad bytes: \xef\xbf\xbd\xef\xbf\xbd end"));
+  EXPECT_EQ(before.count(r->worker_pid()), 1u) << "the task ran on another worker";
+  EXPECT_TRUE(ProcessAlive(r->worker_pid()));
+}
+
+// --max_queued: past it, submits are RESOURCE_EXHAUSTED naming the limit and its value.
+TEST_F(FaultTest, FullPoolQueueIsResourceExhaustedNamingTheLimit) {
+  StartDaemon(1, {"--max_queued=3"});
+  absl::StatusOr<AsyncResult> busy = client_->pool().ApplyAsync("sleep", "2");
+  ASSERT_THAT(busy, IsOk());
+  AwaitRunning(*busy);
+  absl::StatusOr<std::vector<AsyncResult>> three =
+      client_->pool().SubmitMany("echo", {"a", "b", "c"});
+  ASSERT_THAT(three, IsOk());
+  absl::StatusOr<AsyncResult> fourth = client_->pool().ApplyAsync("echo", "d");
+  EXPECT_THAT(fourth, StatusIs(absl::StatusCode::kResourceExhausted, "the limit is 3"));
+  EXPECT_THAT(busy->Cancel(), IsOk());
+  for (const AsyncResult& r : *three) EXPECT_THAT(r.Get(absl::Seconds(10)), IsOk());
+}
+
+// --max_result_bytes: past it the oldest results go before their TTL, and a Get says
+// they expired.
+TEST_F(FaultTest, ResultsPastTheSizeCapExpireOldestFirst) {
+  StartDaemon(1, {"--max_result_bytes=1500"});
+  const std::string big(600, 'x');
+  absl::StatusOr<AsyncResult> first = client_->pool().ApplyAsync("echo", big);
+  ASSERT_THAT(first, IsOk());
+  ASSERT_THAT(client_->Task(first->id()).Get(absl::Seconds(10)), IsOk());
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(client_->pool().Apply("echo", big), IsOk());
+  // A fresh handle, so that nothing cached answers.
+  EXPECT_THAT(client_->Task(first->id()).Get(absl::ZeroDuration()),
+              StatusIs(absl::StatusCode::kNotFound, "expired"));
+}
 }  // namespace forkpool::testing

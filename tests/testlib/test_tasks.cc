@@ -63,3 +63,12 @@ FORKPOOL_TASK(crash_first, ctx, input) {
 FORKPOOL_TASK(fail_bytes, ctx, input) {
   return absl::UnknownError(std::string("bad bytes: \xff\xfe end"));
 }
+
+// Writes garbage into the worker's own socket to forkpoold (fd 3), breaking the worker
+// protocol: forkpoold must kill the worker and fail the task with "protocol error".
+FORKPOOL_TASK(garbage, ctx, input) {
+  const char junk[] = "\x10\x00\x00\x00this is not a protobuf frame";
+  [[maybe_unused]] ssize_t n = ::write(3, junk, sizeof(junk) - 1);
+  ::sleep(5);  // forkpoold kills us long before this ends
+  return std::string("not reached");
+}
