@@ -164,6 +164,10 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadPoolLocked(Pool& pool, std::function<void(absl::Status)> done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Loads a new pool and starts its workers; a load lost with the fork helper is
+  // tried again (up to `tries_left` times) once a new helper runs.
+  void LoadNewPoolLocked(Pool& pool, std::function<void(absl::StatusOr<v1::PoolInfo>)> done,
+                         int tries_left) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartWorkerLocked(Pool& pool, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleRestartLocked(Pool& pool, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerForked(const std::string& pool, uint64_t key,

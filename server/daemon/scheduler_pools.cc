@@ -49,14 +49,23 @@ void Scheduler::CreatePool(v1::PoolSettings settings,
   pool->created_at = absl::Now();
   Pool& p = *pool;
   pools_.emplace(settings.name(), std::move(pool));
-  const std::string name = settings.name();
-  LoadPoolLocked(p, [this, name, done = std::move(done)](absl::Status s) {
+  LoadNewPoolLocked(p, std::move(done), /*tries_left=*/3);
+}
+
+void Scheduler::LoadNewPoolLocked(Pool& p, std::function<void(absl::StatusOr<v1::PoolInfo>)> done,
+                                  int tries_left) {
+  const std::string name = p.settings.name();
+  LoadPoolLocked(p, [this, name, done, tries_left](absl::Status s) {
     absl::StatusOr<v1::PoolInfo> result;
+    bool retry = false;
     {
       absl::MutexLock lock(&mu_);
       Pool* pool = FindPoolLocked(name);
       if (pool == nullptr) {
         result = absl::NotFoundError(absl::StrCat("pool '", name, "' was deleted while loading"));
+      } else if (absl::IsUnavailable(s) && tries_left > 0 && !draining_) {
+        // The fork helper died while loading it: a new one is on its way.
+        retry = true;
       } else if (!s.ok()) {
         pools_.erase(name);
         result = s;
@@ -64,6 +73,21 @@ void Scheduler::CreatePool(v1::PoolSettings settings,
         for (int i = 0; i < pool->settings.processes(); ++i) StartWorkerLocked(*pool, i);
         result = InfoLocked(*pool);
       }
+    }
+    if (retry) {
+      Log("pool '", name, "': ", s.message(), "; loading it again in the new fork helper");
+      loop_->AddTimer(absl::Now() + absl::Milliseconds(200), [this, name, done, tries_left] {
+        absl::MutexLock lock(&mu_);
+        Pool* pool = FindPoolLocked(name);
+        if (pool == nullptr) {
+          loop_->Post([done, name] {
+            done(absl::NotFoundError(absl::StrCat("pool '", name, "' was deleted while loading")));
+          });
+          return;
+        }
+        LoadNewPoolLocked(*pool, done, tries_left - 1);
+      });
+      return;
     }
     done(std::move(result));
   });

@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -458,5 +459,33 @@ TEST_F(FaultTest, ResultsPastTheSizeCapExpireOldestFirst) {
   // A fresh handle, so that nothing cached answers.
   EXPECT_THAT(client_->Task(first->id()).Get(absl::ZeroDuration()),
               StatusIs(absl::StatusCode::kNotFound, "expired"));
+}
+
+// The fork helper killed while it loads a pool (a library that takes a second to
+// load): a new helper loads it, and CreatePool still succeeds.
+TEST_F(FaultTest, HelperKilledWhileLoadingAPoolTheNewHelperServesIt) {
+  StartDaemon(1);
+  const pid_t helper = daemon_->first_helper_pid();
+  ASSERT_GT(helper, 0);
+  v1::PoolSettings settings;
+  settings.set_name("slow");
+  settings.set_processes(1);
+  settings.add_libraries(FORKPOOL_SLOW_LOAD_TASKS_PATH);
+  absl::StatusOr<v1::PoolInfo> created;
+  std::thread create([&] { created = client_->CreatePool(settings); });
+  // The helper is inside dlopen once the library is mapped (its constructor then
+  // sleeps for a second).
+  ASSERT_TRUE(PollUntil([&] {
+    return ReadFile(absl::StrCat("/proc/", helper, "/maps")).find("slow_load_tasks") !=
+           std::string::npos;
+  })) << "the helper never started loading the slow library";
+  ASSERT_EQ(::kill(helper, SIGKILL), 0);
+  create.join();
+  ASSERT_THAT(created, IsOk());
+  EXPECT_THAT(client_->pool("slow").Apply("slow_loaded", ""), IsOkAndHolds(std::string("loaded")));
+  const std::set<pid_t> helpers = HelperPidsOf(daemon_->pid());
+  EXPECT_EQ(helpers.count(helper), 0u);
+  EXPECT_EQ(helpers.size(), 1u);
+  EXPECT_THAT(daemon_->ReadLog(), HasSubstr("loading it again in the new fork helper"));
 }
 }  // namespace forkpool::testing
