@@ -234,17 +234,25 @@ int Serve() {
   // period, kill what is left, then stop gRPC, the helper and the loop, in that order.
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
   server->GetHealthCheckService()->SetServingStatus(false);
+  const absl::Time drain_start = absl::Now();
   scheduler->BeginDrain();
   if (!scheduler->AwaitRunning(absl::Now() + absl::GetFlag(FLAGS_grace))) {
     Log("grace period over; killing the tasks still running");
   }
+  const absl::Time drained = absl::Now();
   scheduler->KillAll(absl::Now() + absl::Seconds(5));
   (*listener)->Stop();
+  const absl::Time killed = absl::Now();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
+  const absl::Time grpc_stopped = absl::Now();
   helper_client->Stop(absl::Seconds(2));
   (*loop)->Stop();
   server.reset();
+  Log("shutdown: tasks drained in ", absl::FormatDuration(drained - drain_start),
+      ", workers stopped in ", absl::FormatDuration(killed - drained), ", gRPC stopped in ",
+      absl::FormatDuration(grpc_stopped - killed), ", the rest in ",
+      absl::FormatDuration(absl::Now() - grpc_stopped));
   Log("stopped");
   return 0;
 }
