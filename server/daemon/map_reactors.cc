@@ -89,9 +89,20 @@ class MapWriter : public Base, public Pumpable {
       } else if (job_ != nullptr) {
         if (std::optional<v1::MapResponse> batch = job_->TakeBatch()) {
           out_ = std::move(*batch);
+          if (out_.total() > 0) total_sent_ = true;
           writing_ = true;
         } else if (job_->Finished()) {
-          finish = grpc::Status::OK;
+          if (!total_sent_ && job_->accepted() > 0) {
+            // Every result left before the inputs ended: one last (empty) response
+            // tells the client the total.
+            out_.Clear();
+            out_.set_done(job_->accepted());
+            out_.set_total(job_->accepted());
+            total_sent_ = true;
+            writing_ = true;
+          } else {
+            finish = grpc::Status::OK;
+          }
         } else {
           return;
         }
@@ -190,6 +201,7 @@ class MapWriter : public Base, public Pumpable {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool total_sent_ ABSL_GUARDED_BY(mu_) = false;  // a response carried the total
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   v1::MapResponse out_;  // the write in flight
 };

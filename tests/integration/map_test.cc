@@ -1,6 +1,8 @@
 // Integration tests of Pool::Map / Imap / ImapUnordered through the real daemon: order,
 // chunk sizes, per-item failures, streaming inputs under a window (the daemon's memory
 // stays bounded), cancellation, and the CLI's `forkpool map`.
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -9,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "forkpool/v1/forkpool.grpc.pb.h"
 #include "map_test_util.h"
 
 namespace forkpool {
@@ -341,5 +344,40 @@ TEST_F(MapTest, CliPoolCommandsCreateCloseJoinTerminateDelete) {
   EXPECT_EQ(Sh(absl::StrCat(Cli(), " pool create x --start-method fork")).exit_code, 3);
 }
 
+
+// A MapStream whose results have all been taken before its inputs end still tells the
+// client the total: one last (empty) response carries it.
+TEST_F(MapTest, StreamThatEndsAfterItsResultsStillReportsTheTotal) {
+  auto channel = grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::Tasks::NewStub(channel);
+  grpc::ClientContext context;
+  auto stream = stub->MapStream(&context);
+  v1::MapStreamRequest open;
+  open.mutable_open()->set_function("square");
+  open.mutable_open()->set_ordered(true);
+  ASSERT_TRUE(stream->Write(open));
+  v1::MapStreamRequest inputs;
+  for (const char* in : {"1", "2", "3"}) inputs.mutable_inputs()->add_inputs(in);
+  ASSERT_TRUE(stream->Write(inputs));
+  // Take every result before saying the inputs ended.
+  std::vector<std::string> outputs;
+  v1::MapResponse response;
+  while (outputs.size() < 3 && stream->Read(&response)) {
+    EXPECT_EQ(response.total(), 0u) << "the total is not known yet";
+    for (const std::string& o : response.outputs()) outputs.push_back(o);
+  }
+  EXPECT_EQ(outputs, (std::vector<std::string>{"1", "4", "9"}));
+  v1::MapStreamRequest end;
+  end.mutable_end();
+  ASSERT_TRUE(stream->Write(end));
+  ASSERT_TRUE(stream->WritesDone());
+  uint64_t total = 0;
+  while (stream->Read(&response)) {
+    EXPECT_EQ(response.indexes_size(), 0);
+    total = response.total();
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(total, 3u);
+}
 }  // namespace
 }  // namespace forkpool
