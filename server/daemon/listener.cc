@@ -72,7 +72,6 @@ void Listener::OnReadable() {
     }
     if (max_connections_ > 0 && peers_->Prune() >= max_connections_) {
       ::close(conn);
-      ++refused_;
       if (absl::Now() - last_refusal_log_ > absl::Seconds(1)) {
         last_refusal_log_ = absl::Now();
         Log("refusing a connection: ", max_connections_,
@@ -80,7 +79,6 @@ void Listener::OnReadable() {
       }
       continue;
     }
-    ++accepted_;
     PeerRegistry::Peer peer;
     peer.inode = st.st_ino;
     ucred cred{};

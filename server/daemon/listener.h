@@ -8,7 +8,6 @@
 
 #include <sys/types.h>
 
-#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -39,10 +38,6 @@ class Listener {
   // Stops accepting and removes the socket file.
   void Stop();
   const std::string& path() const { return path_; }
-  // Connections accepted so far.
-  int64_t accepted() const { return accepted_.load(); }
-  // Connections refused for the cap so far.
-  int64_t refused() const { return refused_.load(); }
 
  private:
   Listener(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
@@ -52,8 +47,6 @@ class Listener {
   const std::string path_;
   IoLoop* loop_ = nullptr;
   grpc::Server* server_ = nullptr;
-  std::atomic<int64_t> accepted_{0};
-  std::atomic<int64_t> refused_{0};
   int max_connections_ = 0;
   // Live connections: gRPC owns their fds and closes them when they end, so an fd
   // that no longer refers to the socket we accepted has ended.

@@ -85,7 +85,6 @@ absl::Status QueueManager::Delete(const std::string& name) {
       loop_->CancelTimer(p.timer);
       out.push_back([done = std::move(p.done), gone] { done(gone, false); });
     }
-    waiting_ -= static_cast<int64_t>(q.getters.size() + q.putters.size());
     for (auto& [id, lease] : q.leased) loop_->CancelTimer(lease.timer);
     queues_.erase(it);
   }
@@ -105,11 +104,6 @@ absl::StatusOr<v1::QueueInfo> QueueManager::Info(const std::string& name) {
   Queue* q = FindLocked(name);
   if (q == nullptr) return MissingLocked(name);
   return InfoLocked(*q);
-}
-
-int64_t QueueManager::waiting() const {
-  absl::MutexLock lock(&mu_);
-  return waiting_;
 }
 
 bool QueueManager::HasRoomLocked(const Queue& q, size_t count) const {
@@ -167,7 +161,6 @@ uint64_t QueueManager::Put(const std::string& name, std::vector<v1::Payload> ite
         p.timer = loop_->AddTimer(deadline, [this, name, id] { OnWaitTimeout(name, id); });
       }
       q->putters.push_back(std::move(p));
-      ++waiting_;
     }
   }
   Run(out);
@@ -210,7 +203,6 @@ uint64_t QueueManager::Get(const std::string& name, int max_items, absl::Time de
         g.timer = loop_->AddTimer(deadline, [this, name, id] { OnWaitTimeout(name, id); });
       }
       q->getters.push_back(std::move(g));
-      ++waiting_;
     }
   }
   Run(out);
@@ -271,7 +263,6 @@ void QueueManager::ServeLocked(Queue& q, Closures* out) {
     while (!q.getters.empty() && !q.items.empty()) {
       Getter g = std::move(q.getters.front());
       q.getters.pop_front();
-      --waiting_;
       loop_->CancelTimer(g.timer);
       std::vector<StoredItem> plain;
       std::vector<std::string> lease_ids;
@@ -284,7 +275,6 @@ void QueueManager::ServeLocked(Queue& q, Closures* out) {
            q.bytes + q.putters.front().bytes <= limits_.max_queue_bytes) {
       Putter p = std::move(q.putters.front());
       q.putters.pop_front();
-      --waiting_;
       loop_->CancelTimer(p.timer);
       for (v1::Payload& item : p.items) q.items.push_back(StoredItem{std::move(item), 0});
       q.bytes += p.bytes;
@@ -376,7 +366,6 @@ void QueueManager::CancelWaiter(const std::string& name, uint64_t waiter_id) {
       if (it->id == waiter_id) {
         loop_->CancelTimer(it->timer);
         q->getters.erase(it);
-        --waiting_;
         return;
       }
     }
@@ -384,7 +373,6 @@ void QueueManager::CancelWaiter(const std::string& name, uint64_t waiter_id) {
       if (it->id == waiter_id) {
         loop_->CancelTimer(it->timer);
         q->putters.erase(it);
-        --waiting_;
         ServeLocked(*q, &out);  // a putter behind it may fit now
         break;
       }
@@ -404,7 +392,6 @@ void QueueManager::OnWaitTimeout(const std::string& name, uint64_t waiter_id) {
       if (it->id == waiter_id) {
         fire = [done = std::move(it->done)] { done(std::vector<v1::QueueItem>()); };
         q->getters.erase(it);
-        --waiting_;
         break;
       }
     }
@@ -413,7 +400,6 @@ void QueueManager::OnWaitTimeout(const std::string& name, uint64_t waiter_id) {
         if (it->id == waiter_id) {
           fire = [done = std::move(it->done)] { done(absl::OkStatus(), /*full=*/true); };
           q->putters.erase(it);
-          --waiting_;
           ServeLocked(*q, &out);
           break;
         }

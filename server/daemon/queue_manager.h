@@ -80,9 +80,6 @@ class QueueManager {
   // them as requeued.
   void Requeue(const std::string& name, std::vector<StoredItem> items);
 
-  // Calls blocked in get or put, over all queues.
-  int64_t waiting() const;
-
  private:
   struct Getter {
     uint64_t id;
@@ -142,7 +139,6 @@ class QueueManager {
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
   uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
-  int64_t waiting_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace forkpool

@@ -66,9 +66,7 @@ class GetReactor : public grpc::ServerUnaryReactor {
                              }
                              response->set_empty(items->empty());
                              self->delivered_ = PlainItems(*items);
-                             self->leases_.clear();
                              for (auto& item : *items) {
-                               if (!item.lease_id().empty()) self->leases_.push_back(item.lease_id());
                                *response->add_items() = std::move(item);
                              }
                              self->Finish(grpc::Status::OK);
@@ -103,7 +101,6 @@ class GetReactor : public grpc::ServerUnaryReactor {
   std::shared_ptr<CallClaim> claim_;
   std::shared_ptr<std::atomic<uint64_t>> waiter_;
   std::vector<StoredItem> delivered_;
-  std::vector<std::string> leases_;
 };
 
 // Many single operations on one stream, each answered with its correlation id as it

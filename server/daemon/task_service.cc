@@ -17,16 +17,6 @@ namespace {
 // Results a Wait answers with, at most (below the 4 MiB clients accept by default).
 constexpr size_t kMaxWaitResultBytes = 3u << 20;
 
-// Counts a call as waiting for as long as this object lives.
-class WaitingCount {
- public:
-  explicit WaitingCount(std::atomic<int64_t>* n) : n_(n) { ++*n_; }
-  ~WaitingCount() { --*n_; }
-
- private:
-  std::atomic<int64_t>* n_;
-};
-
 }  // namespace
 
 grpc::ServerUnaryReactor* TaskService::Submit(grpc::CallbackServerContext* ctx,
@@ -68,7 +58,6 @@ grpc::ServerUnaryReactor* TaskService::Apply(grpc::CallbackServerContext* ctx,
   auto* reactor = new DeferredReactor();
   auto claim = reactor->claim();
   auto waiter_id = std::make_shared<std::atomic<uint64_t>>(0);
-  auto counted = std::make_shared<WaitingCount>(&waiting_);
   Scheduler* scheduler = scheduler_;
   // Tied to the call: a client that leaves cancels the task.
   reactor->set_on_cancel([=] {
@@ -83,7 +72,6 @@ grpc::ServerUnaryReactor* TaskService::Apply(grpc::CallbackServerContext* ctx,
       [=](const v1::TaskResult& result) {
         if (!claim->Claim()) return;
         *response->mutable_result() = result;
-        (void)counted;
         reactor->Finish(grpc::Status::OK);
       },
       &wid);
@@ -119,7 +107,6 @@ grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
   auto claim = reactor->claim();
   auto waiter_id = std::make_shared<std::atomic<uint64_t>>(0);
   auto timer = std::make_shared<std::atomic<IoLoop::TimerId>>(0);
-  auto counted = std::make_shared<WaitingCount>(&waiting_);
   Scheduler* scheduler = scheduler_;
   IoLoop* loop = loop_;
   reactor->set_on_cancel([=] {
@@ -136,7 +123,6 @@ grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
         loop->CancelTimer(timer->load());
         response->set_ready(true);
         *response->mutable_result() = result;
-        (void)counted;
         reactor->Finish(grpc::Status::OK);
       },
       &wid);
@@ -213,7 +199,6 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
   auto state = std::make_shared<State>();
   auto* reactor = new DeferredReactor();
   auto claim = reactor->claim();
-  auto counted = std::make_shared<WaitingCount>(&waiting_);
   Scheduler* scheduler = scheduler_;
   IoLoop* loop = loop_;
   // Shared, not copied: every waiter's closure holds `finish`.
@@ -250,7 +235,6 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
       }
     }
     response->set_satisfied(satisfied_hint || done >= needed);
-    (void)counted;
     reactor->Finish(grpc::Status::OK);
   };
   reactor->set_on_cancel([=] {

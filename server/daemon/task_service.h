@@ -3,8 +3,6 @@
 #ifndef FORKPOOL_SERVER_DAEMON_TASK_SERVICE_H_
 #define FORKPOOL_SERVER_DAEMON_TASK_SERVICE_H_
 
-#include <atomic>
-
 #include "forkpool/v1/forkpool.grpc.pb.h"
 #include "server/daemon/io_loop.h"
 #include "server/daemon/scheduler.h"
@@ -39,13 +37,9 @@ class TaskService final : public v1::Tasks::CallbackService {
   grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>* MapStream(
       grpc::CallbackServerContext* ctx) override;
 
-  // Calls waiting in Get, Wait or Apply right now.
-  int64_t waiting() const { return waiting_.load(); }
-
  private:
   Scheduler* const scheduler_;
   IoLoop* const loop_;
-  std::atomic<int64_t> waiting_{0};
 };
 
 }  // namespace forkpool
