@@ -7,7 +7,7 @@ set(FORKPOOL_FUZZ_BUILD_DIR "${PROJECT_SOURCE_DIR}/build-fuzz" CACHE PATH
     "Build directory of the clang -DFORKPOOL_FUZZ=ON build whose fuzzers ctest runs")
 set(FORKPOOL_FUZZ_SECONDS 20 CACHE STRING "Seconds each fuzzer runs under ctest")
 
-foreach(target frame_decoder worker_connection control)
+foreach(target frame_decoder worker_connection control packed_items)
   add_test(NAME fuzz_${target}
     COMMAND ${PROJECT_SOURCE_DIR}/fuzz/run_fuzzer.sh
             ${FORKPOOL_FUZZ_BUILD_DIR} ${target}_fuzzer

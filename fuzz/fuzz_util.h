@@ -40,8 +40,9 @@ inline size_t Touch(const internal::FromWorker& m) {
       break;
     case internal::FromWorker::kResults:
       sum += m.results().batch_id() + m.results().first_index();
-      for (const internal::ItemResult& r : m.results().results()) {
-        sum += Touch(r.status()) + r.output().size();
+      sum += m.results().outputs().size();
+      for (const internal::ItemError& e : m.results().errors()) {
+        sum += e.index() + Touch(e.status());
       }
       break;
     case internal::FromWorker::kDone:

@@ -17,6 +17,7 @@
 
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include "common/packed_items.h"
 #include "common/frame.h"
 #include "common/unique_fd.h"
 #include "fuzz/fuzz_util.h"
@@ -29,6 +30,7 @@ using forkpool::UniqueFd;
 using forkpool::WorkerConnection;
 using forkpool::internal::FromWorker;
 using forkpool::internal::ToWorker;
+using forkpool::AppendPackedItem;
 
 constexpr size_t kStderrTailBytes = 4096;
 
@@ -147,7 +149,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             run->set_batch_id(in.ConsumeIntegral<uint64_t>());
             run->set_function(in.ConsumeRandomLengthString(64));
             const int inputs = in.ConsumeIntegralInRange<int>(0, 8);
-            for (int i = 0; i < inputs; ++i) run->add_inputs(in.ConsumeRandomLengthString(256));
+            for (int i = 0; i < inputs; ++i) {
+              AppendPackedItem(in.ConsumeRandomLengthString(256), run->mutable_inputs());
+            }
             run->set_attempt(in.ConsumeIntegral<int32_t>());
             break;
           }

@@ -48,11 +48,16 @@ def hello(pid=1234, version=1, runtime="native", init_error=None):
     return field_bytes(1, h)
 
 
+def packed(items):
+    return b"".join(field_bytes(1, item) for item in items)
+
+
 def results(batch, first, items):
-    r = field_varint(1, batch) + field_varint(2, first)
-    for code, out in items:
-        r += field_bytes(3, field_bytes(1, status(code, "" if code == 0 else "boom"))
-                         + field_bytes(2, out))
+    outputs = packed(out if code == 0 else b"" for code, out in items)
+    r = field_varint(1, batch) + field_varint(2, first) + field_bytes(4, outputs)
+    for i, (code, out) in enumerate(items):
+        if code != 0:
+            r += field_bytes(5, field_varint(1, first + i) + field_bytes(2, status(code, "boom")))
     return field_bytes(2, r)
 
 
@@ -117,7 +122,7 @@ def write(target, name, seed):
     d = os.path.join(HERE, target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), "wb") as f:
-        f.write(seed.bytes())
+        f.write(seed if isinstance(seed, bytes) else seed.bytes())
 
 
 def frame_decoder():
@@ -195,7 +200,14 @@ def control():
     write("control", "conversation", s)
 
 
+def packed_items():
+    write("packed_items", "three", packed([b"1", b"", b"x" * 200]))
+    write("packed_items", "empty", b"")
+    write("packed_items", "truncated", packed([b"abc"])[:-1])
+
+
 if __name__ == "__main__":
     frame_decoder()
     worker_connection()
     control()
+    packed_items()

@@ -1,6 +1,9 @@
 // MapJob implementation.
 #include "server/daemon/map_job.h"
 
+#include <algorithm>
+#include <iterator>
+
 namespace forkpool {
 
 MapJob::MapJob(std::string id, std::string pool, std::string function, std::string codec,
@@ -30,32 +33,108 @@ void MapJob::AddAccepted(uint64_t n, bool end) {
   if (wake) wake_();
 }
 
-void MapJob::AddResults(std::vector<MapItemResult> results) {
-  bool any = false;
+void MapJob::AddRun(MapRun run) {
+  if (run.count == 0) return;
   {
     absl::MutexLock lock(&mu_);
     if (cancelled_) return;
-    for (MapItemResult& result : results) {
-      if (result.index >= seen_.size() || seen_[result.index]) continue;
-      seen_[result.index] = true;
-      ++answered_;
-      any = true;
-      if (!ordered_) {
-        ready_.push_back(std::move(result));
-        continue;
+    const uint64_t end = run.first_index + run.count;
+    bool fresh = end <= seen_.size() && end > run.first_index;
+    for (uint64_t i = run.first_index; fresh && i < end; ++i) fresh = !seen_[i];
+    if (fresh) {
+      for (uint64_t i = run.first_index; i < end; ++i) seen_[i] = true;
+      AddFreshRunLocked(std::move(run));
+    } else {
+      // Some items were answered before (or are unknown): keep the runs of the others.
+      PackedItemReader reader(run.outputs);
+      std::string_view output;
+      std::optional<MapRun> part;
+      size_t next_error = 0;
+      for (uint64_t index = run.first_index; reader.Next(&output); ++index) {
+        const bool keep = index < seen_.size() && !seen_[index];
+        if (keep) {
+          seen_[index] = true;
+          if (!part.has_value()) {
+            part.emplace();
+            part->first_index = index;
+          }
+          AppendPackedItem(output, &part->outputs);
+          ++part->count;
+        }
+        while (next_error < run.errors.size() && run.errors[next_error].index() < index) {
+          ++next_error;
+        }
+        if (keep && next_error < run.errors.size() && run.errors[next_error].index() == index) {
+          part->errors.push_back(std::move(run.errors[next_error]));
+        }
+        if (!keep && part.has_value()) {
+          AddFreshRunLocked(std::move(*part));
+          part.reset();
+        }
       }
-      const uint64_t offset = result.index - next_in_order_;
-      if (reorder_.size() <= offset) reorder_.resize(offset + 1);
-      reorder_[offset] = std::make_unique<MapItemResult>(std::move(result));
-      while (!reorder_.empty() && reorder_.front() != nullptr) {
-        ready_.push_back(std::move(*reorder_.front()));
-        reorder_.pop_front();
-        ++next_in_order_;
-      }
+      if (part.has_value()) AddFreshRunLocked(std::move(*part));
     }
   }
-  if (any) wake_();
+  wake_();
 }
+
+void MapJob::AddFreshRunLocked(MapRun run) {
+  answered_ += run.count;
+  if (!ordered_) {
+    ready_.push_back(std::move(run));
+    return;
+  }
+  if (run.first_index != next_in_order_) {
+    const uint64_t first = run.first_index;
+    reorder_.emplace(first, std::move(run));
+    return;
+  }
+  next_in_order_ += run.count;
+  ready_.push_back(std::move(run));
+  while (!reorder_.empty() && reorder_.begin()->first == next_in_order_) {
+    next_in_order_ += reorder_.begin()->second.count;
+    ready_.push_back(std::move(reorder_.begin()->second));
+    reorder_.erase(reorder_.begin());
+  }
+}
+
+namespace {
+
+size_t ErrorBytes(const std::vector<v1::MapItemError>& errors) {
+  size_t bytes = 0;
+  for (const v1::MapItemError& e : errors) bytes += e.ByteSizeLong() + 4;
+  return bytes;
+}
+
+// Moves the leading items of `run` that fit in `max_bytes` (at least one) into a run
+// of their own, which is returned; `run` keeps the rest.
+MapRun SplitFront(MapRun& run, size_t max_bytes) {
+  PackedItemReader reader(run.outputs);
+  std::string_view output;
+  uint64_t n = 0;
+  size_t cut = 0;
+  while (reader.Next(&output)) {
+    if (n > 0 && reader.offset() > max_bytes) break;
+    ++n;
+    cut = reader.offset();
+  }
+  MapRun front;
+  front.first_index = run.first_index;
+  front.count = n;
+  front.outputs.assign(run.outputs, 0, cut);
+  run.outputs.erase(0, cut);
+  run.first_index += n;
+  run.count -= n;
+  auto split = std::partition_point(
+      run.errors.begin(), run.errors.end(),
+      [&](const v1::MapItemError& e) { return e.index() < run.first_index; });
+  front.errors.assign(std::make_move_iterator(run.errors.begin()),
+                      std::make_move_iterator(split));
+  run.errors.erase(run.errors.begin(), split);
+  return front;
+}
+
+}  // namespace
 
 std::optional<v1::MapResponse> MapJob::TakeBatch() {
   absl::MutexLock lock(&mu_);
@@ -63,15 +142,22 @@ std::optional<v1::MapResponse> MapJob::TakeBatch() {
   v1::MapResponse response;
   size_t bytes = 0;
   while (!ready_.empty()) {
-    MapItemResult& r = ready_.front();
-    const size_t size = r.output.size() + (r.error ? r.error->ByteSizeLong() : 0) + 16;
+    MapRun& r = ready_.front();
+    const size_t size = r.outputs.size() + ErrorBytes(r.errors) + 16;
     if (bytes > 0 && bytes + size > kMaxMapResponseBytes) break;
-    bytes += size;
-    response.add_indexes(r.index);
-    response.add_outputs(std::move(r.output));
-    if (r.error) *response.add_errors() = std::move(*r.error);
-    ready_.pop_front();
-    ++taken_;
+    const bool split = size > kMaxMapResponseBytes && r.count > 1;
+    MapRun taken = split ? SplitFront(r, kMaxMapResponseBytes / 2) : std::move(r);
+    bytes += taken.outputs.size() + ErrorBytes(taken.errors) + 16;
+    v1::MapResultRun* run = response.add_runs();
+    run->set_first_index(taken.first_index);
+    run->set_outputs(std::move(taken.outputs));
+    for (v1::MapItemError& e : taken.errors) *response.add_errors() = std::move(e);
+    taken_ += taken.count;
+    if (!split || r.count == 0) {
+      ready_.pop_front();
+    } else {
+      break;  // the rest of a run too big for one response goes in the next
+    }
   }
   response.set_done(taken_);
   response.set_total(input_ended_ ? accepted_ : 0);

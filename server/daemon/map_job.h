@@ -10,24 +10,26 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "common/packed_items.h"
 #include "forkpool/v1/forkpool.pb.h"
-#include "google/protobuf/repeated_field.h"
 
 namespace forkpool {
 
 // Largest MapResponse the daemon sends: well under the 4 MiB clients accept by default.
 inline constexpr size_t kMaxMapResponseBytes = 1u << 20;
 
-// One item's answer. The error is allocated only for failed items: results are on the
-// map's hot path.
-struct MapItemResult {
-  uint64_t index = 0;
-  std::string output;
-  std::unique_ptr<v1::MapItemError> error;  // null when the item succeeded
+// Answers of consecutive items, packed as the worker sent them: the map's hot path
+// moves these whole and makes no object per item.
+struct MapRun {
+  uint64_t first_index = 0;
+  uint64_t count = 0;
+  std::string outputs;                   // packed; a failed item's output is empty
+  std::vector<v1::MapItemError> errors;  // the failed items (sparse)
 };
 
 // Thread-safe. The Scheduler adds results (under its own lock, which may be held:
@@ -51,9 +53,10 @@ class MapJob {
   uint64_t accepted() const;
   // Items accepted so far (indexes 0..n-1). `end` says no more will come.
   void AddAccepted(uint64_t n, bool end);
-  // Records items' answers (one lock and one wake for the batch). Duplicates (after
-  // a retry) are ignored.
-  void AddResults(std::vector<MapItemResult> results);
+  // Records the answers of a run of items (one lock and one wake). `run.outputs`
+  // must hold run.count well-formed packed items. Items already answered are
+  // ignored (the run is cut around them).
+  void AddRun(MapRun run);
   // Takes up to kMaxMapResponseBytes of results that may leave now; nullopt if none.
   std::optional<v1::MapResponse> TakeBatch();
   // True when every accepted item has been taken and no more inputs will come.
@@ -78,10 +81,13 @@ class MapJob {
   uint64_t answered_ ABSL_GUARDED_BY(mu_) = 0;  // distinct items with a result
   uint64_t taken_ ABSL_GUARDED_BY(mu_) = 0;     // items handed to the writer
   uint64_t next_in_order_ ABSL_GUARDED_BY(mu_) = 0;
-  // Ordered maps: results after a gap, by index - next_in_order_ (null: not yet).
-  std::deque<std::unique_ptr<MapItemResult>> reorder_ ABSL_GUARDED_BY(mu_);
-  std::deque<MapItemResult> ready_ ABSL_GUARDED_BY(mu_);             // may leave now
-  std::vector<bool> seen_ ABSL_GUARDED_BY(mu_);                       // answered indexes
+  // Adds one run none of whose items was answered before.
+  void AddFreshRunLocked(MapRun run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Ordered maps: runs after a gap, by first index.
+  std::map<uint64_t, MapRun> reorder_ ABSL_GUARDED_BY(mu_);
+  std::deque<MapRun> ready_ ABSL_GUARDED_BY(mu_);  // may leave now
+  std::vector<bool> seen_ ABSL_GUARDED_BY(mu_);    // answered indexes
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -89,17 +95,17 @@ class MapJob {
 struct MapChunk {
   std::shared_ptr<MapJob> job;
   uint64_t first_index = 0;  // the job-wide index of the first item
-  // Either owned inputs (MapStream) or a range of the unary request's inputs, which
-  // outlive the job's chunks (the call cannot end before they are answered or the job
-  // is cancelled under the Scheduler's lock).
-  std::vector<std::string> owned;
-  const google::protobuf::RepeatedPtrField<std::string>* source = nullptr;
-  int source_offset = 0;
+  // The packed inputs this chunk's items are in: a MapStream message's bytes (owned),
+  // or a view of a unary request's, which outlive the job's chunks (the call cannot
+  // end before they are answered or the job is cancelled under the Scheduler's lock).
+  std::shared_ptr<const PackedItems> inputs;
+  size_t begin = 0;  // index in `inputs` of the chunk's first item
   int count = 0;
   int attempt = 1;
 
-  const std::string& input(int i) const {
-    return source != nullptr ? source->Get(source_offset + i) : owned[static_cast<size_t>(i)];
+  // The chunk's inputs, packed.
+  std::string_view packed() const {
+    return inputs->Range(begin, begin + static_cast<size_t>(count));
   }
 };
 

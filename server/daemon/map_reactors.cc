@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/ids.h"
+#include "common/packed_items.h"
 #include "server/daemon/grpc_status.h"
 #include "server/daemon/map_job.h"
 
@@ -215,7 +216,7 @@ class MapReactor final : public MapWriter<grpc::ServerWriteReactor<v1::MapRespon
     job->set_options(request->options());
     SetJob(job);
     // The request, and so the inputs the chunks point into, lives until OnDone.
-    absl::Status s = scheduler_->StartMap(job, &request->inputs(), request->chunksize());
+    absl::Status s = scheduler_->StartMap(job, request->inputs(), request->chunksize());
     if (!s.ok()) {
       Fail(s);
       return;
@@ -238,13 +239,20 @@ class MapStreamReactor final
     // then writes into in_.
     v1::MapStreamRequest::KindCase kind = v1::MapStreamRequest::KIND_NOT_SET;
     v1::MapStreamOpen open;
+    absl::Status bad_inputs;
     {
       absl::MutexLock lock(&feed_mu_);
       if (ok) {
         kind = in_.kind_case();
         if (kind == v1::MapStreamRequest::kInputs) {
-          for (std::string& input : *in_.mutable_inputs()->mutable_inputs()) {
-            pending_.push_back(std::move(input));
+          // Indexed once here; chunks then point into these bytes.
+          absl::StatusOr<std::shared_ptr<const PackedItems>> items =
+              PackedItems::Own(std::move(*in_.mutable_inputs()->mutable_inputs()),
+                               scheduler_->max_input_bytes(), "MapStream inputs");
+          if (!items.ok()) {
+            bad_inputs = items.status();
+          } else if ((*items)->size() > 0) {
+            pending_.push_back(PendingInputs{*std::move(items), 0});
           }
         } else if (kind == v1::MapStreamRequest::kOpen) {
           open = std::move(*in_.mutable_open());
@@ -252,6 +260,10 @@ class MapStreamReactor final
         in_.Clear();
       }
       reading_ = false;
+    }
+    if (!bad_inputs.ok()) {
+      Fail(bad_inputs);
+      return;
     }
     if (!ok) {
       // The client half-closed (or left): no more inputs.
@@ -329,15 +341,14 @@ class MapStreamReactor final
     {
       absl::MutexLock lock(&feed_mu_);
       const uint64_t inflight = j->InFlight();
-      if (inflight < window_ && !pending_.empty()) {
-        const size_t n = std::min<size_t>(pending_.size(), window_ - inflight);
-        std::vector<std::string> batch;
-        batch.reserve(n);
-        for (size_t i = 0; i < n; ++i) {
-          batch.push_back(std::move(pending_.front()));
-          pending_.pop_front();
-        }
-        status = scheduler_->AddMapInputs(j, std::move(batch), chunksize_);
+      size_t room = inflight < window_ ? window_ - inflight : 0;
+      while (room > 0 && !pending_.empty() && status.ok()) {
+        PendingInputs& front = pending_.front();
+        const size_t n = std::min(room, front.items->size() - front.next);
+        status = scheduler_->AddMapInputs(j, front.items, front.next, front.next + n, chunksize_);
+        front.next += n;
+        room -= n;
+        if (front.next == front.items->size()) pending_.pop_front();
       }
       if (pending_.empty() && input_closed_ && !end_sent_) {
         end_sent_ = true;
@@ -360,9 +371,16 @@ class MapStreamReactor final
     if (read_more) StartRead(&in_);
   }
 
+  // A MapInputs message's items, of which those from `next` on wait for room in the
+  // window.
+  struct PendingInputs {
+    std::shared_ptr<const PackedItems> items;
+    size_t next = 0;
+  };
+
   v1::MapStreamRequest in_;  // the read in flight
   absl::Mutex feed_mu_;
-  std::deque<std::string> pending_ ABSL_GUARDED_BY(feed_mu_);
+  std::deque<PendingInputs> pending_ ABSL_GUARDED_BY(feed_mu_);
   bool reading_ ABSL_GUARDED_BY(feed_mu_) = false;
   bool input_closed_ ABSL_GUARDED_BY(feed_mu_) = false;
   bool end_sent_ ABSL_GUARDED_BY(feed_mu_) = false;

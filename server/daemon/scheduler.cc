@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/packed_items.h"
 #include "common/proto_status.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/daemon/log.h"
@@ -269,7 +270,7 @@ bool Scheduler::SendTaskLocked(Pool& pool, WorkerSlot& w, Task& task) {
   const uint64_t batch = next_batch_++;
   run->set_batch_id(batch);
   run->set_function(task.result.function());
-  run->add_inputs(task.input);
+  AppendPackedItem(task.input, run->mutable_inputs());
   run->set_task_id(task.result.task_id());
   run->set_attempt(task.result.attempts() + 1);
   run->set_codec(CodecOrText(task.codec));

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -109,17 +110,20 @@ class Scheduler {
   absl::StatusOr<v1::CancelResponse> Cancel(const std::string& task_id,
                                             const std::string& why);
 
-  // Starts a map over `inputs` (which must outlive the job's chunks: see MapChunk).
-  // `chunksize` 0 means ceil(len / (4 * processes)). Errors as Submit.
-  absl::Status StartMap(const std::shared_ptr<MapJob>& job,
-                        const google::protobuf::RepeatedPtrField<std::string>* inputs,
+  // Starts a map over packed `inputs` (which must outlive the job's chunks: see
+  // MapChunk). `chunksize` 0 means ceil(len / (4 * processes)). Errors as Submit;
+  // InvalidArgument for malformed packed inputs.
+  absl::Status StartMap(const std::shared_ptr<MapJob>& job, std::string_view inputs,
                         uint32_t chunksize);
   // Opens a streaming map (no inputs yet); validates as Submit.
   absl::Status OpenMap(const std::shared_ptr<MapJob>& job);
-  // Adds inputs to a streaming map, cut into chunks of `chunksize` (0: about one
-  // chunk per worker from this batch).
-  absl::Status AddMapInputs(const std::shared_ptr<MapJob>& job, std::vector<std::string> inputs,
+  // Adds inputs [begin, end) of `inputs` to a streaming map, cut into chunks of
+  // `chunksize` (0: about one chunk per worker from these).
+  absl::Status AddMapInputs(const std::shared_ptr<MapJob>& job,
+                            std::shared_ptr<const PackedItems> inputs, size_t begin, size_t end,
                             uint32_t chunksize);
+  // The largest input (a task's or one map item's) accepted.
+  size_t max_input_bytes() const { return options_.max_input_bytes; }
   // Cancels a map: queued chunks are dropped, running ones told to stop. Call before
   // ending the call (the unary inputs are freed with it).
   void CancelMap(const std::shared_ptr<MapJob>& job);
@@ -152,9 +156,10 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SendLocked(WorkerSlot& w, const internal::ToWorker& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues inputs [begin, begin + count) of `inputs` as chunks of job items
+  // first_index, first_index + 1, ...
   void QueueChunksLocked(Pool& pool, const std::shared_ptr<MapJob>& job, uint64_t first_index,
-                         std::vector<std::string>* owned,
-                         const google::protobuf::RepeatedPtrField<std::string>* source,
+                         const std::shared_ptr<const PackedItems>& inputs, size_t begin,
                          int count, uint32_t chunksize) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Answers a chunk's items [from, count) with `error` (or requeues them).
   void FailChunkItemsLocked(const MapChunk& chunk, int from, v1::TaskState state,

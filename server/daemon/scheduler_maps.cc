@@ -4,10 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/packed_items.h"
 #include "common/proto_status.h"
+#include "common/status_macros.h"
 #include "server/daemon/log.h"
 #include "server/daemon/pool_settings.h"
 #include "server/daemon/process_util.h"
@@ -27,8 +30,8 @@ bool Scheduler::SendChunkLocked(Pool& pool, WorkerSlot& w, std::shared_ptr<MapCh
   const uint64_t batch = next_batch_++;
   run->set_batch_id(batch);
   run->set_function(chunk->job->function());
-  run->mutable_inputs()->Reserve(chunk->count);
-  for (int i = 0; i < chunk->count; ++i) run->add_inputs(chunk->input(i));
+  const std::string_view packed = chunk->packed();
+  run->set_inputs(packed.data(), packed.size());
   run->set_task_id(chunk->job->id());
   run->set_attempt(chunk->attempt);
   run->set_codec(CodecOrText(chunk->job->codec()));
@@ -52,51 +55,42 @@ bool Scheduler::SendChunkLocked(Pool& pool, WorkerSlot& w, std::shared_ptr<MapCh
 }
 
 void Scheduler::QueueChunksLocked(Pool& pool, const std::shared_ptr<MapJob>& job,
-                                  uint64_t first_index, std::vector<std::string>* owned,
-                                  const google::protobuf::RepeatedPtrField<std::string>* source,
+                                  uint64_t first_index,
+                                  const std::shared_ptr<const PackedItems>& inputs, size_t begin,
                                   int count, uint32_t chunksize) {
   const int size = std::max<int>(1, static_cast<int>(std::min<uint32_t>(
                                         chunksize, static_cast<uint32_t>(count))));
-  for (int begin = 0; begin < count; begin += size) {
+  for (int offset = 0; offset < count; offset += size) {
     auto chunk = std::make_shared<MapChunk>();
     chunk->job = job;
-    chunk->first_index = first_index + static_cast<uint64_t>(begin);
-    chunk->count = std::min(size, count - begin);
-    if (source != nullptr) {
-      chunk->source = source;
-      chunk->source_offset = begin;
-    } else {
-      chunk->owned.reserve(static_cast<size_t>(chunk->count));
-      for (int i = 0; i < chunk->count; ++i) {
-        chunk->owned.push_back(std::move((*owned)[static_cast<size_t>(begin + i)]));
-      }
-    }
+    chunk->first_index = first_index + static_cast<uint64_t>(offset);
+    chunk->inputs = inputs;
+    chunk->begin = begin + static_cast<size_t>(offset);
+    chunk->count = std::min(size, count - offset);
     pool.queued += chunk->count;
     pool.pending.push_back(PendingWork{std::string(), std::move(chunk)});
   }
 }
 
-absl::Status Scheduler::StartMap(const std::shared_ptr<MapJob>& job,
-                                 const google::protobuf::RepeatedPtrField<std::string>* inputs,
+absl::Status Scheduler::StartMap(const std::shared_ptr<MapJob>& job, std::string_view inputs,
                                  uint32_t chunksize) {
-  for (const std::string& input : *inputs) {
-    if (input.size() > options_.max_input_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "map input of ", input.size(), " bytes exceeds the limit of ",
-          options_.max_input_bytes, " bytes"));
-    }
+  FORKPOOL_ASSIGN_OR_RETURN(std::shared_ptr<const PackedItems> items,
+                            PackedItems::View(inputs, options_.max_input_bytes, "map inputs"));
+  if (items->size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a map of ", items->size(), " items in one request; stream them"));
   }
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(job->pool());
   FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(job->pool(), pool, job->function(), 0));
-  const int n = inputs->size();
+  const int n = static_cast<int>(items->size());
   if (chunksize == 0) {
     // multiprocessing's rule: about four chunks per worker.
     const int per = 4 * std::max(1, pool->settings.processes());
     chunksize = static_cast<uint32_t>(std::max(1, (n + per - 1) / per));
   }
   job->AddAccepted(static_cast<uint64_t>(n), /*end=*/true);
-  QueueChunksLocked(*pool, job, 0, nullptr, inputs, n, chunksize);
+  QueueChunksLocked(*pool, job, 0, items, 0, n, chunksize);
   DispatchLocked(*pool);
   return absl::OkStatus();
 }
@@ -108,20 +102,13 @@ absl::Status Scheduler::OpenMap(const std::shared_ptr<MapJob>& job) {
 }
 
 absl::Status Scheduler::AddMapInputs(const std::shared_ptr<MapJob>& job,
-                                     std::vector<std::string> inputs, uint32_t chunksize) {
-  for (const std::string& input : inputs) {
-    if (input.size() > options_.max_input_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "map input of ", input.size(), " bytes exceeds the limit of ",
-          options_.max_input_bytes, " bytes"));
-    }
-  }
+                                     std::shared_ptr<const PackedItems> inputs, size_t begin,
+                                     size_t end, uint32_t chunksize) {
+  const int n = static_cast<int>(end - begin);
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(job->pool());
-  FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(job->pool(), pool, job->function(),
-                                              static_cast<int64_t>(inputs.size())));
+  FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(job->pool(), pool, job->function(), n));
   if (job->cancelled()) return absl::CancelledError("the map was cancelled");
-  const int n = static_cast<int>(inputs.size());
   if (n == 0) return absl::OkStatus();
   if (chunksize == 0) {
     // Chunks from what has arrived: about one per worker, at most 4096 items.
@@ -130,7 +117,7 @@ absl::Status Scheduler::AddMapInputs(const std::shared_ptr<MapJob>& job,
   }
   const uint64_t first = job->accepted();
   job->AddAccepted(static_cast<uint64_t>(n), /*end=*/false);
-  QueueChunksLocked(*pool, job, first, &inputs, nullptr, n, chunksize);
+  QueueChunksLocked(*pool, job, first, inputs, begin, n, chunksize);
   pool->map_inflight_high_water =
       std::max<int64_t>(pool->map_inflight_high_water, static_cast<int64_t>(job->InFlight()));
   DispatchLocked(*pool);
@@ -164,18 +151,21 @@ void Scheduler::CancelMap(const std::shared_ptr<MapJob>& job) {
 
 void Scheduler::FailChunkItemsLocked(const MapChunk& chunk, int from, v1::TaskState state,
                                      const std::string& error, const v1::WorkerLoss* loss) {
-  std::vector<MapItemResult> results;
+  if (from >= chunk.count) return;
+  MapRun run;
+  run.first_index = chunk.first_index + static_cast<uint64_t>(from);
+  run.count = static_cast<uint64_t>(chunk.count - from);
+  run.outputs.reserve(run.count * PackedItemBytes(0));
+  run.errors.reserve(run.count);
   for (int i = from; i < chunk.count; ++i) {
-    MapItemResult r;
-    r.index = chunk.first_index + static_cast<uint64_t>(i);
-    r.error = std::make_unique<v1::MapItemError>();
-    r.error->set_index(r.index);
-    r.error->set_state(state);
-    r.error->set_error(error);
-    if (loss != nullptr) *r.error->mutable_worker_loss() = *loss;
-    results.push_back(std::move(r));
+    AppendPackedItem("", &run.outputs);
+    v1::MapItemError& e = run.errors.emplace_back();
+    e.set_index(chunk.first_index + static_cast<uint64_t>(i));
+    e.set_state(state);
+    e.set_error(error);
+    if (loss != nullptr) *e.mutable_worker_loss() = *loss;
   }
-  chunk.job->AddResults(std::move(results));
+  chunk.job->AddRun(std::move(run));
 }
 
 void Scheduler::RequeueChunkRestLocked(Pool& pool, const MapChunk& chunk, int from) {
@@ -183,14 +173,10 @@ void Scheduler::RequeueChunkRestLocked(Pool& pool, const MapChunk& chunk, int fr
   auto rest = std::make_shared<MapChunk>();
   rest->job = chunk.job;
   rest->first_index = chunk.first_index + static_cast<uint64_t>(from);
+  rest->inputs = chunk.inputs;
+  rest->begin = chunk.begin + static_cast<size_t>(from);
   rest->count = chunk.count - from;
   rest->attempt = chunk.attempt;
-  if (chunk.source != nullptr) {
-    rest->source = chunk.source;
-    rest->source_offset = chunk.source_offset + from;
-  } else {
-    rest->owned.assign(chunk.owned.begin() + from, chunk.owned.end());
-  }
   pool.queued += rest->count;
   // To the front: these items were already due.
   pool.pending.push_front(PendingWork{std::string(), std::move(rest)});

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/packed_items.h"
 #include "common/proto_status.h"
 #include "common/utf8.h"
 #include "server/daemon/log.h"
@@ -274,49 +275,66 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, internal::FromWorker&
         return;
       }
       const int expected = w.chunk ? w.chunk->count : 1;
-      if (r.results_size() == 0 || static_cast<int>(r.first_index()) != w.chunk_results ||
-          w.chunk_results + r.results_size() > expected) {
-        ProtocolErrorLocked(w, absl::StrCat("batch ", r.batch_id(), " has ", expected,
-                                            " items; got results ", r.first_index(), "..",
-                                            r.first_index() + r.results_size(), " after ",
-                                            w.chunk_results));
+      const int room = expected - w.chunk_results;
+      // The outputs are checked before anything is taken from them: a worker's frame
+      // is not trusted.
+      absl::StatusOr<size_t> n = CountPackedItems(r.outputs(), ~size_t{0}, "outputs");
+      if (!n.ok() || *n == 0 || static_cast<int>(r.first_index()) != w.chunk_results ||
+          *n > static_cast<size_t>(room)) {
+        ProtocolErrorLocked(
+            w, n.ok() ? absl::StrCat("batch ", r.batch_id(), " has ", expected,
+                                     " items; got results ", r.first_index(), "..",
+                                     r.first_index() + *n, " after ", w.chunk_results)
+                      : absl::StrCat("results for batch ", r.batch_id(), ": ",
+                                     n.status().message()));
         return;
+      }
+      const int count = static_cast<int>(*n);
+      for (int e = 0; e < r.errors_size(); ++e) {
+        const internal::ItemError& error = r.errors(e);
+        if (error.index() < r.first_index() || error.index() - r.first_index() >= *n ||
+            (e > 0 && error.index() <= r.errors(e - 1).index()) || error.status().code() == 0) {
+          ProtocolErrorLocked(w, absl::StrCat("results for batch ", r.batch_id(),
+                                              ": error for item ", error.index(),
+                                              " is out of order, outside ", r.first_index(),
+                                              "..", r.first_index() + *n, " or OK"));
+          return;
+        }
       }
       if (w.chunk) {
         const MapChunk& chunk = *w.chunk;
-        std::vector<MapItemResult> results(static_cast<size_t>(r.results_size()));
-        for (int k = 0; k < r.results_size(); ++k) {
-          // The frame is ours to consume: outputs move instead of being copied.
-          internal::ItemResult& item = *m.mutable_results()->mutable_results(k);
-          MapItemResult& out = results[static_cast<size_t>(k)];
-          out.index = chunk.first_index + static_cast<uint64_t>(w.chunk_results + k);
-          if (item.status().code() == 0) {
-            out.output = std::move(*item.mutable_output());
-            ++pool.tasks_done;
-          } else {
-            out.error = std::make_unique<v1::MapItemError>();
-            out.error->set_index(out.index);
-            out.error->set_state(v1::TASK_STATE_FAILED);
-            out.error->set_error(ValidUtf8(item.status().message()));
-            ++pool.tasks_failed;
-          }
+        MapRun run;
+        run.first_index = chunk.first_index + static_cast<uint64_t>(w.chunk_results);
+        run.count = *n;
+        // The frame is ours to consume: the outputs move instead of being copied.
+        run.outputs = std::move(*m.mutable_results()->mutable_outputs());
+        run.errors.reserve(static_cast<size_t>(r.errors_size()));
+        for (const internal::ItemError& error : r.errors()) {
+          v1::MapItemError& e = run.errors.emplace_back();
+          e.set_index(chunk.first_index + error.index());
+          e.set_state(v1::TASK_STATE_FAILED);
+          e.set_error(ValidUtf8(error.status().message()));
         }
-        chunk.job->AddResults(std::move(results));
-        w.chunk_results += r.results_size();
+        pool.tasks_done += count - r.errors_size();
+        pool.tasks_failed += r.errors_size();
+        chunk.job->AddRun(std::move(run));
+        w.chunk_results += count;
         return;
       }
-      w.chunk_results += r.results_size();
+      w.chunk_results += count;
       Task* task = tasks_.Find(w.task_id);
       if (task == nullptr || IsTerminal(task->result.state())) return;
-      const internal::ItemResult& item = r.results(0);
-      if (item.status().code() == 0) {
-        task->result.mutable_output()->set_data(item.output());
+      if (r.errors_size() == 0) {
+        PackedItemReader reader(r.outputs());
+        std::string_view output;
+        reader.Next(&output);  // counted above: there is one
+        task->result.mutable_output()->set_data(output.data(), output.size());
         task->result.mutable_output()->set_codec(CodecOrText(task->codec));
         task->result.clear_error();  // from an earlier attempt
         task->result.clear_worker_loss();
         FinishLocked(&pool, *task, v1::TASK_STATE_SUCCEEDED, notify);
       } else {
-        task->result.set_error(ValidUtf8(item.status().message()));
+        task->result.set_error(ValidUtf8(r.errors(0).status().message()));
         RetryOrFinishLocked(pool, *task, v1::TASK_STATE_FAILED, notify);
       }
       return;

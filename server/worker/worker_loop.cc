@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/frame.h"
+#include "common/packed_items.h"
 #include "common/proto_status.h"
 #include "common/status_macros.h"
 #include "forkpool/internal/worker.pb.h"
@@ -132,13 +133,13 @@ class Worker {
                                               "' not found"));
     }
     std::string output;
-    return Call(fn, identity_.initializer, "", 1, 0, identity_.initargs, &output);
+    return Call(fn, "", 1, 0, identity_.initargs, &output);
   }
 
-  // Calls one task function through the C ABI.
-  absl::Status Call(forkpool_task_fn_v1 fn, const std::string& function,
-                    const std::string& task_id, int attempt, int64_t deadline_ns,
-                    const std::string& input, std::string* output) {
+  // Calls one task function through the C ABI; appends its output, packed, to
+  // `packed_outputs` (an empty item when it fails).
+  absl::Status Call(forkpool_task_fn_v1 fn, const std::string& task_id, int attempt,
+                    int64_t deadline_ns, std::string_view input, std::string* packed_outputs) {
     forkpool_task_context_v1 ctx{};
     ctx.pid = pid_;
     ctx.worker_index = identity_.worker_index;
@@ -153,8 +154,9 @@ class Worker {
     const int code = fn(&ctx, input.data(), input.size(), &out, &err);
     absl::Status status;
     if (code == 0) {
-      output->assign(out.data ? out.data : "", out.size);
+      AppendPackedItem(std::string_view(out.data ? out.data : "", out.size), packed_outputs);
     } else {
+      AppendPackedItem("", packed_outputs);
       const auto c = (code > 0 && code <= 16) ? static_cast<absl::StatusCode>(code)
                                               : absl::StatusCode::kUnknown;
       status = absl::Status(c, std::string(err.data ? err.data : "", err.size));
@@ -274,46 +276,53 @@ class Worker {
     auto* results = results_msg.mutable_results();
     results->set_batch_id(batch.batch_id());
     results->set_first_index(0);
+    std::string* outputs = results->mutable_outputs();
+    // The daemon's frame is trusted to be well-formed; a malformed one ends the batch
+    // early, which the daemon reports for the items left.
+    PackedItemReader inputs(batch.inputs());
     std::string out;
     auto last_flush = std::chrono::steady_clock::now();
     auto last_check = last_flush;
-    size_t buffered = 0;
-    for (int i = 0; i < batch.inputs_size(); ++i) {
-      internal::ItemResult* item = results->add_results();
+    uint32_t index = 0;
+    std::string_view input;
+    bool more = inputs.Next(&input);
+    while (more) {
+      absl::Status s;
       if (fn == nullptr) {
-        StatusToProto(absl::NotFoundError(absl::StrCat(
-                          "pool '", identity_.pool, "' has no function '",
-                          batch.function(), "'")),
-                      item->mutable_status());
+        s = absl::NotFoundError(absl::StrCat("pool '", identity_.pool, "' has no function '",
+                                             batch.function(), "'"));
+        AppendPackedItem("", outputs);
       } else {
         g_soft_limit_reached = 0;
         if (batch.soft_time_limit_ns() > 0) ArmSoftLimit(batch.soft_time_limit_ns());
-        absl::Status s = Call(fn, batch.function(), batch.task_id(), batch.attempt(),
-                              batch.deadline_unix_ns(), batch.inputs(i),
-                              item->mutable_output());
+        s = Call(fn, batch.task_id(), batch.attempt(), batch.deadline_unix_ns(), input, outputs);
         if (batch.soft_time_limit_ns() > 0) ArmSoftLimit(0);
-        if (!s.ok()) StatusToProto(s, item->mutable_status());
       }
-      buffered += item->output().size() + 16;
+      if (!s.ok()) {
+        internal::ItemError* error = results->add_errors();
+        error->set_index(index);
+        StatusToProto(s, error->mutable_status());
+      }
+      ++index;
+      more = inputs.Next(&input);
+      if (!more) break;
       const auto now = std::chrono::steady_clock::now();
-      bool last = i + 1 == batch.inputs_size();
-      if (!last && now - last_check >= kFlushInterval) {
+      if (now - last_check >= kFlushInterval) {
         last_check = now;
-        if (StopRequested(batch.batch_id())) last = true;  // the rest stays unanswered
+        if (StopRequested(batch.batch_id())) break;  // the rest stays unanswered
       }
-      if (last) break;
-      if ((buffered >= kFlushBytes || now - last_flush >= kFlushInterval)) {
+      if (outputs->size() >= kFlushBytes || now - last_flush >= kFlushInterval) {
         AppendFrame(results_msg, &out);
         FORKPOOL_RETURN_IF_ERROR(WriteAll(fd_, out));
         out.clear();
-        results->clear_results();
-        results->set_first_index(static_cast<uint32_t>(i + 1));
-        buffered = 0;
+        outputs->clear();
+        results->clear_errors();
+        results->set_first_index(index);
         last_flush = now;
       }
     }
     // The last results and BatchDone leave in one write.
-    if (results->results_size() > 0) AppendFrame(results_msg, &out);
+    if (!outputs->empty()) AppendFrame(results_msg, &out);
     FromWorker done_msg;
     done_msg.mutable_done()->set_batch_id(batch.batch_id());
     done_msg.mutable_done()->set_rss_bytes(ReadRssBytes());

@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "fault_test_base.h"
 #include "forkpool/v1/forkpool.grpc.pb.h"
+#include "packed_test_util.h"
 
 extern char** environ;
 
@@ -209,7 +210,7 @@ TEST_F(FaultTest, MapAnswersEveryItemOnceWhenABusyWorkerIsKilled) {
   v1::MapRequest request;
   request.set_pool("default");
   request.set_function("sleep");
-  for (int i = 0; i < kItems; ++i) request.add_inputs("0.01");
+  request.set_inputs(PackWithProto(std::vector<std::string>(kItems, "0.01")));
   request.set_chunksize(10);
   request.set_ordered(false);
   std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader = stub->Map(&context, request);
@@ -225,11 +226,9 @@ TEST_F(FaultTest, MapAnswersEveryItemOnceWhenABusyWorkerIsKilled) {
       errors.push_back(e);
       failed.insert(e.index());
     }
-    for (int i = 0; i < response.indexes_size(); ++i) {
-      ++answered[response.indexes(i)];
-      if (!failed.count(response.indexes(i))) {
-        EXPECT_EQ(response.outputs(i), "0.01") << "item " << response.indexes(i);
-      }
+    for (const auto& [index, output] : UnpackResults(response)) {
+      ++answered[index];
+      if (!failed.count(index)) EXPECT_EQ(output, "0.01") << "item " << index;
     }
     last_done = response.done();
     if (victim == 0 && answered.size() >= 100) {
@@ -276,14 +275,14 @@ TEST_F(FaultTest, ClientLeavingMidMapStopsItsWork) {
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(40));
   v1::MapRequest request;
   request.set_function("sleep");
-  for (int i = 0; i < kItems; ++i) request.add_inputs("0.05");
+  request.set_inputs(PackWithProto(std::vector<std::string>(kItems, "0.05")));
   request.set_chunksize(2);
   request.set_ordered(false);
   std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader = stub->Map(context.get(), request);
 
   size_t answered = 0;
   v1::MapResponse response;
-  while (answered < 10 && reader->Read(&response)) answered += response.indexes_size();
+  while (answered < 10 && reader->Read(&response)) answered += UnpackResults(response).size();
   ASSERT_GE(answered, 10u);
   absl::StatusOr<v1::PoolInfo> mid = client_->DescribePool("default");
   ASSERT_THAT(mid, IsOk());

@@ -13,10 +13,13 @@
 #include "absl/time/clock.h"
 #include "forkpool/v1/forkpool.grpc.pb.h"
 #include "map_test_util.h"
+#include "packed_test_util.h"
 
 namespace forkpool {
 namespace {
 
+using ::forkpool::testing::PackWithProto;
+using ::forkpool::testing::UnpackResults;
 using ::forkpool::testing::CommandResult;
 using ::forkpool::testing::IsOk;
 using ::forkpool::testing::IsOkAndHolds;
@@ -357,14 +360,14 @@ TEST_F(MapTest, StreamThatEndsAfterItsResultsStillReportsTheTotal) {
   open.mutable_open()->set_ordered(true);
   ASSERT_TRUE(stream->Write(open));
   v1::MapStreamRequest inputs;
-  for (const char* in : {"1", "2", "3"}) inputs.mutable_inputs()->add_inputs(in);
+  inputs.mutable_inputs()->set_inputs(PackWithProto({"1", "2", "3"}));
   ASSERT_TRUE(stream->Write(inputs));
   // Take every result before saying the inputs ended.
   std::vector<std::string> outputs;
   v1::MapResponse response;
   while (outputs.size() < 3 && stream->Read(&response)) {
     EXPECT_EQ(response.total(), 0u) << "the total is not known yet";
-    for (const std::string& o : response.outputs()) outputs.push_back(o);
+    for (const auto& [index, output] : UnpackResults(response)) outputs.push_back(output);
   }
   EXPECT_EQ(outputs, (std::vector<std::string>{"1", "4", "9"}));
   v1::MapStreamRequest end;
@@ -373,7 +376,7 @@ TEST_F(MapTest, StreamThatEndsAfterItsResultsStillReportsTheTotal) {
   ASSERT_TRUE(stream->WritesDone());
   uint64_t total = 0;
   while (stream->Read(&response)) {
-    EXPECT_EQ(response.indexes_size(), 0);
+    EXPECT_EQ(response.runs_size(), 0);
     total = response.total();
   }
   EXPECT_TRUE(stream->Finish().ok());

@@ -17,6 +17,20 @@ constexpr size_t kMaxBatchBytes = 1 << 20;
 
 }  // namespace
 
+PackedSource PackInputSource(InputSource source) {
+  return [source = std::move(source)](size_t max_items, size_t max_bytes,
+                                      std::string* packed) -> size_t {
+    size_t n = 0;
+    while (n < max_items && packed->size() < max_bytes) {
+      std::optional<std::string> next = source();
+      if (!next.has_value()) break;
+      AppendPackedItem(*next, packed);
+      ++n;
+    }
+    return n;
+  };
+}
+
 MapCall::MapCall(std::shared_ptr<const Connection> connection, bool ordered)
     : connection_(std::move(connection)), ordered_(ordered) {}
 
@@ -25,16 +39,26 @@ std::unique_ptr<MapCall> MapCall::StartUnary(std::shared_ptr<const Connection> c
   std::unique_ptr<MapCall> call(new MapCall(std::move(connection), request.ordered()));
   {
     absl::MutexLock lock(&call->mu_);
-    call->sent_ = static_cast<uint64_t>(request.inputs_size());
+    absl::StatusOr<size_t> n = CountPackedItems(request.inputs(), ~size_t{0}, "map inputs");
+    call->sent_ = n.ok() ? *n : 0;  // the daemon refuses malformed inputs
     call->stop_ = true;  // no writer
   }
   call->reader_ = call->connection_->tasks->Map(&call->context_, request);
   return call;
 }
 
+std::unique_ptr<MapCall> MapCall::Failed(absl::Status status) {
+  std::unique_ptr<MapCall> call(new MapCall(nullptr, true));
+  absl::MutexLock lock(&call->mu_);
+  call->stop_ = true;
+  call->finished_ = true;
+  call->final_status_ = std::move(status);
+  return call;
+}
+
 std::unique_ptr<MapCall> MapCall::StartStream(std::shared_ptr<const Connection> connection,
                                               const v1::MapStreamOpen& open,
-                                              InputSource source) {
+                                              PackedSource source) {
   std::unique_ptr<MapCall> call(new MapCall(std::move(connection), open.ordered()));
   call->source_ = std::move(source);
   call->window_ = std::max<uint32_t>(open.window(), 1);
@@ -90,22 +114,14 @@ void MapCall::WriteInputs(v1::MapStreamOpen open) {
       room = window_ - (sent_ - std::min(done_, sent_));
     }
     v1::MapStreamRequest request;
-    v1::MapInputs* inputs = request.mutable_inputs();
-    size_t bytes = 0;
+    std::string* packed = request.mutable_inputs()->mutable_inputs();
     const size_t limit = std::min<uint64_t>(room, kMaxBatchItems);
-    while (static_cast<size_t>(inputs->inputs_size()) < limit && bytes < kMaxBatchBytes) {
-      std::optional<std::string> next = source_();
-      if (!next.has_value()) {
-        more = false;
-        break;
-      }
-      bytes += next->size() + 8;
-      inputs->add_inputs(std::move(*next));
-    }
-    if (inputs->inputs_size() > 0) {
+    const size_t n = source_(limit, kMaxBatchBytes, packed);
+    if (n < limit && packed->size() < kMaxBatchBytes) more = false;  // the source ended
+    if (n > 0) {
       {
         absl::MutexLock lock(&mu_);
-        sent_ += static_cast<uint64_t>(inputs->inputs_size());
+        sent_ += n;
       }
       if (!WriteMessage(request)) return;
     }
@@ -141,10 +157,10 @@ void MapCall::FinishCall() {
 
 absl::StatusOr<std::optional<MapItem>> MapCall::Next() {
   while (true) {
-    if (position_ < batch_.indexes_size()) {
-      const int i = position_++;
+    std::string_view output;
+    if (run_ >= 0 && outputs_.Next(&output)) {
       MapItem item;
-      item.index = batch_.indexes(i);
+      item.index = next_index_++;
       auto error = errors_.find(item.index);
       if (error != errors_.end()) {
         const v1::MapItemError& e = batch_.errors(error->second);
@@ -152,28 +168,39 @@ absl::StatusOr<std::optional<MapItem>> MapCall::Next() {
             TaskStateToCode(e.state()),
             absl::StrCat("map item ", item.index, " failed (", TaskStateName(e.state()),
                          "): ", e.error()));
-      } else if (i < batch_.outputs_size()) {
-        item.output = std::move(*batch_.mutable_outputs(i));
       } else {
-        item.output = absl::InternalError(
-            absl::StrCat("map item ", item.index, ": the daemon sent no output"));
+        item.output = std::string(output);
       }
       return item;
+    }
+    if (run_ >= 0 && !outputs_.status().ok()) {
+      return absl::InternalError(absl::StrCat("map results from the daemon: ",
+                                              outputs_.status().message()));
+    }
+    if (run_ >= 0 && run_ + 1 < batch_.runs_size()) {
+      ++run_;
+      outputs_ = PackedItemReader(batch_.runs(run_).outputs());
+      next_index_ = batch_.runs(run_).first_index();
+      continue;
     }
     if (finished_) {
       if (!final_status_.ok()) return final_status_;
       return std::nullopt;
     }
+    run_ = -1;
     const bool got = reader_ != nullptr ? reader_->Read(&batch_) : stream_->Read(&batch_);
     if (!got) {
       batch_.Clear();
-      position_ = 0;
       FinishCall();
       continue;
     }
-    position_ = 0;
     errors_.clear();
     for (int e = 0; e < batch_.errors_size(); ++e) errors_[batch_.errors(e).index()] = e;
+    if (batch_.runs_size() > 0) {
+      run_ = 0;
+      outputs_ = PackedItemReader(batch_.runs(0).outputs());
+      next_index_ = batch_.runs(0).first_index();
+    }
     absl::MutexLock lock(&mu_);
     done_ = batch_.done();
     total_ = batch_.total();

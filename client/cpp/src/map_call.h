@@ -6,6 +6,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -14,11 +16,22 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/packed_items.h"
 #include "connection.h"
 #include "forkpool/map_results.h"
 #include "forkpool/v1/forkpool.grpc.pb.h"
 
 namespace forkpool::internal {
+
+// Produces a streamed map's inputs in packed batches: appends up to `max_items` items
+// to `packed`, stopping early once it holds `max_bytes`, and returns how many. Fewer
+// than `max_items` in fewer than `max_bytes` means the inputs have ended. Called on
+// the writer thread only.
+using PackedSource =
+    std::function<size_t(size_t max_items, size_t max_bytes, std::string* packed)>;
+
+// A PackedSource over a user's InputSource.
+PackedSource PackInputSource(InputSource source);
 
 // One map call. Next/Finish belong to one consumer thread at a time; Cancel and the
 // counters are thread-safe. With a stream, a writer thread feeds inputs from the
@@ -28,9 +41,11 @@ class MapCall {
   // Starts a Tasks.Map call with all inputs in `request`.
   static std::unique_ptr<MapCall> StartUnary(std::shared_ptr<const Connection> connection,
                                              const v1::MapRequest& request);
+  // A call that never started: Next returns `status`.
+  static std::unique_ptr<MapCall> Failed(absl::Status status);
   // Starts a Tasks.MapStream call opened by `open`, fed from `source`.
   static std::unique_ptr<MapCall> StartStream(std::shared_ptr<const Connection> connection,
-                                              const v1::MapStreamOpen& open, InputSource source);
+                                              const v1::MapStreamOpen& open, PackedSource source);
 
   MapCall(const MapCall&) = delete;
   MapCall& operator=(const MapCall&) = delete;
@@ -61,7 +76,7 @@ class MapCall {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::MapStreamRequest, v1::MapResponse>> stream_;
-  InputSource source_;
+  PackedSource source_;
   uint32_t window_ = 0;
   std::thread writer_;
 
@@ -75,9 +90,11 @@ class MapCall {
   // True while the writer is inside a gRPC write.
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
 
-  // Consumer side.
+  // Consumer side: the batch being read, its run being read and where.
   v1::MapResponse batch_;
-  int position_ = 0;
+  int run_ = -1;
+  PackedItemReader outputs_{""};
+  uint64_t next_index_ = 0;
   absl::flat_hash_map<uint64_t, int> errors_;  // index -> position in batch_.errors
   bool finished_ = false;
   absl::Status final_status_;

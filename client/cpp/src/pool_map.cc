@@ -1,9 +1,11 @@
 // Pool's map family: Map / Imap / ImapUnordered / Starmap / MapAsync over Tasks.Map and
 // Tasks.MapStream.
+#include <algorithm>
 #include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/packed_items.h"
 #include "connection.h"
 #include "forkpool/pool.h"
 #include "map_call.h"
@@ -13,13 +15,6 @@ namespace {
 
 // Inputs up to this many bytes go in one Tasks.Map request; more stream.
 constexpr size_t kMaxMapRequestBytes = 3 << 20;
-
-// Bytes a string adds to a repeated field: tag, length varint, data.
-size_t FieldBytes(size_t n) {
-  size_t varint = 1;
-  for (size_t v = n; v >= 0x80; v >>= 7) ++varint;
-  return 1 + varint + n;
-}
 
 void SetProtoDuration(absl::Duration d, google::protobuf::Duration* out) {
   absl::Duration rest;
@@ -35,43 +30,63 @@ v1::TaskOptions ToTaskOptions(const MapOptions& options) {
   return out;
 }
 
-// An InputSource over a shared vector.
-InputSource VectorSource(std::shared_ptr<const std::vector<std::string>> inputs) {
-  return [inputs = std::move(inputs), next = size_t{0}]() mutable -> std::optional<std::string> {
-    if (next >= inputs->size()) return std::nullopt;
-    return (*inputs)[next++];
+// A PackedSource over inputs packed in advance: slices of them, no item copied alone.
+internal::PackedSource SliceSource(std::shared_ptr<const PackedItems> inputs) {
+  return [inputs = std::move(inputs), next = size_t{0}](size_t max_items, size_t max_bytes,
+                                                        std::string* packed) mutable -> size_t {
+    if (next >= inputs->size() || max_items == 0) return 0;
+    const size_t end = std::min(inputs->EndWithin(next, max_bytes), next + max_items);
+    const std::string_view range = inputs->Range(next, end);
+    packed->append(range.data(), range.size());
+    const size_t n = end - next;
+    next = end;
+    return n;
   };
 }
 
-}  // namespace
-
-MapResults Pool::Imap(const std::string& function, InputSource source,
-                      const MapOptions& options) const {
+v1::MapStreamOpen MakeOpen(const std::string& pool, const std::string& function,
+                           const MapOptions& options) {
   v1::MapStreamOpen open;
-  open.set_pool(name_);
+  open.set_pool(pool);
   open.set_function(function);
   open.set_codec(options.codec);
   open.set_chunksize(options.chunksize);
   open.set_ordered(options.ordered);
   *open.mutable_options() = ToTaskOptions(options);
   open.set_window(options.window);
-  return MapResults(internal::MapCall::StartStream(connection_, open, std::move(source)));
+  return open;
+}
+
+}  // namespace
+
+MapResults Pool::Imap(const std::string& function, InputSource source,
+                      const MapOptions& options) const {
+  return MapResults(internal::MapCall::StartStream(
+      connection_, MakeOpen(name_, function, options),
+      internal::PackInputSource(std::move(source))));
 }
 
 MapResults Pool::Imap(const std::string& function, const std::vector<std::string>& inputs,
                       const MapOptions& options) const {
+  // Packed once; a stream then sends slices of the same bytes.
   size_t bytes = 0;
-  for (const std::string& in : inputs) bytes += FieldBytes(in.size());
+  for (const std::string& in : inputs) bytes += PackedItemBytes(in.size());
+  std::string packed;
+  packed.reserve(bytes);
+  for (const std::string& in : inputs) AppendPackedItem(in, &packed);
   if (options.force_stream || bytes > kMaxMapRequestBytes) {
-    return Imap(function, VectorSource(std::make_shared<const std::vector<std::string>>(inputs)),
-                options);
+    absl::StatusOr<std::shared_ptr<const PackedItems>> items =
+        PackedItems::Own(std::move(packed), ~size_t{0}, "map inputs");
+    // Packed just above, so they index; an input past 4 GiB in all is refused here.
+    if (!items.ok()) return MapResults(internal::MapCall::Failed(items.status()));
+    return MapResults(internal::MapCall::StartStream(
+        connection_, MakeOpen(name_, function, options), SliceSource(*std::move(items))));
   }
   v1::MapRequest request;
   request.set_pool(name_);
   request.set_function(function);
   request.set_codec(options.codec);
-  request.mutable_inputs()->Reserve(static_cast<int>(inputs.size()));
-  for (const std::string& in : inputs) request.add_inputs(in);
+  request.set_inputs(std::move(packed));
   request.set_chunksize(options.chunksize);
   request.set_ordered(options.ordered);
   *request.mutable_options() = ToTaskOptions(options);

@@ -1,0 +1,143 @@
+// Packed items implementation.
+#include "common/packed_items.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace forkpool {
+namespace {
+
+// Field 1, wire type 2 (length-delimited).
+constexpr char kItemTag = 0x0A;
+
+// Debian's Abseil has its own string_view, which StrCat takes.
+absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+}  // namespace
+
+size_t PackedItemBytes(size_t size) {
+  size_t varint = 1;
+  for (size_t v = size; v >= 0x80; v >>= 7) ++varint;
+  return 1 + varint + size;
+}
+
+void AppendPackedItem(std::string_view item, std::string* packed) {
+  char head[11];
+  size_t n = 0;
+  head[n++] = kItemTag;
+  uint64_t v = item.size();
+  while (v >= 0x80) {
+    head[n++] = static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  head[n++] = static_cast<char>(v);
+  packed->append(head, n);
+  packed->append(item.data(), item.size());
+}
+
+bool PackedItemReader::Next(std::string_view* item) {
+  if (pos_ >= data_.size() || !status_.ok()) return false;
+  const size_t start = pos_;
+  if (data_[pos_] != kItemTag) {
+    status_ = absl::InvalidArgumentError(
+        absl::StrCat("malformed packed items at byte ", start, ": tag ",
+                     static_cast<int>(static_cast<unsigned char>(data_[pos_])),
+                     " where 10 (field 1, bytes) was expected"));
+    return false;
+  }
+  ++pos_;
+  // As protobuf reads a length: at most 5 bytes, below 2 GiB.
+  uint64_t size = 0;
+  for (int i = 0;; ++i) {
+    if (pos_ >= data_.size() || i == 5) {
+      status_ = absl::InvalidArgumentError(absl::StrCat(
+          "malformed packed items at byte ", start, ": truncated or over-long length"));
+      return false;
+    }
+    const auto b = static_cast<unsigned char>(data_[pos_++]);
+    if (i == 4 && b >= 8) {
+      status_ = absl::InvalidArgumentError(
+          absl::StrCat("malformed packed items at byte ", start, ": length of 2 GiB or more"));
+      return false;
+    }
+    size |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
+    if ((b & 0x80) == 0) break;
+  }
+  if (size > data_.size() - pos_) {
+    status_ = absl::InvalidArgumentError(
+        absl::StrCat("malformed packed items at byte ", start, ": an item of ", size,
+                     " bytes runs past the end (", data_.size() - pos_, " bytes left)"));
+    return false;
+  }
+  *item = data_.substr(pos_, size);
+  pos_ += size;
+  return true;
+}
+
+absl::StatusOr<size_t> CountPackedItems(std::string_view packed, size_t max_item_bytes,
+                                        std::string_view what) {
+  PackedItemReader reader(packed);
+  size_t n = 0;
+  std::string_view item;
+  while (reader.Next(&item)) {
+    if (item.size() > max_item_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(Absl(what), ": item ", n, " has ", item.size(),
+                       " bytes, more than the limit of ", max_item_bytes, " bytes"));
+    }
+    ++n;
+  }
+  if (!reader.status().ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(Absl(what), ": ", reader.status().message()));
+  }
+  return n;
+}
+
+absl::StatusOr<std::shared_ptr<const PackedItems>> PackedItems::Own(std::string packed,
+                                                                    size_t max_item_bytes,
+                                                                    std::string_view what) {
+  std::shared_ptr<PackedItems> items(new PackedItems());
+  items->owned_ = std::move(packed);
+  items->data_ = items->owned_;
+  if (absl::Status s = items->Index(max_item_bytes, what); !s.ok()) return s;
+  return items;
+}
+
+absl::StatusOr<std::shared_ptr<const PackedItems>> PackedItems::View(std::string_view packed,
+                                                                     size_t max_item_bytes,
+                                                                     std::string_view what) {
+  std::shared_ptr<PackedItems> items(new PackedItems());
+  items->data_ = packed;
+  if (absl::Status s = items->Index(max_item_bytes, what); !s.ok()) return s;
+  return items;
+}
+
+absl::Status PackedItems::Index(size_t max_item_bytes, std::string_view what) {
+  if (data_.size() > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Absl(what), ": ", data_.size(), " bytes of packed items; at most 4 GiB"));
+  }
+  absl::StatusOr<size_t> n = CountPackedItems(data_, max_item_bytes, what);
+  if (!n.ok()) return n.status();
+  // A second pass over valid bytes, so the offsets are allocated once.
+  offsets_.reserve(*n + 1);
+  PackedItemReader reader(data_);
+  std::string_view item;
+  do {
+    offsets_.push_back(static_cast<uint32_t>(reader.offset()));
+  } while (reader.Next(&item));
+  return absl::OkStatus();
+}
+
+size_t PackedItems::EndWithin(size_t from, size_t max_bytes) const {
+  const uint64_t limit = static_cast<uint64_t>(offsets_[from]) + max_bytes;
+  // The first offset past the limit ends the range before it.
+  auto it = std::upper_bound(offsets_.begin() + static_cast<std::ptrdiff_t>(from) + 1,
+                             offsets_.end(), limit);
+  const size_t end = static_cast<size_t>(it - offsets_.begin()) - 1;
+  return std::clamp(end, from + 1, size());
+}
+
+}  // namespace forkpool

@@ -1,0 +1,89 @@
+// Packed items: many byte strings in one buffer, as the map's hot path carries them
+// (client <-> daemon <-> worker). The form is the wire form of the proto message
+// `forkpool.v1.PackedItems { repeated bytes items = 1; }`: per item the tag byte 0x0A,
+// its length as a varint, then its bytes. Any protobuf library can read and write it;
+// forkpool's C++ code scans it in place, with no object per item.
+#ifndef FORKPOOL_COMMON_PACKED_ITEMS_H_
+#define FORKPOOL_COMMON_PACKED_ITEMS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace forkpool {
+
+// Bytes one item of `size` bytes takes when packed.
+size_t PackedItemBytes(size_t size);
+
+// Appends one item to a packed buffer.
+void AppendPackedItem(std::string_view item, std::string* packed);
+
+// Reads items from a packed buffer in order, without copying. Thread-compatible.
+class PackedItemReader {
+ public:
+  explicit PackedItemReader(std::string_view packed) : data_(packed) {}
+
+  // The next item, or false at the end or at malformed bytes (then status() says
+  // where). The view points into the buffer.
+  bool Next(std::string_view* item);
+  // OK unless Next stopped at malformed bytes.
+  const absl::Status& status() const { return status_; }
+  // Bytes consumed so far.
+  size_t offset() const { return pos_; }
+
+ private:
+  std::string_view data_;
+  size_t pos_ = 0;
+  absl::Status status_;
+};
+
+// Counts the items of a packed buffer. InvalidArgument naming the byte offset of
+// the first malformed item; ResourceExhausted naming the index of the first item
+// longer than `max_item_bytes`. `what` names the buffer in errors ("map inputs").
+absl::StatusOr<size_t> CountPackedItems(std::string_view packed, size_t max_item_bytes,
+                                        std::string_view what);
+
+// A validated packed buffer with the offset of every item, so that ranges of items
+// can be cut in O(1). Immutable, so thread-safe once built. Either owns its bytes or
+// views bytes that the caller keeps alive for its lifetime.
+class PackedItems {
+ public:
+  // Owns `packed`. Errors as CountPackedItems; also InvalidArgument past 4 GiB.
+  static absl::StatusOr<std::shared_ptr<const PackedItems>> Own(std::string packed,
+                                                                size_t max_item_bytes,
+                                                                std::string_view what);
+  // Views `packed`, which must outlive the returned object.
+  static absl::StatusOr<std::shared_ptr<const PackedItems>> View(std::string_view packed,
+                                                                 size_t max_item_bytes,
+                                                                 std::string_view what);
+  PackedItems(const PackedItems&) = delete;
+  PackedItems& operator=(const PackedItems&) = delete;
+
+  size_t size() const { return offsets_.size() - 1; }
+  // The packed bytes of items [begin, end), themselves a packed buffer.
+  std::string_view Range(size_t begin, size_t end) const {
+    return data_.substr(offsets_[begin], offsets_[end] - offsets_[begin]);
+  }
+  // Index of the first item at or after `from` whose Range(from, i + 1) would pass
+  // `max_bytes`, but at least from + 1 (an item larger than the cap goes alone), at
+  // most size().
+  size_t EndWithin(size_t from, size_t max_bytes) const;
+
+ private:
+  PackedItems() = default;
+  absl::Status Index(size_t max_item_bytes, std::string_view what);
+
+  std::string owned_;
+  std::string_view data_;
+  std::vector<uint32_t> offsets_;  // size() + 1 entries; the last is data_.size()
+};
+
+}  // namespace forkpool
+
+#endif  // FORKPOOL_COMMON_PACKED_ITEMS_H_
