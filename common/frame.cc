@@ -4,7 +4,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/unique_fd.h"
@@ -25,33 +27,63 @@ void AppendFrame(const google::protobuf::MessageLite& message, std::string* out)
       reinterpret_cast<uint8_t*>(p + kFrameHeaderBytes));
 }
 
-absl::StatusOr<size_t> FrameDecoder::ReadFrom(int fd) {
-  // Compact once the consumed prefix dominates, so the buffer does not grow forever.
-  if (start_ > 0 && start_ * 2 >= buffer_.size()) {
-    buffer_.erase(0, start_);
-    start_ = 0;
+void FrameDecoder::Reserve(size_t n) {
+  if (capacity_ - end_ >= n) return;
+  const size_t held = end_ - start_;
+  if (start_ > 0 && capacity_ - held >= n && start_ >= held) {
+    // Enough room once the consumed prefix is dropped, and the move is cheap.
+    std::memmove(buffer_.get(), buffer_.get() + start_, held);
+  } else {
+    const size_t capacity = std::max(held + n, capacity_ * 2);
+    std::unique_ptr<char[]> grown(new char[capacity]);
+    if (held > 0) std::memcpy(grown.get(), buffer_.get() + start_, held);
+    buffer_ = std::move(grown);
+    capacity_ = capacity;
   }
+  start_ = 0;
+  end_ = held;
+}
+
+void FrameDecoder::Append(std::string_view bytes) {
+  Reserve(bytes.size());
+  if (!bytes.empty()) std::memcpy(buffer_.get() + end_, bytes.data(), bytes.size());
+  end_ += bytes.size();
+}
+
+absl::StatusOr<size_t> FrameDecoder::ReadFrom(int fd) {
   constexpr size_t kChunk = 64 * 1024;
-  const size_t old = buffer_.size();
-  buffer_.resize(old + kChunk);
+  // A large frame whose header is in is read in as few reads as the socket allows
+  // (room for up to 4 MiB of it at a time, so a frame that only claims to be large
+  // costs no more than that).
+  constexpr size_t kMaxAhead = 4u << 20;
+  size_t want = kChunk;
+  if (end_ - start_ >= kFrameHeaderBytes) {
+    const auto* p = reinterpret_cast<const unsigned char*>(buffer_.get() + start_);
+    const size_t size = static_cast<size_t>(p[0]) | (static_cast<size_t>(p[1]) << 8) |
+                        (static_cast<size_t>(p[2]) << 16) |
+                        (static_cast<size_t>(p[3]) << 24);
+    if (size <= max_frame_bytes_) {
+      want = std::clamp(kFrameHeaderBytes + size - (end_ - start_), kChunk, kMaxAhead);
+    }
+  }
+  Reserve(want);
   const ssize_t n =
-      RetryOnEintr([&] { return ::read(fd, buffer_.data() + old, kChunk); });
+      RetryOnEintr([&] { return ::read(fd, buffer_.get() + end_, capacity_ - end_); });
   if (n < 0) {
     const int err = errno;
-    buffer_.resize(old);
     if (err == EAGAIN || err == EWOULDBLOCK) {
       return absl::UnavailableError("no data yet");
     }
     return absl::ErrnoToStatus(err, "read(frame stream)");
   }
-  buffer_.resize(old + static_cast<size_t>(n));
+  end_ += static_cast<size_t>(n);
   return static_cast<size_t>(n);
 }
 
 absl::StatusOr<std::optional<std::string_view>> FrameDecoder::Next() {
-  const size_t avail = buffer_.size() - start_;
+  const size_t avail = end_ - start_;
   if (avail < kFrameHeaderBytes) return std::nullopt;
-  const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + start_);
+  const auto* p = reinterpret_cast<const unsigned char*>(buffer_.get() + start_);
   const size_t size = static_cast<size_t>(p[0]) | (static_cast<size_t>(p[1]) << 8) |
                       (static_cast<size_t>(p[2]) << 16) |
                       (static_cast<size_t>(p[3]) << 24);
@@ -61,13 +93,13 @@ absl::StatusOr<std::optional<std::string_view>> FrameDecoder::Next() {
         " bytes"));
   }
   if (avail < kFrameHeaderBytes + size) return std::nullopt;
-  std::string_view body(buffer_.data() + start_ + kFrameHeaderBytes, size);
+  std::string_view body(buffer_.get() + start_ + kFrameHeaderBytes, size);
   start_ += kFrameHeaderBytes + size;
-  if (start_ == buffer_.size()) {
-    // Everything consumed: the view stays valid because clear() keeps the storage
-    // and nothing is written before the next call.
-    buffer_.clear();
+  if (start_ == end_) {
+    // Everything consumed: the view stays valid, as nothing is written before the
+    // next call.
     start_ = 0;
+    end_ = 0;
   }
   return body;
 }

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,7 +34,7 @@ class FrameDecoder {
       : max_frame_bytes_(max_frame_bytes) {}
 
   // Adds bytes read from the stream.
-  void Append(std::string_view bytes) { buffer_.append(bytes); }
+  void Append(std::string_view bytes);
   // Reads once from `fd` into the buffer. Returns the byte count (0 at EOF), or
   // EAGAIN as UnavailableError for a non-blocking fd with nothing to read.
   absl::StatusOr<size_t> ReadFrom(int fd);
@@ -42,12 +43,19 @@ class FrameDecoder {
   // limit) for a frame over the limit. After an error the stream is unusable.
   absl::StatusOr<std::optional<std::string_view>> Next();
   // Bytes held that do not yet form a complete frame.
-  size_t pending_bytes() const { return buffer_.size() - start_; }
+  size_t pending_bytes() const { return end_ - start_; }
 
  private:
+  // Makes room for at least `n` more bytes after end_, keeping [start_, end_).
+  void Reserve(size_t n);
+
   size_t max_frame_bytes_;
-  std::string buffer_;
+  // Bytes [start_, end_) of buffer_ are held; the rest is not initialised (a
+  // std::string would zero what each read is about to overwrite).
+  std::unique_ptr<char[]> buffer_;
+  size_t capacity_ = 0;
   size_t start_ = 0;
+  size_t end_ = 0;
 };
 
 // Blocking helpers for a process that owns its socket alone (the worker).

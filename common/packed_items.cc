@@ -23,21 +23,7 @@ size_t PackedItemBytes(size_t size) {
   return 1 + varint + size;
 }
 
-void AppendPackedItem(std::string_view item, std::string* packed) {
-  char head[11];
-  size_t n = 0;
-  head[n++] = kItemTag;
-  uint64_t v = item.size();
-  while (v >= 0x80) {
-    head[n++] = static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
-  }
-  head[n++] = static_cast<char>(v);
-  packed->append(head, n);
-  packed->append(item.data(), item.size());
-}
-
-bool PackedItemReader::Next(std::string_view* item) {
+bool PackedItemReader::NextSlow(std::string_view* item) {
   if (pos_ >= data_.size() || !status_.ok()) return false;
   const size_t start = pos_;
   if (data_[pos_] != kItemTag) {

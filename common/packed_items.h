@@ -22,7 +22,19 @@ namespace forkpool {
 size_t PackedItemBytes(size_t size);
 
 // Appends one item to a packed buffer.
-void AppendPackedItem(std::string_view item, std::string* packed);
+inline void AppendPackedItem(std::string_view item, std::string* packed) {
+  // Tag, then the length as a varint (at most 10 bytes).
+  char head[11];
+  size_t n = 0;
+  head[n++] = 0x0A;
+  uint64_t v = item.size();
+  while (v >= 0x80) {
+    head[n++] = static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  head[n++] = static_cast<char>(v);
+  packed->append(head, n).append(item.data(), item.size());
+}
 
 // Reads items from a packed buffer in order, without copying. Thread-compatible.
 class PackedItemReader {
@@ -31,13 +43,29 @@ class PackedItemReader {
 
   // The next item, or false at the end or at malformed bytes (then status() says
   // where). The view points into the buffer.
-  bool Next(std::string_view* item);
+  bool Next(std::string_view* item) {
+    // Inline for the common case, an item under 128 bytes: tag, one length byte.
+    if (pos_ + 2 <= data_.size() && data_[pos_] == 0x0A &&
+        static_cast<unsigned char>(data_[pos_ + 1]) < 0x80 && status_.ok()) {
+      const size_t size = static_cast<unsigned char>(data_[pos_ + 1]);
+      if (size <= data_.size() - pos_ - 2) {
+        *item = data_.substr(pos_ + 2, size);
+        pos_ += 2 + size;
+        return true;
+      }
+    }
+    return NextSlow(item);
+  }
   // OK unless Next stopped at malformed bytes.
   const absl::Status& status() const { return status_; }
   // Bytes consumed so far.
   size_t offset() const { return pos_; }
+  // True when every byte has been read (or reading stopped at malformed bytes).
+  bool at_end() const { return pos_ >= data_.size() || !status_.ok(); }
 
  private:
+  bool NextSlow(std::string_view* item);
+
   std::string_view data_;
   size_t pos_ = 0;
   absl::Status status_;

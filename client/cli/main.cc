@@ -203,6 +203,9 @@ class Progress {
 // from 0).
 int RunMap(const Pool& pool, const std::string& function, std::istream& in,
            const MapOptions& options) {
+  // Unsynchronised streams buffer; the output is flushed whenever the results received
+  // so far are written, not per line.
+  std::ios::sync_with_stdio(false);
   InputSource source = [&in]() -> std::optional<std::string> {
     std::string line;
     if (!std::getline(in, line)) return std::nullopt;
@@ -234,7 +237,7 @@ int RunMap(const Pool& pool, const std::string& function, std::istream& in,
       std::cerr << "forkpool: item " << item.index << " failed: " << item.output.status().message()
                 << "\n";
     }
-    std::cout.flush();  // lines leave as results come
+    if (!results.HasPending()) std::cout.flush();  // lines leave as results come
     progress.Update(results);
   }
   std::cout.flush();

@@ -155,37 +155,17 @@ void MapCall::FinishCall() {
   if (cancelled_ && final_status_.ok()) final_status_ = absl::CancelledError("map cancelled");
 }
 
-absl::StatusOr<std::optional<MapItem>> MapCall::Next() {
+absl::StatusOr<bool> MapCall::AdvanceRun() {
   while (true) {
-    std::string_view output;
-    if (run_ >= 0 && outputs_.Next(&output)) {
-      MapItem item;
-      item.index = next_index_++;
-      auto error = errors_.find(item.index);
-      if (error != errors_.end()) {
-        const v1::MapItemError& e = batch_.errors(error->second);
-        item.output = absl::Status(
-            TaskStateToCode(e.state()),
-            absl::StrCat("map item ", item.index, " failed (", TaskStateName(e.state()),
-                         "): ", e.error()));
-      } else {
-        item.output = std::string(output);
-      }
-      return item;
-    }
-    if (run_ >= 0 && !outputs_.status().ok()) {
-      return absl::InternalError(absl::StrCat("map results from the daemon: ",
-                                              outputs_.status().message()));
-    }
     if (run_ >= 0 && run_ + 1 < batch_.runs_size()) {
       ++run_;
       outputs_ = PackedItemReader(batch_.runs(run_).outputs());
       next_index_ = batch_.runs(run_).first_index();
-      continue;
+      return true;
     }
     if (finished_) {
       if (!final_status_.ok()) return final_status_;
-      return std::nullopt;
+      return false;
     }
     run_ = -1;
     const bool got = reader_ != nullptr ? reader_->Read(&batch_) : stream_->Read(&batch_);
@@ -196,15 +176,64 @@ absl::StatusOr<std::optional<MapItem>> MapCall::Next() {
     }
     errors_.clear();
     for (int e = 0; e < batch_.errors_size(); ++e) errors_[batch_.errors(e).index()] = e;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = batch_.done();
+      total_ = batch_.total();
+    }
     if (batch_.runs_size() > 0) {
       run_ = 0;
       outputs_ = PackedItemReader(batch_.runs(0).outputs());
       next_index_ = batch_.runs(0).first_index();
+      return true;
     }
-    absl::MutexLock lock(&mu_);
-    done_ = batch_.done();
-    total_ = batch_.total();
   }
+}
+
+std::optional<absl::Status> MapCall::ItemError(uint64_t index) const {
+  if (errors_.empty()) return std::nullopt;
+  auto error = errors_.find(index);
+  if (error == errors_.end()) return std::nullopt;
+  const v1::MapItemError& e = batch_.errors(error->second);
+  return absl::Status(TaskStateToCode(e.state()),
+                      absl::StrCat("map item ", index, " failed (", TaskStateName(e.state()),
+                                   "): ", e.error()));
+}
+
+absl::StatusOr<std::optional<MapItem>> MapCall::Next() {
+  while (true) {
+    std::string_view output;
+    if (run_ >= 0) {
+      if (outputs_.Next(&output)) {
+        MapItem item;
+        item.index = next_index_++;
+        if (std::optional<absl::Status> error = ItemError(item.index)) {
+          item.output = *std::move(error);
+        } else {
+          item.output = std::string(output);
+        }
+        return item;
+      }
+      if (!outputs_.status().ok()) {
+        return absl::InternalError(absl::StrCat("map results from the daemon: ",
+                                                outputs_.status().message()));
+      }
+    }
+    absl::StatusOr<bool> more = AdvanceRun();
+    if (!more.ok()) return more.status();
+    if (!*more) return std::nullopt;
+  }
+}
+
+absl::StatusOr<bool> MapCall::NextRun(RunView* view) {
+  if (run_ < 0 || outputs_.at_end()) {
+    absl::StatusOr<bool> more = AdvanceRun();
+    if (!more.ok() || !*more) return more;
+  }
+  view->first_index = next_index_;
+  view->outputs = outputs_;
+  outputs_ = PackedItemReader("");  // handed out: the next call moves on
+  return true;
 }
 
 void MapCall::Cancel() {

@@ -54,6 +54,23 @@ class MapCall {
 
   // See MapResults::Next.
   absl::StatusOr<std::optional<MapItem>> Next();
+
+  // The results Next has not returned yet of one run: consecutive items from
+  // `first_index`. Valid until the next call on the MapCall.
+  struct RunView {
+    uint64_t first_index = 0;
+    PackedItemReader outputs{""};
+  };
+  // The next run's results at once (the rest of the current one first), for a
+  // caller that takes them in bulk; false after the last; errors as Next.
+  absl::StatusOr<bool> NextRun(RunView* view);
+  // True when results already received wait for Next (which then does not block).
+  bool HasPending() const {
+    return run_ >= 0 && (!outputs_.at_end() || run_ + 1 < batch_.runs_size());
+  }
+  // The failure of item `index` of the current batch as Next reports it, or nullopt
+  // when it succeeded.
+  std::optional<absl::Status> ItemError(uint64_t index) const;
   // Thread-safe.
   void Cancel();
   uint64_t done() const;
@@ -70,6 +87,8 @@ class MapCall {
   bool WriteMessage(const v1::MapStreamRequest& message);
   // Ends the call after the last read: stops the writer and collects the status.
   void FinishCall();
+  // Moves to the next run with results, reading batches as needed; false at the end.
+  absl::StatusOr<bool> AdvanceRun();
 
   const std::shared_ptr<const Connection> connection_;
   const bool ordered_;

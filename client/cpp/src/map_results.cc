@@ -36,10 +36,12 @@ uint64_t MapResults::done() const { return call_->done(); }
 uint64_t MapResults::total() const { return call_->total(); }
 uint64_t MapResults::sent() const { return call_->sent(); }
 bool MapResults::ordered() const { return call_->ordered(); }
+bool MapResults::HasPending() const { return call_->HasPending(); }
 void MapResults::Cancel() { call_->Cancel(); }
 
 absl::StatusOr<std::vector<std::string>> CollectMap(MapResults& results,
                                                     std::optional<uint64_t> expected_items) {
+  internal::MapCall& call = *results.call_;
   std::vector<std::string> outputs;
   std::vector<bool> seen;
   if (expected_items.has_value()) {
@@ -48,33 +50,41 @@ absl::StatusOr<std::vector<std::string>> CollectMap(MapResults& results,
   }
   std::optional<uint64_t> first_failed;
   absl::Status first_error;
+  // Whole runs at a time: the outputs go straight from the response into place.
+  internal::MapCall::RunView run;
   while (true) {
-    absl::StatusOr<std::optional<MapItem>> next = results.Next();
-    if (!next.ok()) return next.status();
-    if (!next->has_value()) break;
-    MapItem& item = **next;
-    if (!item.output.ok()) {
-      if (!first_failed.has_value() || item.index < *first_failed) {
-        first_failed = item.index;
-        first_error = item.output.status();
+    absl::StatusOr<bool> more = call.NextRun(&run);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
+    std::string_view output;
+    for (uint64_t index = run.first_index; run.outputs.Next(&output); ++index) {
+      if (std::optional<absl::Status> error = call.ItemError(index)) {
+        if (!first_failed.has_value() || index < *first_failed) {
+          first_failed = index;
+          first_error = *std::move(error);
+        }
+        // In order, nothing after this item can come before it: stop here.
+        if (call.ordered()) {
+          call.Cancel();
+          return first_error;
+        }
+        continue;
       }
-      // In order, nothing after this item can come before it: stop here.
-      if (results.ordered()) {
-        results.Cancel();
-        return first_error;
+      if (index >= outputs.size()) {
+        if (expected_items.has_value()) {
+          return absl::InternalError(absl::StrCat("map answered index ", index, " of ",
+                                                  *expected_items, " inputs"));
+        }
+        outputs.resize(index + 1);
+        seen.resize(index + 1);
       }
-      continue;
+      outputs[index].assign(output.data(), output.size());
+      seen[index] = true;
     }
-    if (item.index >= outputs.size()) {
-      if (expected_items.has_value()) {
-        return absl::InternalError(absl::StrCat("map answered index ", item.index, " of ",
-                                                *expected_items, " inputs"));
-      }
-      outputs.resize(item.index + 1);
-      seen.resize(item.index + 1);
+    if (!run.outputs.status().ok()) {
+      return absl::InternalError(
+          absl::StrCat("map results from the daemon: ", run.outputs.status().message()));
     }
-    outputs[item.index] = *std::move(item.output);
-    seen[item.index] = true;
   }
   if (first_failed.has_value()) return first_error;
   for (size_t i = 0; i < seen.size(); ++i) {

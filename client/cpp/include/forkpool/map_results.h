@@ -82,12 +82,19 @@ class MapResults {
   uint64_t sent() const;
   // Whether results come in input order.
   bool ordered() const;
+  // True when results already received wait to be returned, so Next will not block
+  // (a writer flushes its output when this turns false).
+  bool HasPending() const;
 
   // Cancels the map: the daemon drops its queued chunks; Next then ends with kCancelled
   // (after any results already received). Thread-safe.
   void Cancel();
 
  private:
+  // Takes whole runs of results from the call.
+  friend absl::StatusOr<std::vector<std::string>> CollectMap(
+      MapResults& results, std::optional<uint64_t> expected_items);
+
   std::unique_ptr<internal::MapCall> call_;
 };
 
