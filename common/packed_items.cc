@@ -105,16 +105,46 @@ absl::Status PackedItems::Index(size_t max_item_bytes, std::string_view what) {
     return absl::InvalidArgumentError(
         absl::StrCat(Absl(what), ": ", data_.size(), " bytes of packed items; at most 4 GiB"));
   }
-  absl::StatusOr<size_t> n = CountPackedItems(data_, max_item_bytes, what);
-  if (!n.ok()) return n.status();
-  // A second pass over valid bytes, so the offsets are allocated once.
-  offsets_.reserve(*n + 1);
   PackedItemReader reader(data_);
   std::string_view item;
-  do {
-    offsets_.push_back(static_cast<uint32_t>(reader.offset()));
-  } while (reader.Next(&item));
+  while (true) {
+    const size_t begin = reader.offset();
+    if (!reader.Next(&item)) break;
+    if (item.size() > max_item_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(Absl(what), ": item ", offsets_.size(), " has ", item.size(),
+                       " bytes, more than the limit of ", max_item_bytes, " bytes"));
+    }
+    offsets_.push_back(static_cast<uint32_t>(begin));
+  }
+  if (!reader.status().ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Absl(what), ": ", reader.status().message()));
+  }
+  offsets_.push_back(static_cast<uint32_t>(data_.size()));
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const PackedItems>> PackedItems::Pack(
+    const std::vector<std::string>& items) {
+  size_t bytes = 0;
+  for (const std::string& item : items) bytes += PackedItemBytes(item.size());
+  if (bytes > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(bytes, " bytes of packed items; at most 4 GiB"));
+  }
+  std::shared_ptr<PackedItems> packed(new PackedItems());
+  PackedWriter writer;
+  writer.Recycle(std::string(bytes, '\0'));
+  packed->offsets_.reserve(items.size() + 1);
+  for (const std::string& item : items) {
+    packed->offsets_.push_back(static_cast<uint32_t>(writer.size()));
+    writer.Add(item);
+  }
+  packed->offsets_.push_back(static_cast<uint32_t>(writer.size()));
+  packed->owned_ = writer.Take();
+  packed->data_ = packed->owned_;
+  return packed;
 }
 
 size_t PackedItems::EndWithin(size_t from, size_t max_bytes) const {

@@ -6,7 +6,9 @@
 #ifndef FORKPOOL_COMMON_PACKED_ITEMS_H_
 #define FORKPOOL_COMMON_PACKED_ITEMS_H_
 
+#include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,6 +37,53 @@ inline void AppendPackedItem(std::string_view item, std::string* packed) {
   head[n++] = static_cast<char>(v);
   packed->append(head, n).append(item.data(), item.size());
 }
+
+// Builds a packed buffer item by item with one copy per item: the buffer grows in
+// large steps and each item is written in place (AppendPackedItem pays a size check
+// and two appends per item). Thread-compatible.
+class PackedWriter {
+ public:
+  // Appends one item.
+  void Add(std::string_view item) {
+    const size_t need = used_ + 11 + item.size();
+    if (need > buf_.size()) Grow(need);
+    char* p = buf_.data() + used_;
+    *p++ = 0x0A;
+    uint64_t v = item.size();
+    while (v >= 0x80) {
+      *p++ = static_cast<char>((v & 0x7f) | 0x80);
+      v >>= 7;
+    }
+    *p++ = static_cast<char>(v);
+    if (!item.empty()) std::memcpy(p, item.data(), item.size());
+    used_ = static_cast<size_t>(p - buf_.data()) + item.size();
+  }
+  // Bytes written so far.
+  size_t size() const { return used_; }
+  bool empty() const { return used_ == 0; }
+  // Drops what was written after the first `size` bytes.
+  void Truncate(size_t size) {
+    if (size < used_) used_ = size;
+  }
+  // The packed bytes written so far; the writer is then empty.
+  std::string Take() {
+    buf_.resize(used_);
+    used_ = 0;
+    return std::move(buf_);
+  }
+  // Hands a string back for its storage to be reused; its bytes are dropped.
+  void Recycle(std::string storage) {
+    buf_ = std::move(storage);
+    buf_.resize(buf_.capacity());
+    used_ = 0;
+  }
+
+ private:
+  void Grow(size_t need) { buf_.resize(std::max(need, 2 * buf_.size() + 4096)); }
+
+  std::string buf_;  // [0, used_) written; the rest is room
+  size_t used_ = 0;
+};
 
 // Reads items from a packed buffer in order, without copying. Thread-compatible.
 class PackedItemReader {
@@ -86,6 +135,10 @@ class PackedItems {
   static absl::StatusOr<std::shared_ptr<const PackedItems>> Own(std::string packed,
                                                                 size_t max_item_bytes,
                                                                 std::string_view what);
+  // Packs `items` and indexes them in the same pass (no per-item limit).
+  // InvalidArgument past 4 GiB.
+  static absl::StatusOr<std::shared_ptr<const PackedItems>> Pack(
+      const std::vector<std::string>& items);
   // Views `packed`, which must outlive the returned object.
   static absl::StatusOr<std::shared_ptr<const PackedItems>> View(std::string_view packed,
                                                                  size_t max_item_bytes,

@@ -13,7 +13,7 @@
 namespace forkpool {
 
 // Default MapStream window when the client gives none.
-inline constexpr uint32_t kDefaultMapWindow = 16384;
+inline constexpr uint32_t kDefaultMapWindow = 262144;
 
 // Each creates a reactor that deletes itself in OnDone.
 grpc::ServerWriteReactor<v1::MapResponse>* NewMapReactor(Scheduler* scheduler, IoLoop* loop,

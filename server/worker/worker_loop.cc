@@ -135,14 +135,14 @@ class Worker {
                                               "': initializer '", identity_.initializer,
                                               "' not found"));
     }
-    std::string output;
+    PackedWriter output;
     return Call(fn, "", 1, 0, identity_.initargs, &output);
   }
 
   // Calls one task function through the C ABI; appends its output, packed, to
   // `packed_outputs` (an empty item when it fails).
   absl::Status Call(forkpool_task_fn_v1 fn, const std::string& task_id, int attempt,
-                    int64_t deadline_ns, std::string_view input, std::string* packed_outputs) {
+                    int64_t deadline_ns, std::string_view input, PackedWriter* packed_outputs) {
     forkpool_task_context_v1 ctx{};
     ctx.pid = pid_;
     ctx.worker_index = identity_.worker_index;
@@ -153,13 +153,23 @@ class Worker {
     ctx.soft_limit_reached = reinterpret_cast<const volatile int*>(&g_soft_limit_reached);
     ctx.request = &Worker::RequestThunk;
     ctx.host = this;
+    ctx.write_output = &Worker::WriteOutputThunk;
     forkpool_buffer out{nullptr, 0}, err{nullptr, 0};
+    outputs_ = packed_outputs;
+    output_start_ = packed_outputs->size();
+    output_written_ = false;
     const int code = fn(&ctx, input.data(), input.size(), &out, &err);
+    outputs_ = nullptr;
     absl::Status status;
     if (code == 0) {
-      AppendPackedItem(std::string_view(out.data ? out.data : "", out.size), packed_outputs);
+      // Written through write_output (the SDK's way) or, from a library that fills
+      // `output` itself, a malloc'd buffer.
+      if (!output_written_) {
+        packed_outputs->Add(std::string_view(out.data ? out.data : "", out.size));
+      }
     } else {
-      AppendPackedItem("", packed_outputs);
+      packed_outputs->Truncate(output_start_);  // whatever a failing task wrote
+      packed_outputs->Add("");
       const auto c = (code > 0 && code <= 16) ? static_cast<absl::StatusCode>(code)
                                               : absl::StatusCode::kUnknown;
       status = absl::Status(c, std::string(err.data ? err.data : "", err.size));
@@ -167,6 +177,16 @@ class Worker {
     std::free(out.data);
     std::free(err.data);
     return status;
+  }
+
+  // The context's write_output: the output goes straight into the packed results.
+  // A second call replaces the first.
+  static void WriteOutputThunk(void* host, const char* data, size_t size) {
+    auto* self = static_cast<Worker*>(host);
+    if (self->outputs_ == nullptr) return;  // not inside a call
+    self->outputs_->Truncate(self->output_start_);
+    self->outputs_->Add(std::string_view(data, size));
+    self->output_written_ = true;
   }
 
   static int RequestThunk(void* host, const char* method, const char* body, size_t size,
@@ -279,7 +299,8 @@ class Worker {
     auto* results = results_msg.mutable_results();
     results->set_batch_id(batch.batch_id());
     results->set_first_index(0);
-    std::string* outputs = results->mutable_outputs();
+    PackedWriter* outputs = &outputs_buffer_;
+    outputs->Truncate(0);
     // The daemon's frame is trusted to be well-formed; a malformed one ends the batch
     // early, which the daemon reports for the items left.
     PackedItemReader inputs(batch.inputs());
@@ -300,7 +321,7 @@ class Worker {
       if (fn == nullptr) {
         s = absl::NotFoundError(absl::StrCat("pool '", identity_.pool, "' has no function '",
                                              batch.function(), "'"));
-        AppendPackedItem("", outputs);
+        outputs->Add("");
       } else {
         g_soft_limit_reached = 0;
         if (batch.soft_time_limit_ns() > 0) ArmSoftLimit(batch.soft_time_limit_ns());
@@ -325,17 +346,22 @@ class Worker {
         if (StopRequested(batch.batch_id())) break;  // the rest stays unanswered
       }
       if (outputs->size() >= kFlushBytes || now - last_flush >= kFlushInterval) {
+        results->set_outputs(outputs->Take());
         AppendFrame(results_msg, &out);
         FORKPOOL_RETURN_IF_ERROR(WriteAll(fd_, out));
         out.clear();
-        outputs->clear();
+        outputs->Recycle(std::move(*results->mutable_outputs()));
         results->clear_errors();
         results->set_first_index(index);
         last_flush = now;
       }
     }
     // The last results and BatchDone leave in one write.
-    if (!outputs->empty()) AppendFrame(results_msg, &out);
+    if (!outputs->empty()) {
+      results->set_outputs(outputs->Take());
+      AppendFrame(results_msg, &out);
+      outputs->Recycle(std::move(*results->mutable_outputs()));
+    }
     FromWorker done_msg;
     done_msg.mutable_done()->set_batch_id(batch.batch_id());
     done_msg.mutable_done()->set_rss_bytes(ReadRssBytes());
@@ -350,6 +376,11 @@ class Worker {
   FrameDecoder decoder_;
   bool shutdown_ = false;
   bool stop_requested_ = false;  // a StopBatch read while a request waited
+  // The running call's packed outputs and where its item starts (write_output).
+  PackedWriter* outputs_ = nullptr;
+  PackedWriter outputs_buffer_;  // a batch's results; its storage is reused
+  size_t output_start_ = 0;
+  bool output_written_ = false;
   uint64_t next_request_ = 0;
 };
 

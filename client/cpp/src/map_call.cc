@@ -12,8 +12,10 @@ namespace {
 
 // A batch of streamed inputs is cut at this many items or bytes (well under the
 // daemon's and gRPC's message limits).
-constexpr size_t kMaxBatchItems = 4096;
+constexpr size_t kMaxBatchItems = 16384;
 constexpr size_t kMaxBatchBytes = 1 << 20;
+// Input bytes sent and not yet answered, at most (estimated; see WriteInputs).
+constexpr double kMaxInFlightBytes = 64 << 20;
 
 }  // namespace
 
@@ -106,12 +108,27 @@ void MapCall::WriteInputs(v1::MapStreamOpen open) {
     uint64_t room = 0;
     {
       absl::MutexLock lock(&mu_);
-      auto has_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || sent_ - std::min(done_, sent_) < window_;
+      // Unanswered bytes are estimated from the mean input size so far: the item
+      // window alone would let large items pile up gigabytes in the daemon.
+      auto room_now = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> uint64_t {
+        const uint64_t inflight = sent_ - std::min(done_, sent_);
+        if (inflight >= window_) return 0;
+        uint64_t items = window_ - inflight;
+        if (sent_ > 0 && bytes_sent_ > 0) {
+          const double mean = static_cast<double>(bytes_sent_) / static_cast<double>(sent_);
+          const double bytes = static_cast<double>(inflight) * mean;
+          if (bytes >= kMaxInFlightBytes && inflight > 0) return 0;
+          items = std::min<uint64_t>(
+              items, std::max<uint64_t>(1, static_cast<uint64_t>((kMaxInFlightBytes - bytes) / mean)));
+        }
+        return items;
+      };
+      auto has_room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || room_now() > 0;
       };
       mu_.Await(absl::Condition(&has_room));
       if (stop_) return;
-      room = window_ - (sent_ - std::min(done_, sent_));
+      room = room_now();
     }
     v1::MapStreamRequest request;
     std::string* packed = request.mutable_inputs()->mutable_inputs();
@@ -122,6 +139,7 @@ void MapCall::WriteInputs(v1::MapStreamOpen open) {
       {
         absl::MutexLock lock(&mu_);
         sent_ += n;
+        bytes_sent_ += packed->size();
       }
       if (!WriteMessage(request)) return;
     }
@@ -190,8 +208,7 @@ absl::StatusOr<bool> MapCall::AdvanceRun() {
   }
 }
 
-std::optional<absl::Status> MapCall::ItemError(uint64_t index) const {
-  if (errors_.empty()) return std::nullopt;
+std::optional<absl::Status> MapCall::FindItemError(uint64_t index) const {
   auto error = errors_.find(index);
   if (error == errors_.end()) return std::nullopt;
   const v1::MapItemError& e = batch_.errors(error->second);

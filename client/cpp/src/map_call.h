@@ -70,7 +70,10 @@ class MapCall {
   }
   // The failure of item `index` of the current batch as Next reports it, or nullopt
   // when it succeeded.
-  std::optional<absl::Status> ItemError(uint64_t index) const;
+  std::optional<absl::Status> ItemError(uint64_t index) const {
+    if (errors_.empty()) return std::nullopt;  // the usual case, checked inline
+    return FindItemError(index);
+  }
   // Thread-safe.
   void Cancel();
   uint64_t done() const;
@@ -87,6 +90,7 @@ class MapCall {
   bool WriteMessage(const v1::MapStreamRequest& message);
   // Ends the call after the last read: stops the writer and collects the status.
   void FinishCall();
+  std::optional<absl::Status> FindItemError(uint64_t index) const;
   // Moves to the next run with results, reading batches as needed; false at the end.
   absl::StatusOr<bool> AdvanceRun();
 
@@ -101,6 +105,7 @@ class MapCall {
 
   mutable absl::Mutex mu_;
   uint64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t bytes_sent_ ABSL_GUARDED_BY(mu_) = 0;  // packed bytes of the sent inputs
   uint64_t done_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t total_ ABSL_GUARDED_BY(mu_) = 0;
   // Set when the call is over or cancelled: the writer sends nothing more.

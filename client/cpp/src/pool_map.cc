@@ -68,20 +68,22 @@ MapResults Pool::Imap(const std::string& function, InputSource source,
 
 MapResults Pool::Imap(const std::string& function, const std::vector<std::string>& inputs,
                       const MapOptions& options) const {
-  // Packed once; a stream then sends slices of the same bytes.
   size_t bytes = 0;
   for (const std::string& in : inputs) bytes += PackedItemBytes(in.size());
-  std::string packed;
-  packed.reserve(bytes);
-  for (const std::string& in : inputs) AppendPackedItem(in, &packed);
   if (options.force_stream || bytes > kMaxMapRequestBytes) {
-    absl::StatusOr<std::shared_ptr<const PackedItems>> items =
-        PackedItems::Own(std::move(packed), ~size_t{0}, "map inputs");
-    // Packed just above, so they index; an input past 4 GiB in all is refused here.
-    if (!items.ok()) return MapResults(internal::MapCall::Failed(items.status()));
+    // Packed once; the stream then sends slices of the same bytes.
+    absl::StatusOr<std::shared_ptr<const PackedItems>> items = PackedItems::Pack(inputs);
+    if (!items.ok()) {
+      return MapResults(internal::MapCall::Failed(absl::Status(
+          items.status().code(), absl::StrCat("map inputs: ", items.status().message()))));
+    }
     return MapResults(internal::MapCall::StartStream(
         connection_, MakeOpen(name_, function, options), SliceSource(*std::move(items))));
   }
+  PackedWriter writer;
+  writer.Recycle(std::string(bytes, '\0'));
+  for (const std::string& in : inputs) writer.Add(in);
+  std::string packed = writer.Take();
   v1::MapRequest request;
   request.set_pool(name_);
   request.set_function(function);

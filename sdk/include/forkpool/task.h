@@ -143,7 +143,11 @@ int Trampoline(const forkpool_task_context_v1* c, const char* input, size_t size
     TaskContext ctx(c);
     absl::StatusOr<std::string> r = F(ctx, std::string_view(input, size));
     if (r.ok()) {
-      FillBuffer(*r, output);
+      if (c->write_output != nullptr) {
+        c->write_output(c->host, r->data(), r->size());
+      } else {
+        FillBuffer(*r, output);
+      }
       return 0;
     }
     // Debian's Abseil has its own string_view type, distinct from std::string_view.

@@ -34,10 +34,15 @@ typedef struct forkpool_task_context_v1 {
   int (*request)(void* host, const char* method, const char* body, size_t body_size,
                  forkpool_buffer* reply, forkpool_buffer* error);
   void* host;
+  /* When not NULL, a successful task may hand its output here instead of filling
+   * `output` (the host copies it during the call, saving a malloc and a copy per
+   * item); `output` is then left empty. */
+  void (*write_output)(void* host, const char* data, size_t size);
 } forkpool_task_context_v1;
 
-/* A task function: returns an absl status code (0 = OK) and fills `output` on
- * success or `error` (its message) on failure. */
+/* A task function: returns an absl status code (0 = OK) and, on success, either
+ * fills `output` or passes its bytes to ctx->write_output; on failure fills `error`
+ * (its message). */
 typedef int (*forkpool_task_fn_v1)(const forkpool_task_context_v1* ctx,
                                    const char* input, size_t input_size,
                                    forkpool_buffer* output, forkpool_buffer* error);

@@ -95,6 +95,33 @@ TEST(TaskRegistryTest, EchoThroughTheCAbiKeepsBinaryBytes) {
   EXPECT_EQ(r.output, input);
 }
 
+TEST(TaskRegistryTest, TheSdkHandsOutputsToWriteOutputWhenTheHostOffersIt) {
+  auto registry = TaskRegistry::Load({kExample});
+  ASSERT_THAT(registry, IsOk());
+  struct Host {
+    std::vector<std::string> written;
+  } host;
+  forkpool_task_context_v1 ctx{};
+  ctx.pool = "test";
+  ctx.task_id = "t-test-2";
+  ctx.host = &host;
+  ctx.write_output = [](void* h, const char* data, size_t size) {
+    static_cast<Host*>(h)->written.emplace_back(data, size);
+  };
+  forkpool_buffer output{nullptr, 0};
+  forkpool_buffer error{nullptr, 0};
+  const std::string input = "12";
+  EXPECT_EQ(registry->Find("square")(&ctx, input.data(), input.size(), &output, &error), 0);
+  EXPECT_THAT(host.written, ::testing::ElementsAre("144"));
+  EXPECT_EQ(output.data, nullptr) << "the output went to write_output, not a buffer";
+  // A failure still fills `error` and writes nothing.
+  const std::string bad = "x";
+  EXPECT_NE(registry->Find("square")(&ctx, bad.data(), bad.size(), &output, &error), 0);
+  EXPECT_EQ(host.written.size(), 1u);
+  EXPECT_NE(error.data, nullptr);
+  std::free(error.data);
+}
+
 TEST(TaskRegistryTest, NonexistentPathIsFailedPreconditionNamingPathAndDlerror) {
   const std::string path = "/nonexistent/dir/libno_such_tasks.so";
   EXPECT_THAT(TaskRegistry::Load({path}),
