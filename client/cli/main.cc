@@ -204,8 +204,10 @@ class Progress {
 int RunMap(const Pool& pool, const std::string& function, std::istream& in,
            const MapOptions& options) {
   // Unsynchronised streams buffer; the output is flushed whenever the results received
-  // so far are written, not per line.
+  // so far are written, not per line. std::cin is tied to std::cout by default: each
+  // read of the input thread would flush std::cout, racing with this thread's writes.
   std::ios::sync_with_stdio(false);
+  in.tie(nullptr);
   InputSource source = [&in]() -> std::optional<std::string> {
     std::string line;
     if (!std::getline(in, line)) return std::nullopt;

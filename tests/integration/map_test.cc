@@ -308,6 +308,21 @@ TEST_F(MapTest, CliMapPrintsSquaresInOrder) {
   EXPECT_EQ(got, want);
 }
 
+// A million lines, every one answered in place: the CLI reads stdin on one thread and
+// writes stdout on another, and once lost lines to a flush of stdout from the input
+// thread (std::cin is tied to std::cout).
+TEST_F(MapTest, CliMapOfAMillionLinesAnswersEveryLineInOrder) {
+  constexpr int kLines = 1000000;
+  CommandResult r = Sh(absl::StrCat("seq 1 ", kLines, " | ", Cli(), " map square"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<absl::string_view> lines = absl::StrSplit(r.out, '\n');
+  ASSERT_EQ(lines.size(), static_cast<size_t>(kLines) + 1) << "lines lost or added";
+  EXPECT_EQ(lines.back(), "");
+  for (int64_t i = 1; i <= kLines; ++i) {
+    ASSERT_EQ(lines[static_cast<size_t>(i - 1)], absl::StrCat(i * i)) << "line " << i;
+  }
+}
+
 TEST_F(MapTest, CliMapReportsAFailingItemAndExitsOne) {
   CommandResult r = Sh(absl::StrCat("printf '1\\nx\\n3\\n' | ", Cli(), " map square"));
   EXPECT_EQ(r.exit_code, 1) << r.err;
