@@ -28,11 +28,12 @@ absl::StatusOr<TaskRegistry> TaskRegistry::Load(
                        " (was it built with forkpool/task.h?)"));
     }
     const forkpool_task_table_v1* table = get_table();
-    if (table == nullptr || table->abi_version != FORKPOOL_TASK_ABI_VERSION) {
+    if (table == nullptr || table->abi_version < FORKPOOL_TASK_ABI_MIN_VERSION ||
+        table->abi_version > FORKPOOL_TASK_ABI_VERSION) {
       return absl::FailedPreconditionError(absl::StrCat(
           "task library '", path, "' speaks task ABI ",
           table ? static_cast<int>(table->abi_version) : -1, "; this forkpool speaks ",
-          FORKPOOL_TASK_ABI_VERSION));
+          FORKPOOL_TASK_ABI_MIN_VERSION, " to ", FORKPOOL_TASK_ABI_VERSION));
     }
     for (uint32_t i = 0; i < table->count; ++i) {
       const forkpool_task_entry_v1& e = table->entries[i];

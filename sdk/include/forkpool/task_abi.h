@@ -10,7 +10,11 @@
 extern "C" {
 #endif
 
-#define FORKPOOL_TASK_ABI_VERSION 1
+/* 2 added forkpool_task_context_v1.write_output. A host accepts libraries of every
+ * version from FORKPOOL_TASK_ABI_MIN_VERSION on (it always fills the whole context);
+ * an older host refuses a newer library, which could read past its context. */
+#define FORKPOOL_TASK_ABI_VERSION 2
+#define FORKPOOL_TASK_ABI_MIN_VERSION 1
 
 /* Bytes allocated with malloc by whoever fills them and freed by the other side. */
 typedef struct forkpool_buffer {
