@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -248,13 +249,17 @@ int Serve() {
   const absl::Time grpc_stopped = absl::Now();
   helper_client->Stop(absl::Seconds(2));
   (*loop)->Stop();
-  server.reset();
   Log("shutdown: tasks drained in ", absl::FormatDuration(drained - drain_start),
       ", workers stopped in ", absl::FormatDuration(killed - drained), ", gRPC stopped in ",
       absl::FormatDuration(grpc_stopped - killed), ", the rest in ",
       absl::FormatDuration(absl::Now() - grpc_stopped));
   Log("stopped");
-  return 0;
+  // Every call, worker and the helper are over, and nothing is kept on disk, so the
+  // process leaves without destroying the server: ~Server (grpc_shutdown) joins gRPC's
+  // executor threads, and after a busy stream one of them can sit in epoll_wait for
+  // about 10 s before it notices (measured with gRPC 1.51: "the rest in 9.84s").
+  std::fflush(nullptr);
+  std::_Exit(0);
 }
 
 }  // namespace

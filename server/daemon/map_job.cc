@@ -106,17 +106,27 @@ size_t ErrorBytes(const std::vector<v1::MapItemError>& errors) {
   return bytes;
 }
 
-// Moves the leading items of `run` that fit in `max_bytes` (at least one) into a run
-// of their own, which is returned; `run` keeps the rest.
+// Moves the leading items of `run` whose outputs and errors fit in `max_bytes` (at
+// least one) into a run of their own, which is returned; `run` keeps the rest.
 MapRun SplitFront(MapRun& run, size_t max_bytes) {
   PackedItemReader reader(run.outputs);
   std::string_view output;
   uint64_t n = 0;
-  size_t cut = 0;
+  size_t cut = 0;    // end of the last item taken
+  size_t bytes = 0;  // its outputs and errors
+  size_t errors = 0;  // errors of the items taken
   while (reader.Next(&output)) {
-    if (n > 0 && reader.offset() > max_bytes) break;
+    const uint64_t index = run.first_index + n;
+    size_t item = reader.offset() - cut;
+    size_t e = errors;
+    for (; e < run.errors.size() && run.errors[e].index() <= index; ++e) {
+      if (run.errors[e].index() == index) item += run.errors[e].ByteSizeLong() + 4;
+    }
+    if (n > 0 && bytes + item > max_bytes) break;
+    bytes += item;
     ++n;
     cut = reader.offset();
+    errors = e;
   }
   MapRun front;
   front.first_index = run.first_index;
@@ -125,12 +135,10 @@ MapRun SplitFront(MapRun& run, size_t max_bytes) {
   run.outputs.erase(0, cut);
   run.first_index += n;
   run.count -= n;
-  auto split = std::partition_point(
-      run.errors.begin(), run.errors.end(),
-      [&](const v1::MapItemError& e) { return e.index() < run.first_index; });
   front.errors.assign(std::make_move_iterator(run.errors.begin()),
-                      std::make_move_iterator(split));
-  run.errors.erase(run.errors.begin(), split);
+                      std::make_move_iterator(run.errors.begin() +
+                                              static_cast<std::ptrdiff_t>(errors)));
+  run.errors.erase(run.errors.begin(), run.errors.begin() + static_cast<std::ptrdiff_t>(errors));
   return front;
 }
 
@@ -146,7 +154,8 @@ std::optional<v1::MapResponse> MapJob::TakeBatch() {
     const size_t size = r.outputs.size() + ErrorBytes(r.errors) + 16;
     if (bytes > 0 && bytes + size > kMaxMapResponseBytes) break;
     const bool split = size > kMaxMapResponseBytes && r.count > 1;
-    MapRun taken = split ? SplitFront(r, kMaxMapResponseBytes / 2) : std::move(r);
+    // Room left for the response's own fields.
+    MapRun taken = split ? SplitFront(r, kMaxMapResponseBytes - 1024) : std::move(r);
     bytes += taken.outputs.size() + ErrorBytes(taken.errors) + 16;
     v1::MapResultRun* run = response.add_runs();
     run->set_first_index(taken.first_index);

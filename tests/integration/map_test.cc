@@ -91,6 +91,21 @@ TEST_F(MapTest, OrderedMapOf100000ItemsKeepsInputOrder) {
   EXPECT_EQ(*mapped, Squares(100000));
 }
 
+// Inputs too large for one request stream in batches cut by bytes before items:
+// 40,000 inputs of 300 bytes make batches of about 3,400. Every one must arrive.
+TEST_F(MapTest, StreamedLargeInputsAllArrive) {
+  std::vector<std::string> inputs;
+  for (int i = 0; i < 40000; ++i) {
+    std::string in = absl::StrCat(i, ":");
+    in.resize(300, 'x');
+    inputs.push_back(std::move(in));
+  }
+  absl::StatusOr<std::vector<std::string>> mapped = client_->pool().Map("echo", inputs);
+  ASSERT_THAT(mapped, IsOk());
+  ASSERT_EQ(mapped->size(), inputs.size());
+  EXPECT_TRUE(*mapped == inputs) << "an output differs from its input";
+}
+
 TEST_F(MapTest, UnorderedMapOf100000ItemsAnswersEachExactlyOnce) {
   const std::vector<std::string> inputs = Numbers(100000);
   MapResults results = client_->pool().ImapUnordered("square", inputs);

@@ -21,11 +21,14 @@ constexpr double kMaxInFlightBytes = 64 << 20;
 
 PackedSource PackInputSource(InputSource source) {
   return [source = std::move(source)](size_t max_items, size_t max_bytes,
-                                      std::string* packed) -> size_t {
+                                      std::string* packed, bool* ended) -> size_t {
     size_t n = 0;
     while (n < max_items && packed->size() < max_bytes) {
       std::optional<std::string> next = source();
-      if (!next.has_value()) break;
+      if (!next.has_value()) {
+        *ended = true;
+        break;
+      }
       AppendPackedItem(*next, packed);
       ++n;
     }
@@ -133,8 +136,9 @@ void MapCall::WriteInputs(v1::MapStreamOpen open) {
     v1::MapStreamRequest request;
     std::string* packed = request.mutable_inputs()->mutable_inputs();
     const size_t limit = std::min<uint64_t>(room, kMaxBatchItems);
-    const size_t n = source_(limit, kMaxBatchBytes, packed);
-    if (n < limit && packed->size() < kMaxBatchBytes) more = false;  // the source ended
+    bool ended = false;
+    const size_t n = source_(limit, kMaxBatchBytes, packed, &ended);
+    more = !ended;
     if (n > 0) {
       {
         absl::MutexLock lock(&mu_);

@@ -24,11 +24,10 @@
 namespace forkpool::internal {
 
 // Produces a streamed map's inputs in packed batches: appends up to `max_items` items
-// to `packed`, stopping early once it holds `max_bytes`, and returns how many. Fewer
-// than `max_items` in fewer than `max_bytes` means the inputs have ended. Called on
-// the writer thread only.
-using PackedSource =
-    std::function<size_t(size_t max_items, size_t max_bytes, std::string* packed)>;
+// to `packed`, stopping early once it holds about `max_bytes`, and returns how many;
+// sets `*ended` once there are no more. Called on the writer thread only.
+using PackedSource = std::function<size_t(size_t max_items, size_t max_bytes,
+                                          std::string* packed, bool* ended)>;
 
 // A PackedSource over a user's InputSource.
 PackedSource PackInputSource(InputSource source);

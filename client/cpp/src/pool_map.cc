@@ -32,14 +32,18 @@ v1::TaskOptions ToTaskOptions(const MapOptions& options) {
 
 // A PackedSource over inputs packed in advance: slices of them, no item copied alone.
 internal::PackedSource SliceSource(std::shared_ptr<const PackedItems> inputs) {
-  return [inputs = std::move(inputs), next = size_t{0}](size_t max_items, size_t max_bytes,
-                                                        std::string* packed) mutable -> size_t {
-    if (next >= inputs->size() || max_items == 0) return 0;
-    const size_t end = std::min(inputs->EndWithin(next, max_bytes), next + max_items);
-    const std::string_view range = inputs->Range(next, end);
-    packed->append(range.data(), range.size());
-    const size_t n = end - next;
-    next = end;
+  return [inputs = std::move(inputs), next = size_t{0}](
+             size_t max_items, size_t max_bytes, std::string* packed,
+             bool* ended) mutable -> size_t {
+    size_t n = 0;
+    if (next < inputs->size() && max_items > 0) {
+      const size_t end = std::min(inputs->EndWithin(next, max_bytes), next + max_items);
+      const std::string_view range = inputs->Range(next, end);
+      packed->append(range.data(), range.size());
+      n = end - next;
+      next = end;
+    }
+    *ended = next >= inputs->size();
     return n;
   };
 }

@@ -148,6 +148,29 @@ TEST(MapJobTest, ErrorsTravelWithTheirPartOfASplitRun) {
   EXPECT_THAT(seen_errors, ElementsAreArray(failed));
 }
 
+// A lost worker fails its chunk's items with long errors and empty outputs: the
+// errors, not the outputs, then make the bulk of a response.
+TEST(MapJobTest, ManyFailedItemsAreSplitByTheSizeOfTheirErrors) {
+  MapJob job("m7", "default", "echo", "text", /*ordered=*/true, [] {});
+  constexpr uint64_t kItems = 20000;
+  job.AddAccepted(kItems, /*end=*/true);
+  MapRun run;
+  run.count = kItems;
+  for (uint64_t i = 0; i < kItems; ++i) {
+    AppendPackedItem("", &run.outputs);
+    v1::MapItemError& e = run.errors.emplace_back();
+    e.set_index(i);
+    e.set_state(v1::TASK_STATE_WORKER_LOST);
+    e.set_error(std::string(200, 'e'));
+  }
+  job.AddRun(std::move(run));
+  Taken t = TakeAll(job);
+  EXPECT_EQ(t.indexes.size(), kItems);
+  EXPECT_EQ(t.errors.size(), kItems);
+  EXPECT_GE(t.responses, 4);
+  EXPECT_LE(t.largest, kMaxMapResponseBytes);
+}
+
 TEST(MapJobTest, CancelDropsWhatWasWaiting) {
   MapJob job("m6", "default", "square", "text", /*ordered=*/true, [] {});
   job.AddAccepted(6, /*end=*/true);
