@@ -106,6 +106,17 @@ TEST_F(MapTest, StreamedLargeInputsAllArrive) {
   EXPECT_TRUE(*mapped == inputs) << "an output differs from its input";
 }
 
+// After a busy map, SIGTERM ends forkpoold within seconds. gRPC's ~Server once held
+// it about 10 s, waiting for an idle executor thread.
+TEST_F(MapTest, DaemonStopsWithinSecondsAfterABusyMap) {
+  client_.reset();  // a connected client holds Shutdown to its 2 s deadline
+  CommandResult r = Sh(absl::StrCat("seq 1 1000000 | ", Cli(), " map square > /dev/null"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const absl::Time t0 = absl::Now();
+  EXPECT_THAT(daemon_->Stop(absl::Seconds(4)), IsOkAndHolds(0)) << "killed after the grace";
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(4));
+}
+
 TEST_F(MapTest, UnorderedMapOf100000ItemsAnswersEachExactlyOnce) {
   const std::vector<std::string> inputs = Numbers(100000);
   MapResults results = client_->pool().ImapUnordered("square", inputs);
