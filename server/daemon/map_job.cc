@@ -20,11 +20,12 @@ uint64_t MapJob::accepted() const {
   return accepted_;
 }
 
-void MapJob::AddAccepted(uint64_t n, bool end) {
+void MapJob::AddAccepted(uint64_t n, bool end, uint64_t input_bytes) {
   bool wake;
   {
     absl::MutexLock lock(&mu_);
     accepted_ += n;
+    input_bytes_ += input_bytes;
     if (end) input_ended_ = true;
     seen_.resize(accepted_, false);
     // An end with everything already taken finishes the job.
@@ -38,6 +39,8 @@ void MapJob::AddRun(MapRun run) {
   {
     absl::MutexLock lock(&mu_);
     if (cancelled_) return;
+    // Clamped: a run answering items twice must not wrap the count.
+    input_bytes_ -= std::min(input_bytes_, run.input_bytes);
     const uint64_t end = run.first_index + run.count;
     bool fresh = end <= seen_.size() && end > run.first_index;
     for (uint64_t i = run.first_index; fresh && i < end; ++i) fresh = !seen_[i];
@@ -80,6 +83,7 @@ void MapJob::AddRun(MapRun run) {
 
 void MapJob::AddFreshRunLocked(MapRun run) {
   answered_ += run.count;
+  result_bytes_ += run.outputs.size();
   if (!ordered_) {
     ready_.push_back(std::move(run));
     return;
@@ -157,6 +161,7 @@ std::optional<v1::MapResponse> MapJob::TakeBatch() {
     // Room left for the response's own fields.
     MapRun taken = split ? SplitFront(r, kMaxMapResponseBytes - 1024) : std::move(r);
     bytes += taken.outputs.size() + ErrorBytes(taken.errors) + 16;
+    result_bytes_ -= std::min<uint64_t>(result_bytes_, taken.outputs.size());
     v1::MapResultRun* run = response.add_runs();
     run->set_first_index(taken.first_index);
     run->set_outputs(std::move(taken.outputs));
@@ -183,11 +188,17 @@ uint64_t MapJob::InFlight() const {
   return accepted_ - taken_;
 }
 
+uint64_t MapJob::InFlightBytes() const {
+  absl::MutexLock lock(&mu_);
+  return input_bytes_ + result_bytes_;
+}
+
 void MapJob::Cancel() {
   absl::MutexLock lock(&mu_);
   cancelled_ = true;
   ready_.clear();
   reorder_.clear();
+  result_bytes_ = 0;
 }
 
 bool MapJob::cancelled() const {

@@ -30,6 +30,8 @@ struct MapRun {
   uint64_t count = 0;
   std::string outputs;                   // packed; a failed item's output is empty
   std::vector<v1::MapItemError> errors;  // the failed items (sparse)
+  // Packed bytes of the inputs these results answer (released from the job's count).
+  uint64_t input_bytes = 0;
 };
 
 // Thread-safe. The Scheduler adds results (under its own lock, which may be held:
@@ -51,8 +53,9 @@ class MapJob {
 
   // Items accepted so far: the next input's index.
   uint64_t accepted() const;
-  // Items accepted so far (indexes 0..n-1). `end` says no more will come.
-  void AddAccepted(uint64_t n, bool end);
+  // Items accepted so far (indexes 0..n-1), with `input_bytes` of packed inputs.
+  // `end` says no more will come.
+  void AddAccepted(uint64_t n, bool end, uint64_t input_bytes = 0);
   // Records the answers of a run of items (one lock and one wake). `run.outputs`
   // must hold run.count well-formed packed items. Items already answered are
   // ignored (the run is cut around them).
@@ -63,6 +66,9 @@ class MapJob {
   bool Finished() const;
   // Items accepted but not yet taken by the writer (the streaming window's measure).
   uint64_t InFlight() const;
+  // Bytes the job holds: inputs accepted and not yet answered, and results not yet
+  // taken by the writer (the streaming map's memory bound).
+  uint64_t InFlightBytes() const;
 
   // Marks the job cancelled: queued chunks are dropped, running ones stopped.
   void Cancel();
@@ -81,6 +87,8 @@ class MapJob {
   uint64_t answered_ ABSL_GUARDED_BY(mu_) = 0;  // distinct items with a result
   uint64_t taken_ ABSL_GUARDED_BY(mu_) = 0;     // items handed to the writer
   uint64_t next_in_order_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t input_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // inputs not yet answered
+  uint64_t result_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // outputs not yet taken
   // Adds one run none of whose items was answered before.
   void AddFreshRunLocked(MapRun run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

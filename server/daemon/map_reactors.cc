@@ -355,7 +355,7 @@ class MapStreamReactor final
         end_now = true;
       }
       if (status.ok() && pending_.empty() && !input_closed_ && !reading_ &&
-          j->InFlight() < window_) {
+          j->InFlight() < window_ && j->InFlightBytes() < kMaxMapStreamBytes) {
         reading_ = true;
         read_more = true;
       }

@@ -14,6 +14,9 @@ namespace forkpool {
 
 // Default MapStream window when the client gives none.
 inline constexpr uint32_t kDefaultMapWindow = 262144;
+// A MapStream reads no more inputs while its job holds this many bytes of inputs and
+// results (whatever its window): a window counts items, which may be large.
+inline constexpr uint64_t kMaxMapStreamBytes = 32u << 20;
 
 // Each creates a reactor that deletes itself in OnDone.
 grpc::ServerWriteReactor<v1::MapResponse>* NewMapReactor(Scheduler* scheduler, IoLoop* loop,

@@ -510,18 +510,9 @@ TEST_F(QueueKillTest, GetterKilledAndReapedBeforePutLosesNoItem) {
   EXPECT_LE(r.requeued, 50);
 }
 
-// DISABLED: daemon bug (server/daemon/queue_service.cc GetReactor, plain at-most-once
-// get). The item is put right after kill(SIGKILL) returns, while the killed client's
-// process is still being torn down and its socket is still open: the daemon serves the
-// still-registered get, gRPC writes the reply into the dying client's socket buffer
-// successfully, OnDone sees IsCancelled() == false, so the item is not requeued and no
-// later getter ever receives it (size 0, leased 0). Observed: 23 of 50 items lost with
-// requeued 4 (another run: lost in round 1, requeued 1). The requeue path does work
-// sometimes (requeued > 0), so the loss is the cases where OnDone is not told.
-// "Handed to gRPC" is not "reached the client"; a fix needs a client-side
-// confirmation (e.g. a plain get done as a short lease acknowledged by the client) or
-// documenting that a plain get of a client that dies can lose its item.
-// The SIGKILL has been sent but the getter may not have died yet when the item
+// A plain get whose client is SIGKILLed just before the item is put: gRPC would write
+// the reply into the dying client's socket buffer and report success, losing the item
+// (23 of 50 were lost before the fix). The getter may not have died yet when the item
 // arrives: forkpoold sees the pending SIGKILL of the connection's process (its pid
 // from SO_PEERCRED) and does not hand the item over.
 TEST_F(QueueKillTest, GetterKilledRightBeforePutLosesNoItem) {
