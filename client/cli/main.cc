@@ -31,13 +31,15 @@
 //   4  connection or RPC error (no daemon, NOT_FOUND, INVALID_ARGUMENT, ...); stderr
 //      has the daemon's message, e.g. "pool 'default' has no function 'sqaure'"
 #include <google/protobuf/util/json_util.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -50,6 +52,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "client/cli/line_io.h"
 #include "forkpool/client.h"
 
 namespace forkpool {
@@ -196,30 +199,29 @@ class Progress {
   bool drawn_ = false;
 };
 
-// `forkpool map`: streams lines of `in` through MapStream and prints each output on a
-// line of its own as it arrives. Ordered: a failed item prints an empty line in its
-// place (so output line i always belongs to input line i); unordered: nothing. Every
-// failure also prints "forkpool: item <i> failed: ..." on stderr (i counts input lines
-// from 0).
-int RunMap(const Pool& pool, const std::string& function, std::istream& in,
+// `forkpool map`: streams the lines of `input_fd` through MapStream and prints each
+// output on a line of its own as it arrives. Ordered: a failed item prints an empty line
+// in its place (so output line i always belongs to input line i); unordered: nothing.
+// Every failure also prints "forkpool: item <i> failed: ..." on stderr (i counts input
+// lines from 0). Output is written whenever the results received so far are printed.
+int RunMap(const Pool& pool, const std::string& function, int input_fd,
            const MapOptions& options) {
-  // Unsynchronised streams buffer; the output is flushed whenever the results received
-  // so far are written, not per line. std::cin is tied to std::cout by default: each
-  // read of the input thread would flush std::cout, racing with this thread's writes.
-  std::ios::sync_with_stdio(false);
-  in.tie(nullptr);
-  InputSource source = [&in]() -> std::optional<std::string> {
-    std::string line;
-    if (!std::getline(in, line)) return std::nullopt;
-    return line;
-  };
+  auto lines = std::make_shared<cli::LineReader>(input_fd);
+  InputSource source = [lines]() { return lines->Next(); };
   MapResults results = pool.Imap(function, std::move(source), options);
+  cli::OutputBuffer out(STDOUT_FILENO);
+  auto flush = [&out] {
+    if (absl::Status s = out.Flush(); !s.ok()) {
+      std::cerr << "forkpool: " << s.message() << "\n";
+      std::_Exit(kExitRpcError);
+    }
+  };
   Progress progress(::isatty(STDERR_FILENO) == 1);
   uint64_t failed = 0;
   while (true) {
     absl::StatusOr<std::optional<MapItem>> next = results.Next();
     if (!next.ok()) {
-      std::cout.flush();
+      flush();
       progress.Clear();
       std::cerr << "forkpool: " << next.status().message() << "\n";
       std::cerr.flush();
@@ -229,21 +231,25 @@ int RunMap(const Pool& pool, const std::string& function, std::istream& in,
     if (!next->has_value()) break;
     const MapItem& item = **next;
     if (item.output.ok()) {
-      std::cout << *item.output;
-      if (item.output->empty() || item.output->back() != '\n') std::cout << '\n';
+      out.AddLine(*item.output);
     } else {
       ++failed;
-      if (options.ordered) std::cout << '\n';
-      std::cout.flush();
+      if (options.ordered) out.AddLine("");
+      flush();
       progress.Clear();
       std::cerr << "forkpool: item " << item.index << " failed: " << item.output.status().message()
                 << "\n";
     }
-    if (!results.HasPending()) std::cout.flush();  // lines leave as results come
+    if (!results.HasPending()) flush();  // lines leave as results come
     progress.Update(results);
   }
-  std::cout.flush();
+  flush();
   progress.Clear();
+  if (!lines->status().ok()) {
+    // The map ended early because the input did; say so rather than pass it off as done.
+    std::cerr << "forkpool: " << lines->status().message() << "\n";
+    return kExitUsage;
+  }
   if (failed > 0) {
     std::cerr << "forkpool: " << failed << " of " << results.done() << " items failed\n";
     return kExitTaskFailed;
@@ -558,14 +564,15 @@ int Main(int argc, char** argv) {
     options.chunksize = chunksize;
     options.ordered = !unordered;
     if (!input_file.empty()) {
-      std::ifstream file(input_file);
-      if (!file) {
-        std::cerr << "forkpool: cannot read " << input_file << "\n";
+      const int fd = ::open(input_file.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        std::cerr << "forkpool: cannot read " << input_file << ": " << std::strerror(errno)
+                  << "\n";
         return kExitUsage;
       }
-      return RunMap(c.pool(pool), function, file, options);
+      return RunMap(c.pool(pool), function, fd, options);  // the fd lives as long as we do
     }
-    return RunMap(c.pool(pool), function, std::cin, options);
+    return RunMap(c.pool(pool), function, STDIN_FILENO, options);
   }
   if (pool_create->parsed()) {
     v1::PoolSettings settings;

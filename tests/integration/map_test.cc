@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <string>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "forkpool/v1/forkpool.grpc.pb.h"
 #include "map_test_util.h"
@@ -359,6 +361,48 @@ TEST_F(MapTest, CancelHalfwayDropsTheQueuedItems) {
   const int64_t ran = done_then - before->tasks_done();
   EXPECT_GE(ran, 20);
   EXPECT_LT(ran, kItems) << "every item ran despite the cancel";
+}
+
+// A source that blocks does not hold back the inputs it already produced: the
+// source's second call waits until the first result has arrived.
+TEST_F(MapTest, ASlowSourcesInputsAreAnsweredAsTheyCome) {
+  absl::Notification first_answered;
+  int calls = 0;
+  MapResults results = client_->pool().Imap(
+      "square", [&]() -> std::optional<std::string> {
+        if (++calls == 1) return "3";
+        // Gives up after 10 s, which the test would then report.
+        first_answered.WaitForNotificationWithTimeout(absl::Seconds(10));
+        return std::nullopt;
+      });
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<std::optional<MapItem>> first = results.Next();
+  const absl::Duration waited = absl::Now() - t0;
+  first_answered.Notify();
+  ASSERT_THAT(first, IsOk());
+  ASSERT_TRUE(first->has_value());
+  EXPECT_THAT((*first)->output, IsOkAndHolds("9"));
+  EXPECT_LT(waited, absl::Seconds(5)) << "the first input waited for the source's next call";
+  absl::StatusOr<std::optional<MapItem>> end = results.Next();
+  ASSERT_THAT(end, IsOk());
+  EXPECT_FALSE(end->has_value());
+}
+
+// The CLI prints a line's result before the next line comes.
+TEST_F(MapTest, CliMapAnswersEachLineAsItComes) {
+  const std::string command =
+      absl::StrCat("(echo 3; sleep 3; echo 4) | ", Cli(), " map square");
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  const absl::Time t0 = absl::Now();
+  char line[64] = {};
+  ASSERT_NE(std::fgets(line, sizeof(line), pipe), nullptr);
+  const absl::Duration first = absl::Now() - t0;
+  EXPECT_STREQ(line, "9\n");
+  EXPECT_LT(first, absl::Seconds(2)) << "the first result waited for the next line";
+  ASSERT_NE(std::fgets(line, sizeof(line), pipe), nullptr);
+  EXPECT_STREQ(line, "16\n");
+  EXPECT_EQ(::pclose(pipe), 0);
 }
 
 TEST_F(MapTest, CliMapPrintsSquaresInOrder) {

@@ -12,29 +12,12 @@ namespace {
 
 // A batch of streamed inputs is cut at this many items or bytes (well under the
 // daemon's and gRPC's message limits).
-constexpr size_t kMaxBatchItems = 16384;
+constexpr size_t kMaxBatchItems = kMaxInputBatchItems;
 constexpr size_t kMaxBatchBytes = 1 << 20;
 // Input bytes sent and not yet answered, at most (estimated; see WriteInputs).
 constexpr double kMaxInFlightBytes = 64 << 20;
 
 }  // namespace
-
-PackedSource PackInputSource(InputSource source) {
-  return [source = std::move(source)](size_t max_items, size_t max_bytes,
-                                      std::string* packed, bool* ended) -> size_t {
-    size_t n = 0;
-    while (n < max_items && packed->size() < max_bytes) {
-      std::optional<std::string> next = source();
-      if (!next.has_value()) {
-        *ended = true;
-        break;
-      }
-      AppendPackedItem(*next, packed);
-      ++n;
-    }
-    return n;
-  };
-}
 
 MapCall::MapCall(std::shared_ptr<const Connection> connection, bool ordered)
     : connection_(std::move(connection)), ordered_(ordered) {}
@@ -63,9 +46,9 @@ std::unique_ptr<MapCall> MapCall::Failed(absl::Status status) {
 
 std::unique_ptr<MapCall> MapCall::StartStream(std::shared_ptr<const Connection> connection,
                                               const v1::MapStreamOpen& open,
-                                              PackedSource source) {
+                                              std::unique_ptr<InputFeed> feed) {
   std::unique_ptr<MapCall> call(new MapCall(std::move(connection), open.ordered()));
-  call->source_ = std::move(source);
+  call->feed_ = std::move(feed);
   call->window_ = std::max<uint32_t>(open.window(), 1);
   call->stream_ = call->connection_->tasks->MapStream(&call->context_);
   v1::MapStreamOpen sent_open = open;
@@ -137,7 +120,7 @@ void MapCall::WriteInputs(v1::MapStreamOpen open) {
     std::string* packed = request.mutable_inputs()->mutable_inputs();
     const size_t limit = std::min<uint64_t>(room, kMaxBatchItems);
     bool ended = false;
-    const size_t n = source_(limit, kMaxBatchBytes, packed, &ended);
+    const size_t n = feed_->Take(limit, kMaxBatchBytes, packed, &ended);
     more = !ended;
     if (n > 0) {
       {
@@ -162,6 +145,7 @@ void MapCall::WriteInputs(v1::MapStreamOpen open) {
 }
 
 void MapCall::FinishCall() {
+  if (feed_ != nullptr) feed_->Stop();
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
@@ -258,6 +242,7 @@ absl::StatusOr<bool> MapCall::NextRun(RunView* view) {
 }
 
 void MapCall::Cancel() {
+  if (feed_ != nullptr) feed_->Stop();
   {
     absl::MutexLock lock(&mu_);
     cancelled_ = true;

@@ -18,19 +18,11 @@
 #include "absl/synchronization/mutex.h"
 #include "common/packed_items.h"
 #include "connection.h"
+#include "input_feed.h"
 #include "forkpool/map_results.h"
 #include "forkpool/v1/forkpool.grpc.pb.h"
 
 namespace forkpool::internal {
-
-// Produces a streamed map's inputs in packed batches: appends up to `max_items` items
-// to `packed`, stopping early once it holds about `max_bytes`, and returns how many;
-// sets `*ended` once there are no more. Called on the writer thread only.
-using PackedSource = std::function<size_t(size_t max_items, size_t max_bytes,
-                                          std::string* packed, bool* ended)>;
-
-// A PackedSource over a user's InputSource.
-PackedSource PackInputSource(InputSource source);
 
 // One map call. Next/Finish belong to one consumer thread at a time; Cancel and the
 // counters are thread-safe. With a stream, a writer thread feeds inputs from the
@@ -42,9 +34,10 @@ class MapCall {
                                              const v1::MapRequest& request);
   // A call that never started: Next returns `status`.
   static std::unique_ptr<MapCall> Failed(absl::Status status);
-  // Starts a Tasks.MapStream call opened by `open`, fed from `source`.
+  // Starts a Tasks.MapStream call opened by `open`, fed from `feed`.
   static std::unique_ptr<MapCall> StartStream(std::shared_ptr<const Connection> connection,
-                                              const v1::MapStreamOpen& open, PackedSource source);
+                                              const v1::MapStreamOpen& open,
+                                              std::unique_ptr<InputFeed> feed);
 
   MapCall(const MapCall&) = delete;
   MapCall& operator=(const MapCall&) = delete;
@@ -98,7 +91,7 @@ class MapCall {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::MapStreamRequest, v1::MapResponse>> stream_;
-  PackedSource source_;
+  std::unique_ptr<InputFeed> feed_;  // set before the writer starts; outlives it
   uint32_t window_ = 0;
   std::thread writer_;
 

@@ -30,24 +30,6 @@ v1::TaskOptions ToTaskOptions(const MapOptions& options) {
   return out;
 }
 
-// A PackedSource over inputs packed in advance: slices of them, no item copied alone.
-internal::PackedSource SliceSource(std::shared_ptr<const PackedItems> inputs) {
-  return [inputs = std::move(inputs), next = size_t{0}](
-             size_t max_items, size_t max_bytes, std::string* packed,
-             bool* ended) mutable -> size_t {
-    size_t n = 0;
-    if (next < inputs->size() && max_items > 0) {
-      const size_t end = std::min(inputs->EndWithin(next, max_bytes), next + max_items);
-      const std::string_view range = inputs->Range(next, end);
-      packed->append(range.data(), range.size());
-      n = end - next;
-      next = end;
-    }
-    *ended = next >= inputs->size();
-    return n;
-  };
-}
-
 v1::MapStreamOpen MakeOpen(const std::string& pool, const std::string& function,
                            const MapOptions& options) {
   v1::MapStreamOpen open;
@@ -65,9 +47,12 @@ v1::MapStreamOpen MakeOpen(const std::string& pool, const std::string& function,
 
 MapResults Pool::Imap(const std::string& function, InputSource source,
                       const MapOptions& options) const {
+  // Prefetched at most a batch (or the window) ahead of what has been sent.
+  const size_t ahead = std::min<size_t>(std::max<uint32_t>(options.window, 1),
+                                        internal::kMaxInputBatchItems);
   return MapResults(internal::MapCall::StartStream(
       connection_, MakeOpen(name_, function, options),
-      internal::PackInputSource(std::move(source))));
+      std::make_unique<internal::PrefetchFeed>(std::move(source), ahead)));
 }
 
 MapResults Pool::Imap(const std::string& function, const std::vector<std::string>& inputs,
@@ -82,7 +67,8 @@ MapResults Pool::Imap(const std::string& function, const std::vector<std::string
           items.status().code(), absl::StrCat("map inputs: ", items.status().message()))));
     }
     return MapResults(internal::MapCall::StartStream(
-        connection_, MakeOpen(name_, function, options), SliceSource(*std::move(items))));
+        connection_, MakeOpen(name_, function, options),
+        std::make_unique<internal::SliceFeed>(*std::move(items))));
   }
   PackedWriter writer;
   writer.Recycle(std::string(bytes, '\0'));

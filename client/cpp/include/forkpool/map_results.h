@@ -47,8 +47,10 @@ struct MapOptions {
 };
 
 // Produces a map's inputs lazily: returns the next input, or nullopt when there are no
-// more. Called on a background thread, one call at a time, only when the window has
-// room; it may block (e.g. reading stdin).
+// more. Called on a background thread of its own, one call at a time, at most 16,384
+// inputs (or the window, if smaller) ahead of what has been sent; it may block (e.g.
+// reading stdin): inputs it returned before are sent meanwhile, so a slow source's
+// results still come as its inputs do.
 using InputSource = std::function<std::optional<std::string>()>;
 
 // One result of a map: the input's index and its output, or the item's failure
