@@ -55,7 +55,7 @@ class PackedWriter {
       v >>= 7;
     }
     *p++ = static_cast<char>(v);
-    if (!item.empty()) std::memcpy(p, item.data(), item.size());
+    CopyItem(p, item.data(), item.size());
     used_ = static_cast<size_t>(p - buf_.data()) + item.size();
   }
   // Bytes written so far.
@@ -80,6 +80,22 @@ class PackedWriter {
 
  private:
   void Grow(size_t need) { buf_.resize(std::max(need, 2 * buf_.size() + 4096)); }
+
+  // memcpy, with small items (the usual map item) copied by two overlapping
+  // fixed-size moves: a libc call per item cost a third of a worker's time.
+  static void CopyItem(char* dst, const char* src, size_t n) {
+    if (n >= 8 && n <= 16) {
+      std::memcpy(dst, src, 8);
+      std::memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n >= 4 && n < 8) {
+      std::memcpy(dst, src, 4);
+      std::memcpy(dst + n - 4, src + n - 4, 4);
+    } else if (n > 16) {
+      std::memcpy(dst, src, n);
+    } else {
+      for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+    }
+  }
 
   std::string buf_;  // [0, used_) written; the rest is room
   size_t used_ = 0;

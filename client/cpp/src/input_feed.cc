@@ -5,11 +5,17 @@
 #include <optional>
 #include <utility>
 
+#include "absl/time/time.h"
+
 namespace forkpool::internal {
 namespace {
 
 // A prefetched batch is handed over once it holds this many bytes, like a full one.
 constexpr size_t kMaxBufferedBytes = 1 << 20;
+// How long Take lets a batch fill once its first input is ready. Small batches cost a
+// message, a chunk and a worker round trip each (one input per message ran the CLI at
+// a third of its speed); a slow source's inputs wait this long at most.
+constexpr absl::Duration kFillTime = absl::Milliseconds(1);
 
 }  // namespace
 
@@ -71,6 +77,11 @@ size_t PrefetchFeed::Take(size_t max_items, size_t max_bytes, std::string* packe
     return stop_ || ended_ || items_ > 0;
   };
   mu_.Await(absl::Condition(&ready));
+  auto full = [this, max_items, max_bytes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stop_ || ended_ || items_ >= std::min(max_items, ahead_) ||
+           buffer_.size() >= std::min(max_bytes, kMaxBufferedBytes);
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&full), kFillTime);
   size_t n = 0;
   if (!stop_ && items_ > 0 && max_items > 0) {
     if (items_ <= max_items && buffer_.size() <= max_bytes) {

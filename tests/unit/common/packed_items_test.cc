@@ -95,6 +95,37 @@ TEST(PackedItemsTest, RangesAreThemselvesPackedItems) {
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("MapStream inputs")));
 }
 
+TEST(PackedItemsTest, WriterAndPackGiveTheSameBytesAsAppendForEverySize) {
+  // Sizes around the writer's small-copy cases (0-3, 4-7, 8-16, more) and the varint
+  // length's one/two-byte boundary.
+  std::vector<std::string> items;
+  for (size_t n : {0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 127, 128, 300, 70000}) {
+    std::string item(n, '\0');
+    for (size_t i = 0; i < n; ++i) item[i] = static_cast<char>('a' + (i * 7 + n) % 26);
+    items.push_back(item);
+  }
+  PackedWriter writer;
+  for (const std::string& item : items) writer.Add(item);
+  const std::string written = writer.Take();
+  EXPECT_EQ(written, Pack(items));
+  EXPECT_TRUE(writer.empty());
+  absl::StatusOr<std::shared_ptr<const PackedItems>> packed = PackedItems::Pack(items);
+  ASSERT_THAT(packed, IsOk());
+  EXPECT_EQ((*packed)->Range(0, items.size()), Pack(items));
+  EXPECT_EQ(Read((*packed)->Range(0, items.size())), items);
+
+  // Truncate drops a partly written item; Recycle keeps storage, not bytes.
+  writer.Add("keep");
+  const size_t mark = writer.size();
+  writer.Add("drop me");
+  writer.Truncate(mark);
+  EXPECT_EQ(writer.Take(), Pack({"keep"}));
+  writer.Recycle(std::string(100, 'z'));
+  EXPECT_TRUE(writer.empty());
+  writer.Add("x");
+  EXPECT_EQ(writer.Take(), Pack({"x"}));
+}
+
 TEST(PackedItemsTest, EndWithinCutsAtTheByteCapButTakesAtLeastOneItem) {
   // Items of 10 bytes take 12 packed.
   absl::StatusOr<std::shared_ptr<const PackedItems>> packed =
