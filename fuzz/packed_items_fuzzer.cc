@@ -1,7 +1,7 @@
 // Fuzzes the packed-items scanner (common/packed_items.h) against protobuf's own parser
 // of the PackedItems message it claims to read: whatever forkpool accepts, protobuf
 // must parse to the same items, and PackedItems' index must cut the same items. Then
-// re-packing the items must give back the same bytes.
+// re-packing the items (AppendPackedItem, PackedWriter) must give protobuf's bytes.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -33,10 +33,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
              "forkpool accepted bytes protobuf does not parse");
   FUZZ_CHECK(static_cast<size_t>(proto.items_size()) == items.size(), "protobuf item count differs");
   std::string repacked;
+  forkpool::PackedWriter writer;
   for (size_t i = 0; i < items.size(); ++i) {
     FUZZ_CHECK(proto.items(static_cast<int>(i)) == items[i], "protobuf item differs");
     forkpool::AppendPackedItem(items[i], &repacked);
+    writer.Add(items[i]);
   }
+  FUZZ_CHECK(writer.Take() == repacked, "PackedWriter and AppendPackedItem differ");
   // Varints may be over-long in the input; re-packed bytes use the shortest form, which
   // protobuf writes too.
   FUZZ_CHECK(repacked == proto.SerializeAsString(), "re-packed bytes differ from protobuf's");
