@@ -135,7 +135,8 @@ absl::StatusOr<std::shared_ptr<const PackedItems>> PackedItems::Pack(
   }
   std::shared_ptr<PackedItems> packed(new PackedItems());
   PackedWriter writer;
-  writer.Recycle(std::string(bytes, '\0'));
+  // PackedWriter::Add wants room for the longest header; this keeps it from growing.
+  writer.Recycle(std::string(bytes + 11, '\0'));
   packed->offsets_.reserve(items.size() + 1);
   for (const std::string& item : items) {
     packed->offsets_.push_back(static_cast<uint32_t>(writer.size()));
@@ -148,6 +149,7 @@ absl::StatusOr<std::shared_ptr<const PackedItems>> PackedItems::Pack(
 }
 
 size_t PackedItems::EndWithin(size_t from, size_t max_bytes) const {
+  if (from >= size()) return size();
   const uint64_t limit = static_cast<uint64_t>(offsets_[from]) + max_bytes;
   // The first offset past the limit ends the range before it.
   auto it = std::upper_bound(offsets_.begin() + static_cast<std::ptrdiff_t>(from) + 1,

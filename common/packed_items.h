@@ -167,9 +167,12 @@ class PackedItems {
   std::string_view Range(size_t begin, size_t end) const {
     return data_.substr(offsets_[begin], offsets_[end] - offsets_[begin]);
   }
+  // Packed bytes of items [begin, end) (Range(begin, end).size(), from the offsets
+  // alone: safe on a view whose bytes are gone).
+  size_t RangeBytes(size_t begin, size_t end) const { return offsets_[end] - offsets_[begin]; }
   // Index of the first item at or after `from` whose Range(from, i + 1) would pass
   // `max_bytes`, but at least from + 1 (an item larger than the cap goes alone), at
-  // most size().
+  // most size() (which it is when `from` is size()).
   size_t EndWithin(size_t from, size_t max_bytes) const;
 
  private:

@@ -116,7 +116,7 @@ absl::Status Scheduler::AddMapInputs(const std::shared_ptr<MapJob>& job,
     chunksize = static_cast<uint32_t>(std::clamp((n + workers - 1) / workers, 1, 4096));
   }
   const uint64_t first = job->accepted();
-  job->AddAccepted(static_cast<uint64_t>(n), /*end=*/false, inputs->Range(begin, end).size());
+  job->AddAccepted(static_cast<uint64_t>(n), /*end=*/false, inputs->RangeBytes(begin, end));
   QueueChunksLocked(*pool, job, first, inputs, begin, n, chunksize);
   pool->map_inflight_high_water =
       std::max<int64_t>(pool->map_inflight_high_water, static_cast<int64_t>(job->InFlight()));
@@ -156,9 +156,8 @@ void Scheduler::FailChunkItemsLocked(const MapChunk& chunk, int from, v1::TaskSt
   run.first_index = chunk.first_index + static_cast<uint64_t>(from);
   run.count = static_cast<uint64_t>(chunk.count - from);
   run.outputs.reserve(run.count * PackedItemBytes(0));
-  run.input_bytes = chunk.inputs->Range(chunk.begin + static_cast<size_t>(from),
-                                        chunk.begin + static_cast<size_t>(chunk.count))
-                        .size();
+  run.input_bytes = chunk.inputs->RangeBytes(chunk.begin + static_cast<size_t>(from),
+                                             chunk.begin + static_cast<size_t>(chunk.count));
   run.errors.reserve(run.count);
   for (int i = from; i < chunk.count; ++i) {
     AppendPackedItem("", &run.outputs);

@@ -307,10 +307,8 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, internal::FromWorker&
         run.first_index = chunk.first_index + static_cast<uint64_t>(w.chunk_results);
         run.count = *n;
         run.input_bytes =
-            chunk.inputs
-                ->Range(chunk.begin + static_cast<size_t>(w.chunk_results),
-                        chunk.begin + static_cast<size_t>(w.chunk_results + count))
-                .size();
+            chunk.inputs->RangeBytes(chunk.begin + static_cast<size_t>(w.chunk_results),
+                                     chunk.begin + static_cast<size_t>(w.chunk_results + count));
         // The frame is ours to consume: the outputs move instead of being copied.
         run.outputs = std::move(*m.mutable_results()->mutable_outputs());
         run.errors.reserve(static_cast<size_t>(r.errors_size()));

@@ -71,7 +71,7 @@ MapResults Pool::Imap(const std::string& function, const std::vector<std::string
         std::make_unique<internal::SliceFeed>(*std::move(items))));
   }
   PackedWriter writer;
-  writer.Recycle(std::string(bytes, '\0'));
+  writer.Recycle(std::string(bytes + 11, '\0'));  // room for Add's longest header
   for (const std::string& in : inputs) writer.Add(in);
   std::string packed = writer.Take();
   v1::MapRequest request;

@@ -104,7 +104,9 @@ class Pool {
 
   // Starts a map and returns its results as they arrive (imap with options.ordered,
   // else imap_unordered). A failing item is yielded at its place; it does not end the
-  // map. Does not block; errors of the call itself come from MapResults::Next.
+  // map. Does not block; errors of the call itself come from MapResults::Next. The
+  // vector form packs its inputs first (at most 4 GiB in all; more is
+  // kInvalidArgument: use an InputSource).
   MapResults Imap(const std::string& function, const std::vector<std::string>& inputs,
                   const MapOptions& options = {}) const;
   MapResults Imap(const std::string& function, InputSource source,
