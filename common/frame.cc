@@ -13,6 +13,16 @@
 #include "google/protobuf/message_lite.h"
 
 namespace forkpool {
+namespace {
+
+// The body length a frame header at `header` announces.
+size_t BodyLength(const char* header) {
+  const auto* p = reinterpret_cast<const unsigned char*>(header);
+  return static_cast<size_t>(p[0]) | (static_cast<size_t>(p[1]) << 8) |
+         (static_cast<size_t>(p[2]) << 16) | (static_cast<size_t>(p[3]) << 24);
+}
+
+}  // namespace
 
 void AppendFrame(const google::protobuf::MessageLite& message, std::string* out) {
   const size_t size = message.ByteSizeLong();
@@ -58,10 +68,7 @@ absl::StatusOr<size_t> FrameDecoder::ReadFrom(int fd) {
   constexpr size_t kMaxAhead = 4u << 20;
   size_t want = kChunk;
   if (end_ - start_ >= kFrameHeaderBytes) {
-    const auto* p = reinterpret_cast<const unsigned char*>(buffer_.get() + start_);
-    const size_t size = static_cast<size_t>(p[0]) | (static_cast<size_t>(p[1]) << 8) |
-                        (static_cast<size_t>(p[2]) << 16) |
-                        (static_cast<size_t>(p[3]) << 24);
+    const size_t size = BodyLength(buffer_.get() + start_);
     if (size <= max_frame_bytes_) {
       want = std::clamp(kFrameHeaderBytes + size - (end_ - start_), kChunk, kMaxAhead);
     }
@@ -83,10 +90,7 @@ absl::StatusOr<size_t> FrameDecoder::ReadFrom(int fd) {
 absl::StatusOr<std::optional<std::string_view>> FrameDecoder::Next() {
   const size_t avail = end_ - start_;
   if (avail < kFrameHeaderBytes) return std::nullopt;
-  const auto* p = reinterpret_cast<const unsigned char*>(buffer_.get() + start_);
-  const size_t size = static_cast<size_t>(p[0]) | (static_cast<size_t>(p[1]) << 8) |
-                      (static_cast<size_t>(p[2]) << 16) |
-                      (static_cast<size_t>(p[3]) << 24);
+  const size_t size = BodyLength(buffer_.get() + start_);
   if (size > max_frame_bytes_) {
     return absl::InvalidArgumentError(absl::StrCat(
         "frame of ", size, " bytes exceeds the limit of ", max_frame_bytes_,

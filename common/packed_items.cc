@@ -62,23 +62,39 @@ bool PackedItemReader::NextSlow(std::string_view* item) {
   return true;
 }
 
-absl::StatusOr<size_t> CountPackedItems(std::string_view packed, size_t max_item_bytes,
-                                        std::string_view what) {
+namespace {
+
+// Validates `packed` as CountPackedItems does, calling `on_item(begin_offset)` for
+// each item.
+template <typename F>
+absl::StatusOr<size_t> ScanPacked(std::string_view packed, size_t max_item_bytes,
+                                  std::string_view what, F on_item) {
   PackedItemReader reader(packed);
   size_t n = 0;
   std::string_view item;
-  while (reader.Next(&item)) {
+  while (true) {
+    const size_t begin = reader.offset();
+    if (!reader.Next(&item)) break;
     if (item.size() > max_item_bytes) {
       return absl::ResourceExhaustedError(
           absl::StrCat(Absl(what), ": item ", n, " has ", item.size(),
                        " bytes, more than the limit of ", max_item_bytes, " bytes"));
     }
+    on_item(begin);
     ++n;
   }
   if (!reader.status().ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(Absl(what), ": ", reader.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(Absl(what), ": ", reader.status().message()));
   }
   return n;
+}
+
+}  // namespace
+
+absl::StatusOr<size_t> CountPackedItems(std::string_view packed, size_t max_item_bytes,
+                                        std::string_view what) {
+  return ScanPacked(packed, max_item_bytes, what, [](size_t) {});
 }
 
 absl::StatusOr<std::shared_ptr<const PackedItems>> PackedItems::Own(std::string packed,
@@ -105,22 +121,10 @@ absl::Status PackedItems::Index(size_t max_item_bytes, std::string_view what) {
     return absl::InvalidArgumentError(
         absl::StrCat(Absl(what), ": ", data_.size(), " bytes of packed items; at most 4 GiB"));
   }
-  PackedItemReader reader(data_);
-  std::string_view item;
-  while (true) {
-    const size_t begin = reader.offset();
-    if (!reader.Next(&item)) break;
-    if (item.size() > max_item_bytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat(Absl(what), ": item ", offsets_.size(), " has ", item.size(),
-                       " bytes, more than the limit of ", max_item_bytes, " bytes"));
-    }
+  absl::StatusOr<size_t> n = ScanPacked(data_, max_item_bytes, what, [this](size_t begin) {
     offsets_.push_back(static_cast<uint32_t>(begin));
-  }
-  if (!reader.status().ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Absl(what), ": ", reader.status().message()));
-  }
+  });
+  if (!n.ok()) return n.status();
   offsets_.push_back(static_cast<uint32_t>(data_.size()));
   return absl::OkStatus();
 }

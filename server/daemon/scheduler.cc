@@ -81,6 +81,15 @@ Pool* Scheduler::FindPoolLocked(const std::string& name) {
   return it == pools_.end() || it->second->deleting ? nullptr : it->second.get();
 }
 
+std::pair<Pool*, WorkerSlot*> Scheduler::FindWorkerLocked(const std::string& name,
+                                                          uint64_t key) {
+  auto pit = pools_.find(name);
+  if (pit == pools_.end()) return {nullptr, nullptr};
+  Pool* pool = pit->second.get();
+  auto it = pool->workers.find(key);
+  return {pool, it == pool->workers.end() ? nullptr : &it->second};
+}
+
 void Scheduler::OnQueueDeadline(const std::string& task_id) {
   Notify notify;
   {

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -142,6 +143,11 @@ class Scheduler {
   using Notify = std::vector<std::function<void()>>;
 
   Pool* FindPoolLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pool `name` (a deleting one too: its workers must still be drained and reaped)
+  // and its worker `key`; {pool or nullptr, nullptr} when either is gone. For the
+  // loop's callbacks, which name a worker by pool and key.
+  std::pair<Pool*, WorkerSlot*> FindWorkerLocked(const std::string& name, uint64_t key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckAcceptsLocked(const std::string& pool_name, const Pool* pool,
                                   const std::string& function, int64_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -141,19 +141,16 @@ void Scheduler::ReapLaterLocked(UniqueFd pidfd) {
 
 void Scheduler::OnWorkerStderr(const std::string& name, uint64_t key) {
   absl::MutexLock lock(&mu_);
-  auto pit = pools_.find(name);
-    Pool* pool = pit == pools_.end() ? nullptr : pit->second.get();
-  if (pool == nullptr) return;
-  auto it = pool->workers.find(key);
-  if (it == pool->workers.end() || !it->second.conn) return;
-  WorkerConnection& conn = *it->second.conn;
+  auto [pool, w] = FindWorkerLocked(name, key);
+  if (w == nullptr || !w->conn) return;
+  WorkerConnection& conn = *w->conn;
   const std::string lines = conn.DrainStderr();
   if (!lines.empty()) {
     std::string prefixed;
     for (absl::string_view line : absl::StrSplit(absl::string_view(lines).substr(
                                                      0, lines.size() - 1),
                                                  '\n')) {
-      absl::StrAppend(&prefixed, "forkpoold: [", name, "/", it->second.index, " pid ",
+      absl::StrAppend(&prefixed, "forkpoold: [", name, "/", w->index, " pid ",
                       conn.pid(), "] ", line, "\n");
     }
     std::fwrite(prefixed.data(), 1, prefixed.size(), stderr);
@@ -165,12 +162,9 @@ void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t e
   Notify notify;
   {
     absl::MutexLock lock(&mu_);
-    auto pit = pools_.find(name);
-    Pool* pool = pit == pools_.end() ? nullptr : pit->second.get();
-    if (pool == nullptr) return;
-    auto it = pool->workers.find(key);
-    if (it == pool->workers.end() || !it->second.conn) return;
-    WorkerSlot& w = it->second;
+    auto [pool, slot] = FindWorkerLocked(name, key);
+    if (slot == nullptr || !slot->conn) return;
+    WorkerSlot& w = *slot;
     if (events & EPOLLOUT) {
       absl::StatusOr<bool> more = w.conn->Flush();
       if (!more.ok()) {
@@ -203,11 +197,9 @@ void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t e
 bool Scheduler::ReplyToWorker(const std::string& name, uint64_t key, uint64_t correlation_id,
                               const absl::Status& status, std::string body) {
   absl::MutexLock lock(&mu_);
-  auto pit = pools_.find(name);
-  if (pit == pools_.end()) return false;
-  auto it = pit->second->workers.find(key);
-  if (it == pit->second->workers.end() || !it->second.conn ||
-      !it->second.protocol_error.empty() || it->second.state != v1::WORKER_STATE_BUSY) {
+  WorkerSlot* w = FindWorkerLocked(name, key).second;
+  if (w == nullptr || !w->conn || !w->protocol_error.empty() ||
+      w->state != v1::WORKER_STATE_BUSY) {
     return false;
   }
   internal::ToWorker message;
@@ -215,7 +207,7 @@ bool Scheduler::ReplyToWorker(const std::string& name, uint64_t key, uint64_t co
   reply->set_correlation_id(correlation_id);
   StatusToProto(status, reply->mutable_status());
   reply->set_body(std::move(body));
-  return SendLocked(it->second, message);
+  return SendLocked(*w, message);
 }
 
 void Scheduler::ProtocolErrorLocked(WorkerSlot& w, const std::string& what) {
@@ -428,11 +420,9 @@ void Scheduler::ArmTimeLimitLocked(Pool& pool, WorkerSlot& w, absl::Duration lim
 
 void Scheduler::OnTimeLimit(const std::string& name, uint64_t key, uint64_t batch) {
   absl::MutexLock lock(&mu_);
-  auto pit = pools_.find(name);
-  if (pit == pools_.end()) return;
-  auto it = pit->second->workers.find(key);
-  if (it == pit->second->workers.end()) return;
-  WorkerSlot& w = it->second;
+  WorkerSlot* slot = FindWorkerLocked(name, key).second;
+  if (slot == nullptr) return;
+  WorkerSlot& w = *slot;
   w.limit_timer = 0;
   if (w.state != v1::WORKER_STATE_BUSY || w.batch_id != batch || !w.conn) return;
   // The hard limit: the worker's process group is killed; its exit ends the work.
@@ -444,12 +434,9 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
   Notify notify;
   {
     absl::MutexLock lock(&mu_);
-    auto pit = pools_.find(name);  // deleting pools too: their workers must be reaped
-    if (pit == pools_.end()) return;
-    Pool* pool = pit->second.get();
-    auto it = pool->workers.find(key);
-    if (it == pool->workers.end() || !it->second.conn) return;
-    WorkerSlot& w = it->second;
+    auto [pool, slot] = FindWorkerLocked(name, key);
+    if (slot == nullptr || !slot->conn) return;
+    WorkerSlot& w = *slot;
     WorkerConnection& conn = *w.conn;
     // Frames the worker sent before it died still count (results, a Hello that
     // reports a failed initializer): read them before judging the exit.
@@ -530,10 +517,10 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     }
     pool->idle.erase(std::remove(pool->idle.begin(), pool->idle.end(), key), pool->idle.end());
     const int index = w.index;
-    pool->workers.erase(it);
+    pool->workers.erase(key);
     if (pool->deleting && pool->workers.empty()) {
       Log("pool '", name, "' deleted");
-      pools_.erase(pit);
+      pools_.erase(name);
     } else {
       ScheduleRestartLocked(*pool, index);
       DispatchLocked(*pool);

@@ -14,8 +14,6 @@ namespace {
 // daemon's and gRPC's message limits).
 constexpr size_t kMaxBatchItems = kMaxInputBatchItems;
 constexpr size_t kMaxBatchBytes = 1 << 20;
-// Input bytes sent and not yet answered, at most (estimated; see WriteInputs).
-constexpr double kMaxInFlightBytes = 64 << 20;
 
 }  // namespace
 
@@ -23,12 +21,12 @@ MapCall::MapCall(std::shared_ptr<const Connection> connection, bool ordered)
     : connection_(std::move(connection)), ordered_(ordered) {}
 
 std::unique_ptr<MapCall> MapCall::StartUnary(std::shared_ptr<const Connection> connection,
-                                             const v1::MapRequest& request) {
+                                             const v1::MapRequest& request,
+                                             uint64_t items) {
   std::unique_ptr<MapCall> call(new MapCall(std::move(connection), request.ordered()));
   {
     absl::MutexLock lock(&call->mu_);
-    absl::StatusOr<size_t> n = CountPackedItems(request.inputs(), ~size_t{0}, "map inputs");
-    call->sent_ = n.ok() ? *n : 0;  // the daemon refuses malformed inputs
+    call->sent_ = items;
     call->stop_ = true;  // no writer
   }
   call->reader_ = call->connection_->tasks->Map(&call->context_, request);
@@ -93,28 +91,15 @@ void MapCall::WriteInputs(v1::MapStreamOpen open) {
   while (more) {
     uint64_t room = 0;
     {
+      // Bytes need no bound here: forkpoold stops reading a stream that holds too many,
+      // and gRPC's flow control then holds the Write below.
       absl::MutexLock lock(&mu_);
-      // Unanswered bytes are estimated from the mean input size so far: the item
-      // window alone would let large items pile up gigabytes in the daemon.
-      auto room_now = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> uint64_t {
-        const uint64_t inflight = sent_ - std::min(done_, sent_);
-        if (inflight >= window_) return 0;
-        uint64_t items = window_ - inflight;
-        if (sent_ > 0 && bytes_sent_ > 0) {
-          const double mean = static_cast<double>(bytes_sent_) / static_cast<double>(sent_);
-          const double bytes = static_cast<double>(inflight) * mean;
-          if (bytes >= kMaxInFlightBytes && inflight > 0) return 0;
-          items = std::min<uint64_t>(
-              items, std::max<uint64_t>(1, static_cast<uint64_t>((kMaxInFlightBytes - bytes) / mean)));
-        }
-        return items;
-      };
-      auto has_room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || room_now() > 0;
+      auto has_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || sent_ - std::min(done_, sent_) < window_;
       };
       mu_.Await(absl::Condition(&has_room));
       if (stop_) return;
-      room = room_now();
+      room = window_ - (sent_ - std::min(done_, sent_));
     }
     v1::MapStreamRequest request;
     std::string* packed = request.mutable_inputs()->mutable_inputs();
@@ -126,7 +111,6 @@ void MapCall::WriteInputs(v1::MapStreamOpen open) {
       {
         absl::MutexLock lock(&mu_);
         sent_ += n;
-        bytes_sent_ += packed->size();
       }
       if (!WriteMessage(request)) return;
     }

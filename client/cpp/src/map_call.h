@@ -29,9 +29,9 @@ namespace forkpool::internal {
 // InputSource, never letting more than `window` items be sent and unanswered.
 class MapCall {
  public:
-  // Starts a Tasks.Map call with all inputs in `request`.
+  // Starts a Tasks.Map call with all `items` inputs in `request`.
   static std::unique_ptr<MapCall> StartUnary(std::shared_ptr<const Connection> connection,
-                                             const v1::MapRequest& request);
+                                             const v1::MapRequest& request, uint64_t items);
   // A call that never started: Next returns `status`.
   static std::unique_ptr<MapCall> Failed(absl::Status status);
   // Starts a Tasks.MapStream call opened by `open`, fed from `feed`.
@@ -97,7 +97,6 @@ class MapCall {
 
   mutable absl::Mutex mu_;
   uint64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t bytes_sent_ ABSL_GUARDED_BY(mu_) = 0;  // packed bytes of the sent inputs
   uint64_t done_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t total_ ABSL_GUARDED_BY(mu_) = 0;
   // Set when the call is over or cancelled: the writer sends nothing more.

@@ -82,7 +82,7 @@ MapResults Pool::Imap(const std::string& function, const std::vector<std::string
   request.set_chunksize(options.chunksize);
   request.set_ordered(options.ordered);
   *request.mutable_options() = ToTaskOptions(options);
-  return MapResults(internal::MapCall::StartUnary(connection_, request));
+  return MapResults(internal::MapCall::StartUnary(connection_, request, inputs.size()));
 }
 
 MapResults Pool::ImapUnordered(const std::string& function,

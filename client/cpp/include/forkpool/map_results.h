@@ -31,8 +31,8 @@ struct MapOptions {
   // returns outputs in input order; false only lets the daemon answer sooner.
   bool ordered = true;
   // Most items in flight (sent and not yet answered) of a streamed map; the client
-  // sends no more than that, and the daemon holds no more. The client also keeps
-  // the inputs in flight under about 64 MiB, judged by their mean size so far. A
+  // sends no more than that, and the daemon holds no more (nor more than 32 MiB of
+  // inputs and results: then it stops reading, and the client's writes wait). A
   // window much smaller than the default costs throughput: the pipeline to the
   // workers and back holds many small items.
   uint32_t window = 262144;
