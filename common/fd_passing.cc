@@ -1,4 +1,5 @@
-// SCM_RIGHTS packet transfer. Always recvmsg: read() would silently drop passed fds.
+// SCM_RIGHTS packet transfer. Always recvmsg: read() would silently drop passed
+// fds.
 #include "common/fd_passing.h"
 
 #include <sys/socket.h>
@@ -14,8 +15,8 @@ namespace forkpool {
 absl::Status SendPacket(int socket, std::string_view bytes,
                         absl::Span<const int> fds) {
   if (fds.size() > static_cast<size_t>(kMaxPassedFds)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot pass ", fds.size(), " fds; the limit is ", kMaxPassedFds));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot pass ", fds.size(), " fds; the limit is ", kMaxPassedFds));
   }
   iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
   msghdr msg{};
@@ -43,10 +44,14 @@ absl::Status SendPacket(int socket, std::string_view bytes,
 }
 
 absl::StatusOr<Packet> ReceivePacket(int socket) {
-  Packet packet;
   // Not zero-filled: most packets are a few bytes.
   std::unique_ptr<char[]> buffer(new char[kMaxPacketBytes]);
-  iovec iov{buffer.get(), kMaxPacketBytes};
+  return ReceivePacket(socket, buffer.get(), kMaxPacketBytes);
+}
+
+absl::StatusOr<Packet> ReceivePacket(int socket, char* buffer, size_t size) {
+  Packet packet;
+  iovec iov{buffer, size};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -61,7 +66,8 @@ absl::StatusOr<Packet> ReceivePacket(int socket) {
     }
     return absl::ErrnoToStatus(errno, "recvmsg(control packet)");
   }
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
+       c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (size_t i = 0; i < count; ++i) {
@@ -71,12 +77,14 @@ absl::StatusOr<Packet> ReceivePacket(int socket) {
     }
   }
   if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
-    return absl::DataLossError(absl::StrCat(
-        "control packet truncated (", (msg.msg_flags & MSG_CTRUNC) ? "fds" : "bytes",
-        "); ", packet.fds.size(), " fds received and closed"));
+    return absl::DataLossError(
+        absl::StrCat("control packet truncated (",
+                     (msg.msg_flags & MSG_CTRUNC) ? "fds" : "bytes", "); ",
+                     packet.fds.size(), " fds received and closed"));
   }
-  if (n == 0 && packet.fds.empty()) return absl::NotFoundError("control socket closed");
-  packet.bytes.assign(buffer.get(), static_cast<size_t>(n));
+  if (n == 0 && packet.fds.empty())
+    return absl::NotFoundError("control socket closed");
+  packet.bytes.assign(buffer, static_cast<size_t>(n));
   return packet;
 }
 

@@ -12,7 +12,8 @@
 
 namespace forkpool {
 
-// Most fds one control message may carry; a packet with more is a protocol error.
+// Most fds one control message may carry; a packet with more is a protocol
+// error.
 inline constexpr int kMaxPassedFds = 8;
 // Largest control packet.
 inline constexpr size_t kMaxPacketBytes = 1 << 20;
@@ -28,9 +29,12 @@ absl::Status SendPacket(int socket, std::string_view bytes,
                         absl::Span<const int> fds = {});
 
 // Receives one packet with its fds (MSG_CMSG_CLOEXEC). NotFound at EOF;
-// DataLoss when the packet or its fds were truncated (the fds that did arrive are
-// closed); UnavailableError for EAGAIN on a non-blocking socket.
+// DataLoss when the packet or its fds were truncated (the fds that did arrive
+// are closed); UnavailableError for EAGAIN on a non-blocking socket.
 absl::StatusOr<Packet> ReceivePacket(int socket);
+// The same into the caller's `buffer` of `size` bytes (a longer packet is
+// DataLoss).
+absl::StatusOr<Packet> ReceivePacket(int socket, char* buffer, size_t size);
 
 }  // namespace forkpool
 

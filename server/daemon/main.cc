@@ -1,12 +1,13 @@
-// forkpoold: takes the lock, forks the fork helper before any thread exists, then
-// serves forkpool.v1 over gRPC on its Unix socket until SIGTERM or SIGINT.
+// forkpoold: takes the lock, forks the fork helper before any thread exists,
+// then serves forkpool.v1 over gRPC on its Unix socket until SIGTERM or SIGINT.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
-#include <systemd/sd-daemon.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,46 +21,76 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "server/daemon/fork_helper_client.h"
+#include "common/process_title.h"
 #include "server/daemon/io_loop.h"
+#include "server/daemon/launch/child_registry.h"
+#include "server/daemon/launch/orphan_reaper.h"
+#include "server/daemon/launch/root_helper_client.h"
 #include "server/daemon/listener.h"
 #include "server/daemon/lock_file.h"
 #include "server/daemon/log.h"
 #include "server/daemon/pool_service.h"
 #include "server/daemon/pool_settings.h"
+#include "server/daemon/process_util.h"
 #include "server/daemon/queue_manager.h"
 #include "server/daemon/queue_service.h"
-#include "server/daemon/process_util.h"
 #include "server/daemon/scheduler.h"
 #include "server/daemon/task_service.h"
 #include "server/daemon/worker_requests.h"
-#include "server/fork_helper/fork_helper.h"
+#include "server/helpers/helper_common.h"
+#include "server/helpers/root_helper.h"
 
-ABSL_FLAG(std::string, socket, "",
-          "Unix socket to serve on (default: /run/forkpool/forkpoold.sock as root, "
-          "$XDG_RUNTIME_DIR/forkpool/forkpoold.sock otherwise)");
+ABSL_FLAG(
+    std::string, socket, "",
+    "Unix socket to serve on (default: /run/forkpool/forkpoold.sock as root, "
+    "$XDG_RUNTIME_DIR/forkpool/forkpoold.sock otherwise)");
 ABSL_FLAG(int, processes, 0, "workers in the default pool (0: one per CPU)");
-ABSL_FLAG(std::vector<std::string>, task_library, {},
-          "task libraries the default pool loads, comma-separated (default: the "
-          "example library installed beside forkpoold)");
-ABSL_FLAG(int, max_tasks_per_child, 0, "recycle default-pool workers after N tasks (0: never)");
-ABSL_FLAG(absl::Duration, result_ttl, absl::Hours(1), "how long finished results are kept");
+ABSL_FLAG(
+    std::vector<std::string>, task_library, {},
+    "task libraries the default pool loads, comma-separated (default: the "
+    "example library installed beside forkpoold)");
+ABSL_FLAG(int, max_tasks_per_child, 0,
+          "recycle default-pool workers after N tasks (0: never)");
+ABSL_FLAG(absl::Duration, result_ttl, absl::Hours(1),
+          "how long finished results are kept");
 ABSL_FLAG(int64_t, max_result_bytes, int64_t{1} << 30,
-          "most bytes of finished results kept; past it the oldest are dropped before "
+          "most bytes of finished results kept; past it the oldest are dropped "
+          "before "
           "their TTL (a later Get says they expired)");
 ABSL_FLAG(absl::Duration, grace, absl::Seconds(10),
-          "on SIGTERM, how long running tasks may take to finish before they are killed");
+          "on SIGTERM, how long running tasks may take to finish before they "
+          "are killed");
 ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks per pool");
 ABSL_FLAG(int, poison_threshold, 3,
           "a task that has killed this many workers fails as a poison task");
-ABSL_FLAG(int64_t, max_queue_item_bytes, 4 << 20, "largest item a shared queue accepts");
-ABSL_FLAG(int64_t, max_queue_bytes, 256 << 20, "most bytes one shared queue may hold");
+ABSL_FLAG(int64_t, max_queue_item_bytes, 4 << 20,
+          "largest item a shared queue accepts");
+ABSL_FLAG(int64_t, max_queue_bytes, 256 << 20,
+          "most bytes one shared queue may hold");
 ABSL_FLAG(int, max_connections, 1024,
-          "most client connections open at once; more are closed at once (0: no cap)");
-ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "largest request a client may send");
+          "most client connections open at once; more are closed at once (0: "
+          "no cap)");
+ABSL_FLAG(int64_t, max_message_bytes, 16 << 20,
+          "largest request a client may send");
+ABSL_FLAG(absl::Duration, load_timeout, absl::Seconds(30),
+          "a pool whose helper has not loaded its libraries by then fails to "
+          "load (its "
+          "helper is killed)");
+ABSL_FLAG(absl::Duration, start_timeout, absl::Seconds(60),
+          "a worker not ready by then (its initializer still runs) is killed");
+ABSL_FLAG(absl::Duration, stopped_grace, absl::Seconds(10),
+          "a worker stopped (SIGSTOP) longer than this is killed and replaced; "
+          "a stopped "
+          "worker gets no work meanwhile");
+ABSL_FLAG(int, max_workers, 2048, "most workers of all pools together");
+ABSL_FLAG(
+    std::vector<std::string>, env_deny, {},
+    "environment variables helpers and workers do not inherit, comma-separated "
+    "(systemd's NOTIFY_SOCKET, LISTEN_* and WATCHDOG_* never are)");
 
 namespace forkpool {
 namespace {
@@ -84,7 +115,8 @@ absl::Status MakeDirs(const std::string& dir, mode_t mode) {
   struct stat st;
   if (::stat(dir.c_str(), &st) == 0) {
     if (!S_ISDIR(st.st_mode)) {
-      return absl::FailedPreconditionError(absl::StrCat("'", dir, "' is not a directory"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("'", dir, "' is not a directory"));
     }
     return absl::OkStatus();
   }
@@ -95,7 +127,8 @@ absl::Status MakeDirs(const std::string& dir, mode_t mode) {
   return absl::OkStatus();
 }
 
-// The example task library beside the binary (build tree) or in ../lib/forkpool.
+// The example task library beside the binary (build tree) or in
+// ../lib/forkpool.
 std::string DefaultTaskLibrary() {
   char exe[4096];
   const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -109,13 +142,30 @@ std::string DefaultTaskLibrary() {
   return "";
 }
 
-void RaiseFileLimit() {
+// Raises the soft fd limit to the hard one; returns the soft limit it had.
+uint64_t RaiseFileLimit() {
   rlimit lim;
-  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 0;
+  const uint64_t original = lim.rlim_cur;
+  if (lim.rlim_cur < lim.rlim_max) {
     lim.rlim_cur = lim.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &lim);
   }
+  return original;
 }
+
+// forkpool-worker beside forkpoold: the default worker program of spawn pools.
+std::string WorkerProgram() {
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return "forkpool-worker";
+  return absl::StrCat(DirName(std::string(exe, static_cast<size_t>(n))),
+                      "/forkpool-worker");
+}
+
+// True once no registered child but workers is left (the helpers have been
+// reaped).
+bool HelperPidsGone(const ChildRegistry& children) { return children.empty(); }
 
 [[noreturn]] void Fail(const std::string& what, const absl::Status& status) {
   Log(what, ": ", status.message());
@@ -127,20 +177,28 @@ int Serve() {
   std::string socket_path = absl::GetFlag(FLAGS_socket);
   if (socket_path.empty()) socket_path = DefaultSocketPath();
   const bool system_dir = socket_path.rfind("/run/", 0) == 0;
-  if (absl::Status s = MakeDirs(DirName(socket_path), system_dir ? 0755 : 0700); !s.ok()) {
+  if (absl::Status s = MakeDirs(DirName(socket_path), system_dir ? 0755 : 0700);
+      !s.ok()) {
     Fail("creating the socket directory", s);
   }
   // The lock comes before the socket: gRPC-style rebinding would steal a live
   // daemon's socket path.
   absl::StatusOr<LockFile> lock = LockFile::Acquire(socket_path + ".lock");
   if (!lock.ok()) Fail("cannot start", lock.status());
-  RaiseFileLimit();
-  absl::StatusOr<std::unique_ptr<Listener>> listener = Listener::Bind(socket_path, 0660);
+  const uint64_t nofile_soft_limit = RaiseFileLimit();
+  // What escapes a worker (fork, setsid) is re-parented to forkpoold and ended
+  // here, rather than left to PID 1.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  absl::StatusOr<std::unique_ptr<Listener>> listener =
+      Listener::Bind(socket_path, 0660);
   if (!listener.ok()) Fail("cannot listen", listener.status());
 
-  // Still single-threaded: the helper must be forked before anything starts a thread.
-  absl::StatusOr<HelperProcess> helper = ForkFirstHelper();
-  if (!helper.ok()) Fail("cannot start the fork helper", helper.status());
+  // Still single-threaded: the root helper must be forked before anything
+  // starts a thread. It loads nothing; every pool gets a helper of its own from
+  // it.
+  const std::vector<std::string> env_deny = absl::GetFlag(FLAGS_env_deny);
+  absl::StatusOr<HelperProcess> helper = ForkRootHelper(env_deny);
+  if (!helper.ok()) Fail("cannot start the root helper", helper.status());
 
   // Every thread created from here on inherits this mask; main waits for them.
   sigset_t stop_signals;
@@ -155,9 +213,11 @@ int Serve() {
   if (libraries.empty()) {
     const std::string lib = DefaultTaskLibrary();
     if (lib.empty()) {
-      Fail("cannot start the default pool",
-           absl::NotFoundError("no --task_library given and the example library "
-                               "libforkpool_example_tasks.so is not installed beside forkpoold"));
+      Fail(
+          "cannot start the default pool",
+          absl::NotFoundError("no --task_library given and the example library "
+                              "libforkpool_example_tasks.so is not installed "
+                              "beside forkpoold"));
     }
     libraries.push_back(lib);
   }
@@ -165,16 +225,27 @@ int Serve() {
   if (!loop.ok()) Fail("cannot start the I/O loop", loop.status());
   SchedulerOptions options;
   options.result_ttl = absl::GetFlag(FLAGS_result_ttl);
-  options.max_result_bytes = static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_result_bytes)));
+  options.max_result_bytes = static_cast<size_t>(
+      std::max<int64_t>(0, absl::GetFlag(FLAGS_max_result_bytes)));
   options.max_queued_per_pool = absl::GetFlag(FLAGS_max_queued);
   options.default_libraries = libraries;
   options.poison_threshold = std::max(1, absl::GetFlag(FLAGS_poison_threshold));
+  options.load_timeout = absl::GetFlag(FLAGS_load_timeout);
+  options.start_timeout = absl::GetFlag(FLAGS_start_timeout);
+  options.stopped_grace = absl::GetFlag(FLAGS_stopped_grace);
+  options.max_workers = std::max(1, absl::GetFlag(FLAGS_max_workers));
+  options.nofile_soft_limit = nofile_soft_limit;
+  options.worker_program = WorkerProgram();
   auto scheduler = std::make_unique<Scheduler>(loop->get(), options);
-  Scheduler* sched = scheduler.get();
-  auto helper_client = std::make_unique<ForkHelperClient>(
-      loop->get(), std::move(*helper), [sched](const std::string& why) { sched->OnHelperLost(why); });
-  scheduler->AttachHelper(helper_client.get());
-  if (absl::Status s = helper_client->Start(); !s.ok()) Fail("cannot watch the fork helper", s);
+  ChildRegistry children;
+  auto root_helper =
+      std::make_unique<RootHelperClient>(loop->get(), &children, env_deny);
+  if (absl::Status s = root_helper->Start(*std::move(helper)); !s.ok()) {
+    Fail("cannot watch the root helper", s);
+  }
+  scheduler->AttachHelpers(root_helper.get(), &children);
+  OrphanReaper orphans(loop->get(), &children);
+  orphans.Start();
   (*loop)->Start();
 
   v1::PoolSettings settings;
@@ -208,31 +279,39 @@ int Serve() {
   builder.RegisterService(&task_service);
   builder.RegisterService(&pool_service);
   builder.RegisterService(&queue_service);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes)));
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes)));
   builder.AddChannelArgument("grpc.server_handshake_timeout_ms", 5000);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server) Fail("cannot start the gRPC server", absl::InternalError("BuildAndStart failed"));
+  if (!server)
+    Fail("cannot start the gRPC server",
+         absl::InternalError("BuildAndStart failed"));
   server->GetHealthCheckService()->SetServingStatus(true);
-  if (absl::Status s = (*listener)->Start(loop->get(), server.get(),
-                                          absl::GetFlag(FLAGS_max_connections), &peers);
+  if (absl::Status s =
+          (*listener)->Start(loop->get(), server.get(),
+                             absl::GetFlag(FLAGS_max_connections), &peers);
       !s.ok()) {
     Fail("cannot accept connections", s);
   }
-  Log("serving on unix:", socket_path, " (pid ", ::getpid(), ", fork helper pid ",
-      helper_client->pid(), ", default pool: ", pool_info.settings().processes(), " workers)");
+  Log("serving on unix:", socket_path, " (pid ", ::getpid(),
+      ", root helper pid ", root_helper->pid(), ", default pool's helper pid ",
+      pool_info.helper_pid(),
+      ", default pool: ", pool_info.settings().processes(), " workers)");
   // Under systemd (Type=notify); a no-op without NOTIFY_SOCKET.
-  sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving on unix:%s", static_cast<int>(::getpid()),
-             socket_path.c_str());
+  sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving on unix:%s",
+             static_cast<int>(::getpid()), socket_path.c_str());
 
   int sig = 0;
   while (::sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
     Log("SIGHUP: configuration reload is not supported yet; ignoring");
   }
-  Log("received ", SignalName(sig), "; draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_grace)), ")");
+  Log("received ", SignalName(sig), "; draining (grace ",
+      absl::FormatDuration(absl::GetFlag(FLAGS_grace)), ")");
   (void)started;
 
-  // Drain: say NOT_SERVING, refuse new work, let running tasks finish in the grace
-  // period, kill what is left, then stop gRPC, the helper and the loop, in that order.
+  // Drain: say NOT_SERVING, refuse new work, let running tasks finish in the
+  // grace period, kill what is left, then stop gRPC, the helper and the loop,
+  // in that order.
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
   server->GetHealthCheckService()->SetServingStatus(false);
   const absl::Time drain_start = absl::Now();
@@ -247,17 +326,26 @@ int Serve() {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   const absl::Time grpc_stopped = absl::Now();
-  helper_client->Stop(absl::Seconds(2));
+  scheduler->CloseHelpers();
+  root_helper->Stop();
+  // Helpers leave on EOF and the loop reaps them; what is left dies with
+  // forkpoold (PR_SET_PDEATHSIG).
+  const absl::Time helpers_deadline = absl::Now() + absl::Seconds(2);
+  while (absl::Now() < helpers_deadline && !HelperPidsGone(children)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
   (*loop)->Stop();
-  Log("shutdown: tasks drained in ", absl::FormatDuration(drained - drain_start),
-      ", workers stopped in ", absl::FormatDuration(killed - drained), ", gRPC stopped in ",
+  Log("shutdown: tasks drained in ",
+      absl::FormatDuration(drained - drain_start), ", workers stopped in ",
+      absl::FormatDuration(killed - drained), ", gRPC stopped in ",
       absl::FormatDuration(grpc_stopped - killed), ", the rest in ",
       absl::FormatDuration(absl::Now() - grpc_stopped));
   Log("stopped");
-  // Every call, worker and the helper are over, and nothing is kept on disk, so the
-  // process leaves without destroying the server: ~Server (grpc_shutdown) joins gRPC's
-  // executor threads, and after a busy stream one of them can sit in epoll_wait for
-  // about 10 s before it notices (measured with gRPC 1.51: "the rest in 9.84s").
+  // Every call, worker and the helper are over, and nothing is kept on disk, so
+  // the process leaves without destroying the server: ~Server (grpc_shutdown)
+  // joins gRPC's executor threads, and after a busy stream one of them can sit
+  // in epoll_wait for about 10 s before it notices (measured with gRPC 1.51:
+  // "the rest in 9.84s").
   std::fflush(nullptr);
   std::_Exit(0);
 }
@@ -266,17 +354,22 @@ int Serve() {
 }  // namespace forkpool
 
 int main(int argc, char** argv) {
-  // A fork helper restarted by fork+exec after a crash (see ForkHelperClient::Respawn).
-  if (argc >= 3 && std::string(argv[1]) == forkpool::kHelperModeFlag) {
+  forkpool::SaveArgvForTitle(argc, argv);
+  // A root helper restarted by fork+exec after a crash
+  // (RootHelperClient::Respawn).
+  if (argc >= 3 && std::string(argv[1]) == forkpool::kRootHelperModeFlag) {
     const pid_t parent = static_cast<pid_t>(std::atoi(argv[2]));
-    forkpool::RunForkHelper(forkpool::UniqueFd(forkpool::kHelperControlFd), parent);
+    std::vector<std::string> deny;
+    if (argc >= 4) deny = absl::StrSplit(argv[3], ',', absl::SkipEmpty());
+    forkpool::RunRootHelper(forkpool::UniqueFd(forkpool::kHelperControlFd),
+                            parent, deny);
   }
   absl::SetProgramUsageMessage(
       "forkpoold: process pools as a service.\n"
       "  forkpoold [--socket PATH] [--processes N] [--task_library LIB,...]");
   absl::ParseCommandLine(argc, argv);
-  // Debian's Abseil keeps mutex deadlock detection on (a cycle graph updated on every
-  // lock): measurable on the map path and of no use in production.
+  // Debian's Abseil keeps mutex deadlock detection on (a cycle graph updated on
+  // every lock): measurable on the map path and of no use in production.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   return forkpool::Serve();
 }

@@ -15,16 +15,22 @@ namespace forkpool {
 
 // How a process ended.
 struct ExitInfo {
-  bool reaped = false;  // false if waitid failed (not our child, already reaped)
-  int signal = 0;       // nonzero if killed by a signal
+  bool reaped =
+      false;       // false if waitid failed (not our child, already reaped)
+  int signal = 0;  // nonzero if killed by a signal
   int exit_code = 0;
 };
 
 // pidfd_open(pid): an fd that becomes readable when `pid` exits.
 absl::StatusOr<UniqueFd> PidfdOpen(pid_t pid);
-// Reaps the exited child behind `pidfd` (waitid P_PIDFD, WEXITED). Blocks if it has
-// not exited yet.
+// Reaps the exited child behind `pidfd` (waitid P_PIDFD, WEXITED). Blocks if it
+// has not exited yet.
 ExitInfo ReapPidfd(int pidfd);
+// A stop or continue of a child since the last look.
+enum class StopChange { kNone, kStopped, kContinued };
+// waitid(P_PIDFD, WSTOPPED | WCONTINUED | WNOHANG): reports each stop and
+// continue of the child behind `pidfd` once. Never reaps (no WEXITED).
+StopChange PollStopState(int pidfd);
 // Waits up to `timeout` for the process behind `pidfd` to exit; true if it has.
 bool WaitPidfd(int pidfd, absl::Duration timeout);
 // Sends `sig` to the process behind `pidfd` (no pid-reuse race).

@@ -1,5 +1,6 @@
-// Scheduler, pools: creation, loading into the fork helper, close/join/terminate/delete,
-// descriptions, and reloading after a helper crash.
+// Scheduler, pools: creation, loading into the fork helper,
+// close/join/terminate/delete, descriptions, and reloading after a helper
+// crash.
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -23,10 +24,12 @@ using internal_scheduler::EffectiveOptions;
 using internal_scheduler::NowProto;
 using internal_scheduler::ToDuration;
 
-void Scheduler::CreatePool(v1::PoolSettings settings,
-                           std::function<void(absl::StatusOr<v1::PoolInfo>)> done) {
+void Scheduler::CreatePool(
+    v1::PoolSettings settings,
+    std::function<void(absl::StatusOr<v1::PoolInfo>)> done) {
   if (settings.libraries().empty()) {
-    for (const auto& lib : options_.default_libraries) settings.add_libraries(lib);
+    for (const auto& lib : options_.default_libraries)
+      settings.add_libraries(lib);
   }
   absl::Status valid = NormalizePoolSettings(&settings);
   if (!valid.ok()) {
@@ -39,97 +42,46 @@ void Scheduler::CreatePool(v1::PoolSettings settings,
     return;
   }
   if (auto it = pools_.find(settings.name()); it != pools_.end()) {
-    done(absl::AlreadyExistsError(absl::StrCat(
-        "pool '", settings.name(), "' already exists",
-        it->second->deleting ? " (it is being deleted; try again when it is gone)" : "")));
+    done(absl::AlreadyExistsError(
+        absl::StrCat("pool '", settings.name(), "' already exists",
+                     it->second->deleting
+                         ? " (it is being deleted; try again when it is gone)"
+                         : "")));
+    return;
+  }
+  // The cap counts the workers every pool asks for, so that one CreatePool
+  // cannot take the machine and a thousand at once are refused, not
+  // half-started.
+  int64_t in_use = 0;
+  for (const auto& [name, other] : pools_) {
+    if (!other->deleting) in_use += other->settings.processes();
+  }
+  if (in_use + settings.processes() > options_.max_workers) {
+    done(absl::ResourceExhaustedError(absl::StrCat(
+        "pool '", settings.name(), "' asks for ", settings.processes(),
+        " workers; forkpoold runs at most ", options_.max_workers,
+        " (--max_workers) and ", in_use, " are taken by other pools")));
     return;
   }
   auto pool = std::make_unique<Pool>();
   pool->settings = settings;
   pool->created_at = absl::Now();
+  pool->create_done = std::move(done);
   Pool& p = *pool;
   pools_.emplace(settings.name(), std::move(pool));
-  LoadNewPoolLocked(p, std::move(done), /*tries_left=*/3);
+  StartPoolHelperLocked(p);
 }
 
-void Scheduler::LoadNewPoolLocked(Pool& p, std::function<void(absl::StatusOr<v1::PoolInfo>)> done,
-                                  int tries_left) {
-  const std::string name = p.settings.name();
-  LoadPoolLocked(p, [this, name, done, tries_left](absl::Status s) {
-    absl::StatusOr<v1::PoolInfo> result;
-    bool retry = false;
-    {
-      absl::MutexLock lock(&mu_);
-      Pool* pool = FindPoolLocked(name);
-      if (pool == nullptr) {
-        result = absl::NotFoundError(absl::StrCat("pool '", name, "' was deleted while loading"));
-      } else if (absl::IsUnavailable(s) && tries_left > 0 && !draining_) {
-        // The fork helper died while loading it: a new one is on its way.
-        retry = true;
-      } else if (!s.ok()) {
-        pools_.erase(name);
-        result = s;
-      } else {
-        for (int i = 0; i < pool->settings.processes(); ++i) StartWorkerLocked(*pool, i);
-        result = InfoLocked(*pool);
-      }
-    }
-    if (retry) {
-      Log("pool '", name, "': ", s.message(), "; loading it again in the new fork helper");
-      loop_->AddTimer(absl::Now() + absl::Milliseconds(200), [this, name, done, tries_left] {
-        absl::MutexLock lock(&mu_);
-        Pool* pool = FindPoolLocked(name);
-        if (pool == nullptr) {
-          loop_->Post([done, name] {
-            done(absl::NotFoundError(absl::StrCat("pool '", name, "' was deleted while loading")));
-          });
-          return;
-        }
-        LoadNewPoolLocked(*pool, done, tries_left - 1);
-      });
-      return;
-    }
-    done(std::move(result));
-  });
-}
-
-void Scheduler::LoadPoolLocked(Pool& pool, std::function<void(absl::Status)> done) {
-  internal::ToHelper request;
-  auto* load = request.mutable_load_pool();
-  load->set_pool(pool.settings.name());
-  for (const auto& lib : pool.settings.libraries()) load->add_libraries(lib);
-  load->set_start_method(StartMethodName(pool.settings.start_method()));
-  load->set_initializer(pool.settings.initializer());
-  load->set_initargs(pool.settings.initargs().data());
-  load->set_memory_limit_bytes(pool.settings.memory_limit_bytes());
-  const std::string name = pool.settings.name();
-  absl::Status sent = helper_->Request(
-      request, [this, name, done](const internal::FromHelper& reply, std::vector<UniqueFd>) {
-        absl::Status s = StatusFromProto(reply.status());
-        if (s.ok()) {
-          absl::MutexLock lock(&mu_);
-          if (Pool* pool = FindPoolLocked(name)) {
-            pool->functions.clear();
-            for (const auto& f : reply.pool_loaded().functions()) pool->functions.insert(f);
-            pool->loaded = true;
-          }
-        }
-        done(s);
-      });
-  if (!sent.ok()) {
-    // Called under mu_: hand the failure to the loop thread.
-    loop_->Post([done, sent] { done(sent); });
-  }
-}
-
-bool Scheduler::AwaitWorkersReady(const std::string& name, int count, absl::Time deadline) {
+bool Scheduler::AwaitWorkersReady(const std::string& name, int count,
+                                  absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Pool* pool = FindPoolLocked(name);
     if (pool == nullptr) return true;
     int n = 0;
     for (const auto& [key, w] : pool->workers) {
-      if (w.state == v1::WORKER_STATE_IDLE || w.state == v1::WORKER_STATE_BUSY) ++n;
+      if (w.state == v1::WORKER_STATE_IDLE || w.state == v1::WORKER_STATE_BUSY)
+        ++n;
     }
     return n >= count;
   };
@@ -151,7 +103,9 @@ v1::PoolInfo Scheduler::InfoLocked(const Pool& pool) const {
     if (w.state == v1::WORKER_STATE_BUSY) info.set_busy(info.busy() + 1);
   }
   std::sort(info.mutable_workers()->begin(), info.mutable_workers()->end(),
-            [](const v1::WorkerInfo& a, const v1::WorkerInfo& b) { return a.index() < b.index(); });
+            [](const v1::WorkerInfo& a, const v1::WorkerInfo& b) {
+              return a.index() < b.index();
+            });
   info.set_queued(pool.queued);
   info.set_tasks_done(pool.tasks_done);
   info.set_tasks_failed(pool.tasks_failed);
@@ -160,6 +114,8 @@ v1::PoolInfo Scheduler::InfoLocked(const Pool& pool) const {
   info.set_closed(pool.closed);
   info.set_last_error(pool.last_error);
   info.set_map_inflight_high_water(pool.map_inflight_high_water);
+  info.set_state(pool.state);
+  info.set_helper_pid(pool.helper ? pool.helper->pid() : 0);
   return info;
 }
 
@@ -169,7 +125,8 @@ absl::StatusOr<v1::PoolInfo> Scheduler::ClosePool(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     Pool* pool = FindPoolLocked(name);
-    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    if (pool == nullptr)
+      return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
     pool->closed = true;
     WindDownLocked(*pool, &notify);
     info = InfoLocked(*pool);
@@ -178,17 +135,20 @@ absl::StatusOr<v1::PoolInfo> Scheduler::ClosePool(const std::string& name) {
   return info;
 }
 
-void Scheduler::TerminateLocked(Pool& pool, const std::string& why, Notify* notify) {
+void Scheduler::TerminateLocked(Pool& pool, const std::string& why,
+                                Notify* notify) {
   pool.closed = true;
   for (const PendingWork& work : pool.pending) {
     if (work.chunk) {
       if (!work.chunk->job->cancelled()) {
-        FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_CANCELLED, why, nullptr);
+        FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_CANCELLED, why,
+                             nullptr);
       }
       continue;
     }
     Task* task = tasks_.Find(work.task_id);
-    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
+    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING)
+      continue;
     task->result.set_error(why);
     FinishLocked(&pool, *task, v1::TASK_STATE_CANCELLED, notify);
   }
@@ -198,7 +158,8 @@ void Scheduler::TerminateLocked(Pool& pool, const std::string& why, Notify* noti
     if (w.state == v1::WORKER_STATE_BUSY) {
       if (w.chunk) {
         if (!w.chunk->job->cancelled()) {
-          FailChunkItemsLocked(*w.chunk, w.chunk_results, v1::TASK_STATE_CANCELLED, why, nullptr);
+          FailChunkItemsLocked(*w.chunk, w.chunk_results,
+                               v1::TASK_STATE_CANCELLED, why, nullptr);
         }
         w.chunk.reset();
       } else if (Task* task = tasks_.Find(w.task_id);
@@ -221,8 +182,11 @@ absl::StatusOr<v1::PoolInfo> Scheduler::TerminatePool(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     Pool* pool = FindPoolLocked(name);
-    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
-    TerminateLocked(*pool, absl::StrCat("cancelled: pool '", name, "' was terminated"), &notify);
+    if (pool == nullptr)
+      return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    TerminateLocked(*pool,
+                    absl::StrCat("cancelled: pool '", name, "' was terminated"),
+                    &notify);
     WindDownLocked(*pool, &notify);
     info = InfoLocked(*pool);
   }
@@ -235,15 +199,31 @@ absl::Status Scheduler::DeletePool(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     Pool* pool = FindPoolLocked(name);
-    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
-    TerminateLocked(*pool, absl::StrCat("cancelled: pool '", name, "' was deleted"), &notify);
+    if (pool == nullptr)
+      return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    TerminateLocked(*pool,
+                    absl::StrCat("cancelled: pool '", name, "' was deleted"),
+                    &notify);
     WindDownLocked(*pool, &notify);
-    // Workers still starting are dropped with their slot: the fds the helper passes
-    // up for them close unused and the worker exits on EOF.
+    // Workers still starting are dropped with their slot: the fds the helper
+    // passes up for them close unused and the worker exits on EOF.
     for (auto it = pool->workers.begin(); it != pool->workers.end();) {
       it = it->second.conn ? std::next(it) : pool->workers.erase(it);
     }
     pool->deleting = true;
+    // Its helper leaves (EOF) and is reaped by its channel; so are the
+    // processes the pool's libraries started in it, which forkpoold then adopts
+    // and ends.
+    if (pool->helper) pool->helper->Close();
+    pool->helper.reset();
+    if (pool->create_done) {
+      auto done = std::move(pool->create_done);
+      pool->create_done = nullptr;
+      notify.push_back([done, name] {
+        done(absl::NotFoundError(
+            absl::StrCat("pool '", name, "' was deleted while loading")));
+      });
+    }
     if (pool->workers.empty()) {
       pools_.erase(name);
     }
@@ -252,15 +232,18 @@ absl::Status Scheduler::DeletePool(const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::Status Scheduler::JoinPool(const std::string& name, std::function<void()> done) {
+absl::Status Scheduler::JoinPool(const std::string& name,
+                                 std::function<void()> done) {
   Notify notify;
   {
     absl::MutexLock lock(&mu_);
     Pool* pool = FindPoolLocked(name);
-    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    if (pool == nullptr)
+      return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
     if (!pool->closed) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("pool '", name, "' is still running: close or terminate it before join"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pool '", name,
+          "' is still running: close or terminate it before join"));
     }
     pool->join_waiters.push_back(std::move(done));
     WindDownLocked(*pool, &notify);
@@ -273,7 +256,8 @@ void Scheduler::WindDownLocked(Pool& pool, Notify* notify) {
   if (!pool.closed) return;
   if (pool.queued == 0 && pool.pending.empty()) {
     for (auto& [key, w] : pool.workers) {
-      if (w.state == v1::WORKER_STATE_IDLE && w.conn) {
+      if (w.state == v1::WORKER_STATE_IDLE && w.conn &&
+          w.protocol_error.empty()) {
         internal::ToWorker shutdown;
         shutdown.mutable_shutdown();
         (void)SendLocked(w, shutdown);
@@ -300,39 +284,9 @@ std::vector<v1::PoolInfo> Scheduler::ListPools() {
 absl::StatusOr<v1::PoolInfo> Scheduler::DescribePool(const std::string& name) {
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(name);
-  if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+  if (pool == nullptr)
+    return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
   return InfoLocked(*pool);
-}
-
-void Scheduler::OnHelperLost(const std::string& why) {
-  // A helper that keeps dying (or cannot start) is a broken installation or
-  // environment: leave with a clear message so that the supervisor (systemd)
-  // restarts the whole daemon, rather than fork in a loop. Workers die with us.
-  const absl::Time now = absl::Now();
-  helper_losses_.push_back(now);
-  while (!helper_losses_.empty() && helper_losses_.front() < now - kHelperLossWindow) {
-    helper_losses_.pop_front();
-  }
-  if (static_cast<int>(helper_losses_.size()) > kMaxHelperLosses) {
-    Log(why, "; the fork helper was lost ", helper_losses_.size(), " times within ",
-        absl::FormatDuration(kHelperLossWindow), ": giving up, exiting with status 1");
-    std::fflush(stderr);
-    std::_Exit(1);
-  }
-  Log(why, "; starting a new fork helper");
-  absl::Status s = helper_->Respawn();
-  if (!s.ok()) {
-    Log("cannot start a new fork helper: ", s.message());
-    // Try again shortly; workers already running are unaffected.
-    loop_->AddTimer(absl::Now() + absl::Seconds(1), [this] { OnHelperLost("fork helper missing"); });
-    return;
-  }
-  absl::MutexLock lock(&mu_);
-  for (auto& [name, pool] : pools_) {
-    LoadPoolLocked(*pool, [name = name](absl::Status s) {
-      if (!s.ok()) Log("pool '", name, "': reloading in the new fork helper: ", s.message());
-    });
-  }
 }
 
 }  // namespace forkpool

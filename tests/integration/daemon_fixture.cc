@@ -52,18 +52,18 @@ bool IsOwned(pid_t pid) {
   return OwnedPids().count(pid) > 0;
 }
 
-// Spawns `argv` with `envp`, stdin from /dev/null, stdout and stderr to `out` and
-// `err` (appended), default signal dispositions and an empty signal mask.
+// Spawns `argv` with `envp`, stdin from /dev/null, stdout and stderr to `out`
+// and `err` (appended), default signal dispositions and an empty signal mask.
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
-                            const std::vector<std::string>& envp, const std::string& out,
-                            const std::string& err) {
+                            const std::vector<std::string>& envp,
+                            const std::string& out, const std::string& err) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0600);
-  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0600);
+  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, all;
@@ -71,25 +71,30 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
   sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   std::vector<char*> env;
   for (const std::string& e : envp) env.push_back(const_cast<char*>(e.c_str()));
   env.push_back(nullptr);
 
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, args[0], &actions, &attr, args.data(), env.data());
+  const int rc =
+      posix_spawn(&pid, args[0], &actions, &attr, args.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) return absl::ErrnoToStatus(rc, absl::StrCat("posix_spawn(", argv[0], ")"));
+  if (rc != 0)
+    return absl::ErrnoToStatus(rc, absl::StrCat("posix_spawn(", argv[0], ")"));
   Own(pid);
   return pid;
 }
 
-std::vector<std::string> Environment(const std::map<std::string, std::string>& extra) {
+std::vector<std::string> Environment(
+    const std::map<std::string, std::string>& extra) {
   std::vector<std::string> out;
   for (char** e = environ; *e != nullptr; ++e) {
     const absl::string_view entry(*e);
@@ -97,7 +102,8 @@ std::vector<std::string> Environment(const std::map<std::string, std::string>& e
     if (name == "FORKPOOL_ADDRESS" || extra.count(std::string(name))) continue;
     out.emplace_back(entry);
   }
-  for (const auto& [name, value] : extra) out.push_back(absl::StrCat(name, "=", value));
+  for (const auto& [name, value] : extra)
+    out.push_back(absl::StrCat(name, "=", value));
   return out;
 }
 
@@ -114,7 +120,8 @@ absl::StatusOr<std::optional<int>> TryReap(pid_t pid) {
 }
 
 // Waits up to `timeout` for `pid` to exit.
-absl::StatusOr<std::optional<int>> ReapWithin(pid_t pid, absl::Duration timeout) {
+absl::StatusOr<std::optional<int>> ReapWithin(pid_t pid,
+                                              absl::Duration timeout) {
   absl::StatusOr<std::optional<int>> reaped = std::optional<int>();
   PollUntil(
       [&] {
@@ -143,7 +150,8 @@ std::string ReadFile(const std::string& path) {
 }
 
 std::string TestLibrariesFlag() {
-  return absl::StrCat("--task_library=", kExampleTasksPath, ",", kTestTasksPath);
+  return absl::StrCat("--task_library=", kExampleTasksPath, ",",
+                      kTestTasksPath);
 }
 
 std::optional<ProcInfo> ReadProc(pid_t pid) {
@@ -157,10 +165,12 @@ std::optional<ProcInfo> ReadProc(pid_t pid) {
   ProcInfo info;
   info.pid = pid;
   info.comm = stat.substr(open + 1, close - open - 1);
-  std::vector<std::string> rest = absl::StrSplit(stat.substr(close + 1), ' ', absl::SkipEmpty());
+  std::vector<std::string> rest =
+      absl::StrSplit(stat.substr(close + 1), ' ', absl::SkipEmpty());
   if (rest.size() < 3 || rest[0].empty()) return std::nullopt;
   info.state = rest[0][0];
-  if (!absl::SimpleAtoi(rest[1], &info.ppid) || !absl::SimpleAtoi(rest[2], &info.pgid)) {
+  if (!absl::SimpleAtoi(rest[1], &info.ppid) ||
+      !absl::SimpleAtoi(rest[2], &info.pgid)) {
     return std::nullopt;
   }
   return info;
@@ -174,7 +184,9 @@ std::vector<ProcInfo> ChildrenOf(pid_t parent, const std::string& comm) {
     pid_t pid = 0;
     if (!absl::SimpleAtoi(entry->d_name, &pid) || pid <= 0) continue;
     std::optional<ProcInfo> info = ReadProc(pid);
-    if (!info || info->ppid != parent || info->state == 'Z' || info->state == 'X') continue;
+    if (!info || info->ppid != parent || info->state == 'Z' ||
+        info->state == 'X')
+      continue;
     if (!comm.empty() && info->comm != comm) continue;
     out.push_back(*info);
   }
@@ -186,13 +198,15 @@ std::vector<ProcInfo> ChildrenOf(pid_t parent, const std::string& comm) {
 
 std::set<pid_t> WorkerPidsOf(pid_t daemon) {
   std::set<pid_t> out;
-  for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-worker")) out.insert(p.pid);
+  for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-worker"))
+    out.insert(p.pid);
   return out;
 }
 
 std::set<pid_t> HelperPidsOf(pid_t daemon) {
   std::set<pid_t> out;
-  for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-helper")) out.insert(p.pid);
+  for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-helper"))
+    out.insert(p.pid);
   return out;
 }
 
@@ -253,15 +267,19 @@ Daemon::Daemon(std::string dir, pid_t pid)
       log_path_(dir + "/forkpoold.log"),
       pid_(pid) {}
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
+    const DaemonOptions& options) {
   char tmpl[] = "/tmp/fpit-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) return absl::ErrnoToStatus(errno, "mkdtemp(/tmp/fpit-*)");
+  if (::mkdtemp(tmpl) == nullptr)
+    return absl::ErrnoToStatus(errno, "mkdtemp(/tmp/fpit-*)");
   const std::string dir = tmpl;
   const std::string socket = dir + "/forkpoold.sock";
   const std::string log = dir + "/forkpoold.log";
-  std::vector<std::string> argv = {options.binary, absl::StrCat("--socket=", socket),
-                                   absl::StrCat("--processes=", options.processes)};
-  argv.insert(argv.end(), options.extra_flags.begin(), options.extra_flags.end());
+  std::vector<std::string> argv = {
+      options.binary, absl::StrCat("--socket=", socket),
+      absl::StrCat("--processes=", options.processes)};
+  argv.insert(argv.end(), options.extra_flags.begin(),
+              options.extra_flags.end());
   absl::StatusOr<pid_t> pid = Spawn(argv, Environment({}), log, log);
   if (!pid.ok()) {
     std::filesystem::remove_all(dir);
@@ -281,7 +299,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& optio
           if (reaped.ok()) daemon->stop_result_ = **reaped;
           return true;
         }
-        if (!absl::StrContains(daemon->ReadLog(), "serving on unix:")) return false;
+        if (!absl::StrContains(daemon->ReadLog(), "serving on unix:"))
+          return false;
         ConnectOptions connect;
         connect.connect_timeout = absl::Seconds(1);
         absl::StatusOr<std::unique_ptr<Client>> client =
@@ -291,21 +310,23 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& optio
       },
       options.start_timeout);
   if (exited) {
-    return absl::InternalError(
-        absl::StrCat("forkpoold exited during start-up; its log:\n", daemon->ReadLog()));
+    return absl::InternalError(absl::StrCat(
+        "forkpoold exited during start-up; its log:\n", daemon->ReadLog()));
   }
   if (!ready) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "forkpoold did not answer within ", absl::FormatDuration(options.start_timeout), " (",
-        last.message(), "); its log:\n", daemon->ReadLog()));
+    return absl::DeadlineExceededError(
+        absl::StrCat("forkpoold did not answer within ",
+                     absl::FormatDuration(options.start_timeout), " (",
+                     last.message(), "); its log:\n", daemon->ReadLog()));
   }
-  // "serving on unix:... (pid N, fork helper pid M, ...)"
+  // "serving on unix:... (pid N, root helper pid M, ...)"
   const std::string said = daemon->ReadLog();
-  const std::string helper_key = "fork helper pid ";
+  const std::string helper_key = "root helper pid ";
   if (const size_t at = said.find(helper_key); at != std::string::npos) {
     const size_t begin = at + helper_key.size();
     const size_t end = said.find_first_not_of("0123456789", begin);
-    (void)absl::SimpleAtoi(said.substr(begin, end - begin), &daemon->first_helper_pid_);
+    (void)absl::SimpleAtoi(said.substr(begin, end - begin),
+                           &daemon->first_helper_pid_);
   }
   return daemon;
 }
@@ -345,8 +366,9 @@ absl::StatusOr<int> Daemon::AwaitExit(absl::Duration timeout) {
     return stop_result_;
   }
   if (!reaped->has_value()) {
-    return absl::DeadlineExceededError(absl::StrCat("forkpoold pid ", pid_, " still runs after ",
-                                                    absl::FormatDuration(timeout)));
+    return absl::DeadlineExceededError(
+        absl::StrCat("forkpoold pid ", pid_, " still runs after ",
+                     absl::FormatDuration(timeout)));
   }
   stopped_ = true;
   stop_result_ = **reaped;
@@ -355,12 +377,12 @@ absl::StatusOr<int> Daemon::AwaitExit(absl::Duration timeout) {
 
 std::string Daemon::ReadLog() const { return ReadFile(log_path_); }
 
-absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
-                                         const std::string& scratch_dir,
-                                         const std::map<std::string, std::string>& env,
-                                         absl::Duration timeout) {
+absl::StatusOr<CommandResult> RunCommand(
+    const std::vector<std::string>& argv, const std::string& scratch_dir,
+    const std::map<std::string, std::string>& env, absl::Duration timeout) {
   static int counter = 0;
-  const std::string stem = absl::StrCat(scratch_dir, "/cmd-", ::getpid(), "-", ++counter);
+  const std::string stem =
+      absl::StrCat(scratch_dir, "/cmd-", ::getpid(), "-", ++counter);
   const std::string out_path = stem + ".out";
   const std::string err_path = stem + ".err";
   absl::StatusOr<pid_t> pid = Spawn(argv, Environment(env), out_path, err_path);
@@ -371,8 +393,8 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
     ::kill(*pid, SIGKILL);
     (void)ReapWithin(*pid, absl::Seconds(10));
     return absl::DeadlineExceededError(absl::StrCat(
-        argv[0], " did not finish within ", absl::FormatDuration(timeout), "; stderr:\n",
-        ReadFile(err_path)));
+        argv[0], " did not finish within ", absl::FormatDuration(timeout),
+        "; stderr:\n", ReadFile(err_path)));
   }
   CommandResult result;
   result.exit_code = ExitCodeOf(**reaped);

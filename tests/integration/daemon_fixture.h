@@ -1,5 +1,6 @@
 // Test helper: runs the real forkpoold binary on a socket in a fresh temporary
-// directory, and runs other programs (the forkpool CLI) with their output captured.
+// directory, and runs other programs (the forkpool CLI) with their output
+// captured.
 #ifndef FORKPOOL_TESTS_INTEGRATION_DAEMON_FIXTURE_H_
 #define FORKPOOL_TESTS_INTEGRATION_DAEMON_FIXTURE_H_
 
@@ -30,33 +31,36 @@ struct DaemonOptions {
   absl::Duration start_timeout = absl::Seconds(20);
 };
 
-// A forkpoold process this test started, its temporary directory (socket, log) and
-// its lifetime. The destructor stops it (SIGTERM, then SIGKILL) and removes the
-// directory. Thread-compatible.
+// A forkpoold process this test started, its temporary directory (socket, log)
+// and its lifetime. The destructor stops it (SIGTERM, then SIGKILL) and removes
+// the directory. Thread-compatible.
 class Daemon {
  public:
-  // Makes a directory under /tmp (keeps the socket path far below 108 bytes), starts
-  // the daemon there with stdin /dev/null and stdout+stderr appended to `log_path()`,
-  // and polls until it logs that it is serving and answers a health check. Fails, with
-  // the log's text, if it exits or does not answer within options.start_timeout.
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonOptions& options = {});
+  // Makes a directory under /tmp (keeps the socket path far below 108 bytes),
+  // starts the daemon there with stdin /dev/null and stdout+stderr appended to
+  // `log_path()`, and polls until it logs that it is serving and answers a
+  // health check. Fails, with the log's text, if it exits or does not answer
+  // within options.start_timeout.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
+      const DaemonOptions& options = {});
 
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
   ~Daemon();
 
-  // SIGTERM, then waits up to `grace` for the exit; SIGKILL after that. Returns the
-  // wait status (as from waitpid), or an error if the process could not be reaped.
-  // Idempotent: a second call returns the first's answer.
+  // SIGTERM, then waits up to `grace` for the exit; SIGKILL after that. Returns
+  // the wait status (as from waitpid), or an error if the process could not be
+  // reaped. Idempotent: a second call returns the first's answer.
   absl::StatusOr<int> Stop(absl::Duration grace = absl::Seconds(15));
 
-  // Waits up to `timeout` for the daemon to exit by itself (after a signal the test
-  // sent) and reaps it: its wait status, kDeadlineExceeded if it still runs (it is
-  // then left running for Stop or the destructor).
+  // Waits up to `timeout` for the daemon to exit by itself (after a signal the
+  // test sent) and reaps it: its wait status, kDeadlineExceeded if it still
+  // runs (it is then left running for Stop or the destructor).
   absl::StatusOr<int> AwaitExit(absl::Duration timeout);
 
   pid_t pid() const { return pid_; }
-  // The fork helper's pid as the daemon logged it at start-up ("fork helper pid N").
+  // The root helper's pid as the daemon logged it at start-up ("root helper pid
+  // N").
   pid_t first_helper_pid() const { return first_helper_pid_; }
   // The temporary directory, the socket in it, and "unix:<socket>".
   const std::string& dir() const { return dir_; }
@@ -87,24 +91,25 @@ struct CommandResult {
 };
 
 // Runs `argv` (argv[0] is the path) with the test's environment minus
-// FORKPOOL_ADDRESS, plus `env` (NAME -> value); stdin /dev/null, stdout and stderr to
-// files in `scratch_dir`. Waits up to `timeout`, then SIGKILLs it and fails with
-// kDeadlineExceeded.
-absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
-                                         const std::string& scratch_dir,
-                                         const std::map<std::string, std::string>& env = {},
-                                         absl::Duration timeout = absl::Seconds(30));
+// FORKPOOL_ADDRESS, plus `env` (NAME -> value); stdin /dev/null, stdout and
+// stderr to files in `scratch_dir`. Waits up to `timeout`, then SIGKILLs it and
+// fails with kDeadlineExceeded.
+absl::StatusOr<CommandResult> RunCommand(
+    const std::vector<std::string>& argv, const std::string& scratch_dir,
+    const std::map<std::string, std::string>& env = {},
+    absl::Duration timeout = absl::Seconds(30));
 
 // True while /proc says process `pid` exists and is not a zombie.
 bool ProcessAlive(pid_t pid);
 
-// Paths of the example and test task libraries and of the spawn worker program, as
-// built beside forkpoold.
+// Paths of the example and test task libraries and of the spawn worker program,
+// as built beside forkpoold.
 inline constexpr char kExampleTasksPath[] = FORKPOOL_EXAMPLE_TASKS_PATH;
 inline constexpr char kTestTasksPath[] = FORKPOOL_TEST_TASKS_PATH;
 inline constexpr char kWorkerPath[] = FORKPOOL_WORKER_PATH;
 
-// "--task_library=<example library>,<test library>": the default pool loads both.
+// "--task_library=<example library>,<test library>": the default pool loads
+// both.
 std::string TestLibrariesFlag();
 
 // One process as /proc/PID/stat describes it.
@@ -121,8 +126,8 @@ struct ProcInfo {
 // What /proc/PID/stat says of `pid`; nullopt when there is no such process.
 std::optional<ProcInfo> ReadProc(pid_t pid);
 
-// Live (non-zombie) children of `parent` according to /proc, optionally only those
-// whose comm is `comm`; sorted by pid.
+// Live (non-zombie) children of `parent` according to /proc, optionally only
+// those whose comm is `comm`; sorted by pid.
 std::vector<ProcInfo> ChildrenOf(pid_t parent, const std::string& comm = "");
 
 // Pids of the live `forkpool-worker` children of `daemon`, and of its live
@@ -136,12 +141,13 @@ std::vector<int> OpenFds(pid_t pid);
 // readlink() of `path`; empty when it fails.
 std::string ReadLink(const std::string& path);
 
-// Makes this process a child subreaper (PR_SET_CHILD_SUBREAPER), so that what a dead
-// daemon leaves behind is re-parented to the test and stays checkable.
+// Makes this process a child subreaper (PR_SET_CHILD_SUBREAPER), so that what a
+// dead daemon leaves behind is re-parented to the test and stays checkable.
 void BecomeSubreaper();
 
-// Reaps every zombie child of this process that the fixture did not start itself
-// (daemons and commands are reaped by their owners): orphans adopted as subreaper.
+// Reaps every zombie child of this process that the fixture did not start
+// itself (daemons and commands are reaped by their owners): orphans adopted as
+// subreaper.
 void ReapAdoptedOrphans();
 
 // Polls `condition` every few milliseconds until it holds or `timeout` passes;
@@ -152,7 +158,8 @@ bool PollUntil(Condition condition, absl::Duration timeout = absl::Seconds(10));
 // Reads a whole file; empty when it cannot.
 std::string ReadFile(const std::string& path);
 
-// --- implementation of the template -------------------------------------------------
+// --- implementation of the template
+// -------------------------------------------------
 void SleepForPoll();
 template <typename Condition>
 bool PollUntil(Condition condition, absl::Duration timeout) {

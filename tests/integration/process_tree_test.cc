@@ -1,6 +1,6 @@
-// Fault-injection tests of forkpoold's process tree, checked in /proc: who is whose
-// child, what a worker holds open, what survives a killed helper or daemon, and how
-// workers are recycled, spawned and initialised.
+// Fault-injection tests of forkpoold's process tree, checked in /proc: who is
+// whose child, what a worker holds open, what survives a killed helper or
+// daemon, and how workers are recycled, spawned and initialised.
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -27,22 +27,37 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// --- 1. the tree -------------------------------------------------------------------
+// --- 1. the tree
+// -------------------------------------------------------------------
 
 TEST_F(FaultTest, WorkersAreTheDaemonsChildrenInTheirOwnGroups) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(3));
   const pid_t daemon = daemon_->pid();
-  const pid_t helper = daemon_->first_helper_pid();
-  ASSERT_GT(helper, 0) << "no helper pid in the log:\n" << daemon_->ReadLog();
+  const pid_t root = daemon_->first_helper_pid();
+  ASSERT_GT(root, 0) << "no root helper pid in the log:\n"
+                     << daemon_->ReadLog();
+  absl::StatusOr<v1::PoolInfo> described_pool =
+      client_->DescribePool("default");
+  ASSERT_THAT(described_pool, IsOk());
+  const pid_t helper = described_pool->helper_pid();
+  ASSERT_GT(helper, 0);
 
-  // The helper: a live child of the daemon, named forkpool-helper.
-  std::optional<ProcInfo> helper_info = ReadProc(helper);
-  ASSERT_TRUE(helper_info.has_value());
-  EXPECT_EQ(helper_info->ppid, daemon);
-  EXPECT_EQ(helper_info->comm, "forkpool-helper");
-  EXPECT_EQ(HelperPidsOf(daemon), std::set<pid_t>{helper});
+  // The root helper and the pool's own helper: live children of the daemon,
+  // named forkpool-helper, with titles that say which is which.
+  for (pid_t h : {root, helper}) {
+    std::optional<ProcInfo> helper_info = ReadProc(h);
+    ASSERT_TRUE(helper_info.has_value());
+    EXPECT_EQ(helper_info->ppid, daemon);
+    EXPECT_EQ(helper_info->comm, "forkpool-helper");
+  }
+  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", root, "/cmdline")),
+              ::testing::StartsWith("forkpool-helper: root"));
+  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", helper, "/cmdline")),
+              ::testing::StartsWith("forkpool-helper: pool default"));
+  EXPECT_EQ(HelperPidsOf(daemon), (std::set<pid_t>{root, helper}));
 
-  // Exactly three live forkpool-worker children, the same pids DescribePool reports.
+  // Exactly three live forkpool-worker children, the same pids DescribePool
+  // reports.
   const std::set<pid_t> workers = WorkerPidsOf(daemon);
   ASSERT_EQ(workers.size(), 3u) << Pids(workers);
   absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("default");
@@ -67,9 +82,11 @@ TEST_F(FaultTest, WorkersAreTheDaemonsChildrenInTheirOwnGroups) {
     EXPECT_EQ(p->pgid, w);
     EXPECT_NE(p->pgid, daemon_info->pgid);
     groups.insert(p->pgid);
-    // stdin is /dev/null, fd 3 its socket (that nothing else is open: see below).
+    // stdin is /dev/null, fd 3 its socket (that nothing else is open: see
+    // below).
     EXPECT_EQ(ReadLink(absl::StrCat("/proc/", w, "/fd/0")), "/dev/null");
-    EXPECT_THAT(ReadLink(absl::StrCat("/proc/", w, "/fd/3")), HasSubstr("socket:"));
+    EXPECT_THAT(ReadLink(absl::StrCat("/proc/", w, "/fd/3")),
+                HasSubstr("socket:"));
   }
   EXPECT_EQ(groups.size(), 3u);
 
@@ -85,8 +102,8 @@ TEST_F(FaultTest, WorkersAreTheDaemonsChildrenInTheirOwnGroups) {
   for (pid_t pid : ran_in) EXPECT_EQ(workers.count(pid), 1u) << pid;
 }
 
-// docs/architecture.md promises a worker "no fds but 0, 1, 2 and its socket (fd 3)"
-// (a worker once kept /proc/self/statm open as fd 4 for its RSS reports).
+// docs/architecture.md promises a worker "no fds but 0, 1, 2 and its socket (fd
+// 3)" (a worker once kept /proc/self/statm open as fd 4 for its RSS reports).
 TEST_F(FaultTest, WorkersHoldOnlyFdsZeroToThree) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
   v1::PoolSettings settings;
@@ -116,7 +133,8 @@ TEST_F(FaultTest, WorkersHoldOnlyFdsZeroToThree) {
   }
 }
 
-// --- 2. dispatch only to idle workers ---------------------------------------------
+// --- 2. dispatch only to idle workers
+// ---------------------------------------------
 
 TEST_F(FaultTest, ShortTasksDoNotWaitBehindALongOne) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
@@ -128,15 +146,19 @@ TEST_F(FaultTest, ShortTasksDoNotWaitBehindALongOne) {
   const absl::Time start = absl::Now();
   std::vector<std::string> inputs;
   for (int i = 0; i < 20; ++i) inputs.push_back(absl::StrCat("e", i));
-  absl::StatusOr<std::vector<AsyncResult>> echos = client_->pool().SubmitMany("echo", inputs);
+  absl::StatusOr<std::vector<AsyncResult>> echos =
+      client_->pool().SubmitMany("echo", inputs);
   ASSERT_THAT(echos, IsOk());
   std::vector<std::string> ids;
   for (const AsyncResult& r : *echos) ids.push_back(r.id());
-  absl::StatusOr<WaitOutcome> waited = client_->Wait(ids, WaitMode::kAll, absl::Seconds(2.5));
+  absl::StatusOr<WaitOutcome> waited =
+      client_->Wait(ids, WaitMode::kAll, absl::Seconds(2.5));
   const absl::Duration took = absl::Now() - start;
   ASSERT_THAT(waited, IsOk());
-  EXPECT_TRUE(waited->satisfied) << waited->not_done.size() << " echos not done after " << took;
-  EXPECT_LT(took, absl::Seconds(1)) << "20 echos took " << took << " beside a 3 s sleep";
+  EXPECT_TRUE(waited->satisfied)
+      << waited->not_done.size() << " echos not done after " << took;
+  EXPECT_LT(took, absl::Seconds(1))
+      << "20 echos took " << took << " beside a 3 s sleep";
 
   // The long task still runs: the echos did not wait for it.
   absl::StatusOr<v1::TaskResult> still = slow->Result();
@@ -151,7 +173,8 @@ TEST_F(FaultTest, ShortTasksDoNotWaitBehindALongOne) {
   }
 }
 
-// --- 3. cancel of a running task ----------------------------------------------------
+// --- 3. cancel of a running task
+// ----------------------------------------------------
 
 TEST_F(FaultTest, CancelKillsTheRunningWorkerAndThePoolIsWholeAgain) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
@@ -163,12 +186,14 @@ TEST_F(FaultTest, CancelKillsTheRunningWorkerAndThePoolIsWholeAgain) {
   ASSERT_EQ(WorkerPidsOf(daemon).count(victim), 1u);
 
   EXPECT_THAT(task->Cancel(), IsOkAndHolds(true));
-  EXPECT_THAT(task->Get(absl::Seconds(5)), StatusIs(absl::StatusCode::kCancelled, ""));
+  EXPECT_THAT(task->Get(absl::Seconds(5)),
+              StatusIs(absl::StatusCode::kCancelled, ""));
   absl::StatusOr<v1::TaskResult> result = task->Result();
   ASSERT_THAT(result, IsOk());
   EXPECT_EQ(result->state(), v1::TASK_STATE_CANCELLED);
 
-  EXPECT_THAT(AwaitGone({victim}), ::testing::IsEmpty()) << "cancelled worker still runs";
+  EXPECT_THAT(AwaitGone({victim}), ::testing::IsEmpty())
+      << "cancelled worker still runs";
   const std::set<pid_t> workers = AwaitIdleWorkers("default", 2, {victim});
   EXPECT_EQ(workers.size(), 2u);
   EXPECT_EQ(WorkerPidsOf(daemon), workers);
@@ -184,7 +209,8 @@ TEST_F(FaultTest, CancelKillsTheRunningWorkerAndThePoolIsWholeAgain) {
   ASSERT_THAT(waited, IsOk());
   ASSERT_TRUE(waited->satisfied);
   EXPECT_GE(took, absl::Seconds(1));
-  EXPECT_LT(took, absl::Seconds(2.5)) << "two 1 s sleeps on two workers took " << took;
+  EXPECT_LT(took, absl::Seconds(2.5))
+      << "two 1 s sleeps on two workers took " << took;
   absl::StatusOr<v1::TaskResult> a = (*sleeps)[0].Result();
   absl::StatusOr<v1::TaskResult> b = (*sleeps)[1].Result();
   ASSERT_THAT(a, IsOk());
@@ -192,17 +218,22 @@ TEST_F(FaultTest, CancelKillsTheRunningWorkerAndThePoolIsWholeAgain) {
   EXPECT_EQ(a->state(), v1::TASK_STATE_SUCCEEDED);
   EXPECT_EQ(b->state(), v1::TASK_STATE_SUCCEEDED);
   EXPECT_NE(a->worker_pid(), b->worker_pid());
-  EXPECT_LT(absl::AbsDuration(Between(a->started_at(), b->started_at())), absl::Seconds(0.5));
+  EXPECT_LT(absl::AbsDuration(Between(a->started_at(), b->started_at())),
+            absl::Seconds(0.5));
 }
 
-// --- 5. SIGKILL of the fork helper ----------------------------------------------------
+// --- 5. SIGKILL of the fork helper
+// ----------------------------------------------------
 
 TEST_F(FaultTest, KilledHelperIsReplacedAndRunningWorkersSurvive) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
   const pid_t daemon = daemon_->pid();
-  const pid_t old_helper = daemon_->first_helper_pid();
+  const pid_t root = daemon_->first_helper_pid();
+  absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("default");
+  ASSERT_THAT(info, IsOk());
+  const pid_t old_helper = info->helper_pid();
   ASSERT_GT(old_helper, 0);
-  ASSERT_EQ(HelperPidsOf(daemon), std::set<pid_t>{old_helper});
+  ASSERT_EQ(HelperPidsOf(daemon), (std::set<pid_t>{root, old_helper}));
 
   absl::StatusOr<AsyncResult> task = client_->pool().ApplyAsync("sleep", "1.5");
   ASSERT_THAT(task, IsOk());
@@ -213,20 +244,25 @@ TEST_F(FaultTest, KilledHelperIsReplacedAndRunningWorkersSurvive) {
   // The running task finishes in the worker it started in.
   absl::StatusOr<v1::TaskResult> result = task->Result(absl::Seconds(10));
   ASSERT_THAT(result, IsOk());
-  EXPECT_EQ(result->state(), v1::TASK_STATE_SUCCEEDED) << result->ShortDebugString();
+  EXPECT_EQ(result->state(), v1::TASK_STATE_SUCCEEDED)
+      << result->ShortDebugString();
   EXPECT_EQ(result->output().data(), "1.5");
   EXPECT_EQ(result->worker_pid(), runner);
   EXPECT_EQ(result->attempts(), 1);
 
-  // A new helper, child of the daemon.
-  std::set<pid_t> helpers;
+  // A new helper for the pool, child of the daemon; the root helper is
+  // untouched.
+  pid_t new_helper = 0;
   EXPECT_TRUE(PollUntil([&] {
-    helpers = HelperPidsOf(daemon);
-    return helpers.size() == 1 && helpers.count(old_helper) == 0;
-  })) << "helpers: " << Pids(helpers) << "; log:\n" << daemon_->ReadLog();
-  ASSERT_EQ(helpers.size(), 1u);
-  const pid_t new_helper = *helpers.begin();
+    absl::StatusOr<v1::PoolInfo> now = client_->DescribePool("default");
+    if (!now.ok() || now->state() != v1::POOL_STATE_READY) return false;
+    new_helper = now->helper_pid();
+    return new_helper != 0 && new_helper != old_helper;
+  })) << "log:\n"
+      << daemon_->ReadLog();
+  ASSERT_GT(new_helper, 0);
   EXPECT_EQ(ReadProc(new_helper)->ppid, daemon);
+  EXPECT_EQ(HelperPidsOf(daemon), (std::set<pid_t>{root, new_helper}));
 
   // A worker killed now is replaced (only the new helper can make it).
   const std::set<pid_t> before = AwaitIdleWorkers("default", 2);
@@ -237,28 +273,32 @@ TEST_F(FaultTest, KilledHelperIsReplacedAndRunningWorkersSurvive) {
   const std::set<pid_t> after = AwaitIdleWorkers("default", 2, {killed});
   const std::set<pid_t> fresh = [&] {
     std::set<pid_t> out;
-    std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
-                        std::inserter(out, out.begin()));
+    std::set_difference(after.begin(), after.end(), before.begin(),
+                        before.end(), std::inserter(out, out.begin()));
     return out;
   }();
-  ASSERT_EQ(fresh.size(), 1u) << "before " << Pids(before) << " after " << Pids(after);
+  ASSERT_EQ(fresh.size(), 1u)
+      << "before " << Pids(before) << " after " << Pids(after);
   EXPECT_EQ(ReadProc(*fresh.begin())->ppid, daemon);
   EXPECT_EQ(ReadProc(*fresh.begin())->comm, "forkpool-worker");
-  EXPECT_EQ(HelperPidsOf(daemon), std::set<pid_t>{new_helper});
 
-  // New pools start through the new helper, and the default pool serves.
+  // New pools start, each with a helper of its own, and the default pool
+  // serves.
   v1::PoolSettings settings;
   settings.set_name("after-helper-crash");
   settings.set_processes(1);
   ASSERT_THAT(client_->CreatePool(settings), IsOk());
   EXPECT_THAT(client_->pool("after-helper-crash").Apply("square", "6"),
               IsOkAndHolds(std::string("36")));
-  EXPECT_THAT(client_->pool().Apply("square", "5"), IsOkAndHolds(std::string("25")));
+  EXPECT_THAT(client_->pool().Apply("square", "5"),
+              IsOkAndHolds(std::string("25")));
+  EXPECT_EQ(HelperPidsOf(daemon).size(), 3u);
 }
 
-// --- 6. daemon death -------------------------------------------------------------------
+// --- 6. daemon death
+// -------------------------------------------------------------------
 
-// The daemon's helper and workers, as /proc shows them.
+// The daemon's helpers and workers, as /proc shows them.
 std::set<pid_t> Descendants(pid_t daemon) {
   std::set<pid_t> out = WorkerPidsOf(daemon);
   for (pid_t h : HelperPidsOf(daemon)) out.insert(h);
@@ -272,10 +312,11 @@ TEST_F(FaultTest, SigtermDrainsARunningTaskThenExitsZeroLeavingNothing) {
   ASSERT_THAT(task, IsOk());
   const v1::TaskResult running = AwaitRunning(*task);
   const std::set<pid_t> recorded = Descendants(daemon);
-  ASSERT_EQ(recorded.size(), 3u) << Pids(recorded);
+  ASSERT_EQ(recorded.size(), 4u) << Pids(recorded);  // 2 workers, 2 helpers
   ASSERT_EQ(recorded.count(running.worker_pid()), 1u);
 
-  // A waiter parked in the daemon before the signal gets the drained task's result.
+  // A waiter parked in the daemon before the signal gets the drained task's
+  // result.
   absl::StatusOr<std::string> waited = absl::UnknownError("not run");
   std::thread waiter([&] { waited = task->Get(absl::Seconds(20)); });
 
@@ -284,12 +325,13 @@ TEST_F(FaultTest, SigtermDrainsARunningTaskThenExitsZeroLeavingNothing) {
   absl::StatusOr<int> status = daemon_->AwaitExit(absl::Seconds(15));
   const absl::Time exited = absl::Now();
   waiter.join();
-  // (With a client connected, the daemon takes its 2 s gRPC shutdown deadline in full,
-  // so no tight upper bound here.)
+  // (With a client connected, the daemon takes its 2 s gRPC shutdown deadline
+  // in full, so no tight upper bound here.)
   EXPECT_LT(exited - signalled, absl::Seconds(10));
   ASSERT_THAT(status, IsOk()) << daemon_->ReadLog();
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
-      << "wait status " << *status << "; log:\n" << daemon_->ReadLog();
+      << "wait status " << *status << "; log:\n"
+      << daemon_->ReadLog();
   // It waited for the sleep: it exited at least 1 s after the task started.
   EXPECT_GE(exited - ToTime(running.started_at()), absl::Seconds(1));
   const std::string log = daemon_->ReadLog();
@@ -297,9 +339,11 @@ TEST_F(FaultTest, SigtermDrainsARunningTaskThenExitsZeroLeavingNothing) {
   EXPECT_THAT(log, Not(HasSubstr("grace period over")));
   EXPECT_THAT(waited, IsOkAndHolds(std::string("1"))) << log;
 
-  EXPECT_THAT(AwaitGone(recorded), ::testing::IsEmpty()) << "left behind after SIGTERM";
+  EXPECT_THAT(AwaitGone(recorded), ::testing::IsEmpty())
+      << "left behind after SIGTERM";
   struct stat st;
-  EXPECT_NE(::stat(daemon_->socket_path().c_str(), &st), 0) << "socket file left behind";
+  EXPECT_NE(::stat(daemon_->socket_path().c_str(), &st), 0)
+      << "socket file left behind";
 }
 
 TEST_F(FaultTest, SigkillOfTheDaemonLeavesNoHelperOrWorkerBehind) {
@@ -310,16 +354,18 @@ TEST_F(FaultTest, SigkillOfTheDaemonLeavesNoHelperOrWorkerBehind) {
   ASSERT_THAT(task, IsOk());
   AwaitRunning(*task);
   const std::set<pid_t> recorded = Descendants(daemon);
-  ASSERT_EQ(recorded.size(), 4u) << Pids(recorded);
+  ASSERT_EQ(recorded.size(), 5u) << Pids(recorded);  // 3 workers, 2 helpers
 
   ASSERT_EQ(::kill(daemon, SIGKILL), 0);
   absl::StatusOr<int> status = daemon_->AwaitExit(absl::Seconds(10));
   ASSERT_THAT(status, IsOk());
   EXPECT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << *status;
-  EXPECT_THAT(AwaitGone(recorded), ::testing::IsEmpty()) << "orphans outlived the daemon";
+  EXPECT_THAT(AwaitGone(recorded), ::testing::IsEmpty())
+      << "orphans outlived the daemon";
 }
 
-// --- 7. one daemon per socket ---------------------------------------------------------
+// --- 7. one daemon per socket
+// ---------------------------------------------------------
 
 TEST_F(FaultTest, SecondDaemonOnTheSameSocketExitsNamingTheLock) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
@@ -327,7 +373,8 @@ TEST_F(FaultTest, SecondDaemonOnTheSameSocketExitsNamingTheLock) {
   ASSERT_EQ(::stat(daemon_->socket_path().c_str(), &before), 0);
 
   absl::StatusOr<CommandResult> second = RunCommand(
-      {FORKPOOLD_PATH, absl::StrCat("--socket=", daemon_->socket_path()), "--processes=1"},
+      {FORKPOOLD_PATH, absl::StrCat("--socket=", daemon_->socket_path()),
+       "--processes=1"},
       daemon_->dir(), {}, absl::Seconds(20));
   ASSERT_THAT(second, IsOk());
   EXPECT_NE(second->exit_code, 0);
@@ -338,12 +385,15 @@ TEST_F(FaultTest, SecondDaemonOnTheSameSocketExitsNamingTheLock) {
   ASSERT_EQ(::stat(daemon_->socket_path().c_str(), &after), 0);
   EXPECT_EQ(after.st_ino, before.st_ino) << "the socket was replaced";
   EXPECT_TRUE(ProcessAlive(daemon_->pid()));
-  absl::StatusOr<std::unique_ptr<Client>> again = Client::Connect(daemon_->address());
+  absl::StatusOr<std::unique_ptr<Client>> again =
+      Client::Connect(daemon_->address());
   ASSERT_THAT(again, IsOk());
-  EXPECT_THAT((*again)->pool().Apply("square", "9"), IsOkAndHolds(std::string("81")));
+  EXPECT_THAT((*again)->pool().Apply("square", "9"),
+              IsOkAndHolds(std::string("81")));
 }
 
-// --- 11. recycling, spawn, initializers -------------------------------------------------
+// --- 11. recycling, spawn, initializers
+// -------------------------------------------------
 
 TEST_F(FaultTest, MaxTasksPerChildRecyclesAfterTwoTasks) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
@@ -355,7 +405,8 @@ TEST_F(FaultTest, MaxTasksPerChildRecyclesAfterTwoTasks) {
 
   std::vector<pid_t> pids;
   for (int i = 0; i < 6; ++i) {
-    absl::StatusOr<std::string> out = client_->pool("recycle").Apply("getpid", "");
+    absl::StatusOr<std::string> out =
+        client_->pool("recycle").Apply("getpid", "");
     ASSERT_THAT(out, IsOk());
     pid_t pid = 0;
     ASSERT_TRUE(absl::SimpleAtoi(*out, &pid)) << *out;
@@ -383,7 +434,8 @@ TEST_F(FaultTest, SpawnPoolWorkersRunTheWorkerProgram) {
   const std::set<pid_t> spawned = AwaitIdleWorkers("spawned", 2);
   ASSERT_EQ(spawned.size(), 2u);
 
-  const std::string real_worker = std::filesystem::canonical(kWorkerPath).string();
+  const std::string real_worker =
+      std::filesystem::canonical(kWorkerPath).string();
   for (pid_t pid : spawned) {
     SCOPED_TRACE(absl::StrCat("spawn worker ", pid));
     std::optional<ProcInfo> p = ReadProc(pid);
@@ -403,7 +455,8 @@ TEST_F(FaultTest, SpawnPoolWorkersRunTheWorkerProgram) {
   absl::StatusOr<std::string> exe = client_->pool("spawned").Apply("exe", "");
   ASSERT_THAT(exe, IsOk());
   EXPECT_EQ(*exe, real_worker);
-  EXPECT_THAT(client_->pool("spawned").Apply("square", "8"), IsOkAndHolds(std::string("64")));
+  EXPECT_THAT(client_->pool("spawned").Apply("square", "8"),
+              IsOkAndHolds(std::string("64")));
 }
 
 TEST_F(FaultTest, InitializerRunsExactlyOncePerWorker) {
@@ -419,15 +472,18 @@ TEST_F(FaultTest, InitializerRunsExactlyOncePerWorker) {
   ASSERT_EQ(workers.size(), 3u);
   // Work on every worker, more than once each.
   absl::StatusOr<std::vector<AsyncResult>> tasks =
-      client_->pool("initialised").SubmitMany("sleep", std::vector<std::string>(9, "0.05"));
+      client_->pool("initialised")
+          .SubmitMany("sleep", std::vector<std::string>(9, "0.05"));
   ASSERT_THAT(tasks, IsOk());
-  absl::StatusOr<WaitOutcome> waited = Wait(*client_, *tasks, WaitMode::kAll, absl::Seconds(10));
+  absl::StatusOr<WaitOutcome> waited =
+      Wait(*client_, *tasks, WaitMode::kAll, absl::Seconds(10));
   ASSERT_THAT(waited, IsOk());
   ASSERT_TRUE(waited->satisfied);
 
   auto lines = [&] {
     std::vector<pid_t> out;
-    for (absl::string_view line : absl::StrSplit(ReadFile(marks), '\n', absl::SkipEmpty())) {
+    for (absl::string_view line :
+         absl::StrSplit(ReadFile(marks), '\n', absl::SkipEmpty())) {
       pid_t pid = 0;
       EXPECT_TRUE(absl::SimpleAtoi(line, &pid)) << line;
       out.push_back(pid);
@@ -463,7 +519,8 @@ TEST_F(FaultTest, FailingInitializerIsReportedAndDoesNotSpin) {
     absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("badinit");
     if (info.ok()) last_error = info->last_error();
     return absl::StrContains(last_error, "init_fail");
-  })) << "last_error: '" << last_error << "'";
+  })) << "last_error: '"
+      << last_error << "'";
 
   // Two seconds after creation, it has not started workers in a tight loop.
   absl::SleepFor(created + absl::Seconds(2) - absl::Now());
@@ -473,7 +530,8 @@ TEST_F(FaultTest, FailingInitializerIsReportedAndDoesNotSpin) {
   EXPECT_LT(info->workers_started(), 15) << info->ShortDebugString();
   EXPECT_THAT(info->last_error(), HasSubstr("init_fail"));
   // And the daemon is fine.
-  EXPECT_THAT(client_->pool().Apply("square", "4"), IsOkAndHolds(std::string("16")));
+  EXPECT_THAT(client_->pool().Apply("square", "4"),
+              IsOkAndHolds(std::string("16")));
 }
 
 }  // namespace
