@@ -3,10 +3,15 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,14 +21,17 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "forkpool/client.h"
 
@@ -52,11 +60,94 @@ bool IsOwned(pid_t pid) {
   return OwnedPids().count(pid) > 0;
 }
 
+// A seccomp filter that fails clone3 with ENOSYS and allows everything else (what
+// the default profiles of Docker, podman and containerd do on older setups).
+// x86_64 only; other architectures pass through unfiltered.
+const sock_fprog& DenyClone3Filter() {
+  static sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  static const sock_fprog program = {
+      static_cast<unsigned short>(sizeof(filter) / sizeof(filter[0])), filter};
+  return program;
+}
+
+// As Spawn below, by fork and exec, with the child under DenyClone3Filter() (set
+// after fork, before exec: the test process itself keeps clone3). Everything the
+// child uses is built before fork; the child makes only async-signal-safe calls and
+// reports a failure before exec as an errno on a close-on-exec pipe.
+absl::StatusOr<pid_t> ForkExecDenyingClone3(char* const* args, char* const* env,
+                                            const std::string& out, const std::string& err) {
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe2(spawn report)");
+  const sock_fprog& filter = DenyClone3Filter();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int e = errno;
+    ::close(report[0]);
+    ::close(report[1]);
+    return absl::ErrnoToStatus(e, "fork(daemon under seccomp)");
+  }
+  if (pid == 0) {
+    auto fail = [&](int e) {
+      [[maybe_unused]] ssize_t n = ::write(report[1], &e, sizeof(e));
+      ::_exit(127);
+    };
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
+    const int in = ::open("/dev/null", O_RDONLY);
+    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (in < 0 || o < 0 || e < 0) fail(errno);
+    if (::dup2(in, 0) < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) fail(errno);
+    if (in > 2) ::close(in);
+    if (o > 2) ::close(o);
+    if (e > 2) ::close(e);
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(errno);
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &filter, 0, 0) != 0) fail(errno);
+    ::execve(args[0], args, env);
+    fail(errno);
+  }
+  ::close(report[1]);
+  int child_errno = 0;
+  ssize_t n;
+  do {
+    n = ::read(report[0], &child_errno, sizeof(child_errno));
+  } while (n < 0 && errno == EINTR);
+  ::close(report[0]);
+  if (n > 0) {
+    int status = 0;
+    (void)::waitpid(pid, &status, 0);
+    return absl::ErrnoToStatus(child_errno, absl::StrCat("starting ", args[0], " under seccomp"));
+  }
+  return pid;
+}
+
 // Spawns `argv` with `envp`, stdin from /dev/null, stdout and stderr to `out` and
-// `err` (appended), default signal dispositions and an empty signal mask.
+// `err` (appended), default signal dispositions and an empty signal mask; with
+// `deny_clone3`, under DenyClone3Filter().
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
                             const std::vector<std::string>& envp, const std::string& out,
-                            const std::string& err) {
+                            const std::string& err, bool deny_clone3 = false) {
+  if (deny_clone3) {
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    std::vector<char*> env;
+    for (const std::string& e : envp) env.push_back(const_cast<char*>(e.c_str()));
+    env.push_back(nullptr);
+    absl::StatusOr<pid_t> pid = ForkExecDenyingClone3(args.data(), env.data(), out, err);
+    if (pid.ok()) Own(*pid);
+    return pid;
+  }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
@@ -135,6 +226,18 @@ int ExitCodeOf(int wait_status) {
 
 void SleepForPoll() { absl::SleepFor(absl::Milliseconds(5)); }
 
+std::string ForkpooldPath() {
+  const char* override_path = std::getenv("FORKPOOL_TEST_FORKPOOLD");
+  if (override_path != nullptr && *override_path != '\0') return override_path;
+  return FORKPOOLD_PATH;
+}
+
+std::string ForkpooldWorkerPath() {
+  const std::string daemon = ForkpooldPath();
+  if (daemon == FORKPOOLD_PATH) return kWorkerPath;
+  return (std::filesystem::path(daemon).parent_path() / "forkpool-worker").string();
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -194,6 +297,46 @@ std::set<pid_t> HelperPidsOf(pid_t daemon) {
   std::set<pid_t> out;
   for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-helper")) out.insert(p.pid);
   return out;
+}
+
+std::set<pid_t> DescendantsOf(pid_t root) {
+  std::multimap<pid_t, ProcInfo> by_parent;
+  DIR* dir = ::opendir("/proc");
+  if (dir == nullptr) return {};
+  while (dirent* entry = ::readdir(dir)) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry->d_name, &pid) || pid <= 0) continue;
+    if (std::optional<ProcInfo> info = ReadProc(pid)) by_parent.emplace(info->ppid, *info);
+  }
+  ::closedir(dir);
+  std::set<pid_t> out;
+  std::vector<pid_t> todo = {root};
+  while (!todo.empty()) {
+    const pid_t parent = todo.back();
+    todo.pop_back();
+    auto [begin, end] = by_parent.equal_range(parent);
+    for (auto it = begin; it != end; ++it) {
+      const ProcInfo& child = it->second;
+      if (child.state == 'Z' || child.state == 'X' || out.count(child.pid)) continue;
+      out.insert(child.pid);
+      todo.push_back(child.pid);
+    }
+  }
+  return out;
+}
+
+int ThreadsOf(pid_t pid) {
+  const std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  for (absl::string_view line : absl::StrSplit(status, '\n')) {
+    if (!absl::ConsumePrefix(&line, "Threads:")) continue;
+    int n = 0;
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &n)) return n;
+  }
+  return -1;
+}
+
+bool MapsMention(pid_t pid, const std::string& path) {
+  return absl::StrContains(ReadFile(absl::StrCat("/proc/", pid, "/maps")), path);
 }
 
 std::vector<int> OpenFds(pid_t pid) {
@@ -259,10 +402,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& optio
   const std::string dir = tmpl;
   const std::string socket = dir + "/forkpoold.sock";
   const std::string log = dir + "/forkpoold.log";
-  std::vector<std::string> argv = {options.binary, absl::StrCat("--socket=", socket),
+  const std::string binary = options.binary == FORKPOOLD_PATH ? ForkpooldPath() : options.binary;
+  std::vector<std::string> argv = {binary, absl::StrCat("--socket=", socket),
                                    absl::StrCat("--processes=", options.processes)};
   argv.insert(argv.end(), options.extra_flags.begin(), options.extra_flags.end());
-  absl::StatusOr<pid_t> pid = Spawn(argv, Environment({}), log, log);
+  absl::StatusOr<pid_t> pid = Spawn(argv, Environment(options.env), log, log, options.deny_clone3);
   if (!pid.ok()) {
     std::filesystem::remove_all(dir);
     return pid.status();

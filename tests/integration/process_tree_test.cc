@@ -327,7 +327,7 @@ TEST_F(FaultTest, SecondDaemonOnTheSameSocketExitsNamingTheLock) {
   ASSERT_EQ(::stat(daemon_->socket_path().c_str(), &before), 0);
 
   absl::StatusOr<CommandResult> second = RunCommand(
-      {FORKPOOLD_PATH, absl::StrCat("--socket=", daemon_->socket_path()), "--processes=1"},
+      {ForkpooldPath(), absl::StrCat("--socket=", daemon_->socket_path()), "--processes=1"},
       daemon_->dir(), {}, absl::Seconds(20));
   ASSERT_THAT(second, IsOk());
   EXPECT_NE(second->exit_code, 0);
@@ -383,7 +383,7 @@ TEST_F(FaultTest, SpawnPoolWorkersRunTheWorkerProgram) {
   const std::set<pid_t> spawned = AwaitIdleWorkers("spawned", 2);
   ASSERT_EQ(spawned.size(), 2u);
 
-  const std::string real_worker = std::filesystem::canonical(kWorkerPath).string();
+  const std::string real_worker = std::filesystem::canonical(ForkpooldWorkerPath()).string();
   for (pid_t pid : spawned) {
     SCOPED_TRACE(absl::StrCat("spawn worker ", pid));
     std::optional<ProcInfo> p = ReadProc(pid);
@@ -397,7 +397,7 @@ TEST_F(FaultTest, SpawnPoolWorkersRunTheWorkerProgram) {
   ASSERT_THAT(def, IsOk());
   ASSERT_EQ(def->workers_size(), 1);
   EXPECT_EQ(ReadLink(absl::StrCat("/proc/", def->workers(0).pid(), "/exe")),
-            std::filesystem::canonical(FORKPOOLD_PATH).string());
+            std::filesystem::canonical(ForkpooldPath()).string());
 
   // Tasks run there, and see themselves as the worker program.
   absl::StatusOr<std::string> exe = client_->pool("spawned").Apply("exe", "");
