@@ -203,8 +203,9 @@ TEST_F(HelperIsolationTest, BadLibrariesFailOnlyTheirCreatePool) {
     int attempts;
   };
   const std::vector<BadLibrary> cases = {
-      // Many times in a row: one crashing load must not count as a dead fork helper
-      // (today ten of those in 30 s make forkpoold exit 1).
+      // Many times in a row: a crashing load must not count as a lost fork helper
+      // (today the first one already does, 11 times over as each new helper reloads
+      // it, and forkpoold exits 1).
       {kBadLoadAbortPath, "SIGABRT", 12},
       {kBadLoadExitPath, "exited with code 3", 1},
       {kBadLoadHangPath, "within", 1},
