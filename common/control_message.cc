@@ -18,8 +18,7 @@ constexpr char kLast = 0;
 
 }  // namespace
 
-absl::Status SendControlMessage(int socket, std::string_view bytes,
-                                absl::Span<const int> fds) {
+absl::Status SendControlMessage(int socket, std::string_view bytes, absl::Span<const int> fds) {
   std::string packet;
   packet.reserve(std::min(bytes.size(), kControlChunkBytes) + 1);
   size_t at = 0;
@@ -28,8 +27,7 @@ absl::Status SendControlMessage(int socket, std::string_view bytes,
     const bool last = at + n == bytes.size();
     packet.assign(1, last ? kLast : kMore);
     packet.append(bytes.data() + at, n);
-    FORKPOOL_RETURN_IF_ERROR(
-        SendPacket(socket, packet, last ? fds : absl::Span<const int>()));
+    FORKPOOL_RETURN_IF_ERROR(SendPacket(socket, packet, last ? fds : absl::Span<const int>()));
     at += n;
   } while (at < bytes.size());
   return absl::OkStatus();
@@ -37,24 +35,22 @@ absl::Status SendControlMessage(int socket, std::string_view bytes,
 
 absl::StatusOr<Packet> ControlReader::Next(int socket) {
   while (true) {
-    absl::StatusOr<Packet> packet =
-        ReceivePacket(socket, buffer_.get(), kControlChunkBytes + 1);
+    absl::StatusOr<Packet> packet = ReceivePacket(socket, buffer_.get(), kControlChunkBytes + 1);
     if (!packet.ok()) return packet.status();
     if (packet->bytes.empty()) {
       return absl::InvalidArgumentError("empty control packet (no chunk byte)");
     }
     const char flag = packet->bytes[0];
     if (flag != kMore && flag != kLast) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "control packet with chunk byte ", static_cast<int>(flag)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("control packet with chunk byte ", static_cast<int>(flag)));
     }
     if (flag == kMore && !packet->fds.empty()) {
-      return absl::InvalidArgumentError(
-          "fds on a control packet that is not a message's last");
+      return absl::InvalidArgumentError("fds on a control packet that is not a message's last");
     }
     if (partial_.size() + packet->bytes.size() - 1 > kMaxControlMessageBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "control message past ", kMaxControlMessageBytes, " bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("control message past ", kMaxControlMessageBytes, " bytes"));
     }
     partial_.append(packet->bytes, 1, std::string::npos);
     if (flag == kMore) {
@@ -86,9 +82,8 @@ void ControlWriter::Queue(std::string_view bytes) {
 absl::StatusOr<bool> ControlWriter::Flush(int socket) {
   while (!packets_.empty()) {
     const std::string& p = packets_.front();
-    const ssize_t n = RetryOnEintr([&] {
-      return ::send(socket, p.data(), p.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    });
+    const ssize_t n = RetryOnEintr(
+        [&] { return ::send(socket, p.data(), p.size(), MSG_NOSIGNAL | MSG_DONTWAIT); });
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
       return absl::ErrnoToStatus(errno, "send(control packet)");

@@ -27,8 +27,7 @@ inline constexpr size_t kMaxControlMessageBytes = 64u << 20;
 // Sends `bytes` as one message with `fds` attached to its last packet (the fds
 // stay the caller's). Blocks until every packet is sent: for helpers, which
 // only ever block on forkpoold, never the other way round.
-absl::Status SendControlMessage(int socket, std::string_view bytes,
-                                absl::Span<const int> fds = {});
+absl::Status SendControlMessage(int socket, std::string_view bytes, absl::Span<const int> fds = {});
 
 // Reassembles messages from packets. Thread-compatible; one per socket.
 class ControlReader {

@@ -25,8 +25,7 @@ struct Packet {
 
 // Sends `bytes` as one packet with `fds` attached (the fds stay the caller's).
 // Blocks until sent; EINTR retried; MSG_NOSIGNAL.
-absl::Status SendPacket(int socket, std::string_view bytes,
-                        absl::Span<const int> fds = {});
+absl::Status SendPacket(int socket, std::string_view bytes, absl::Span<const int> fds = {});
 
 // Receives one packet with its fds (MSG_CMSG_CLOEXEC). NotFound at EOF;
 // DataLoss when the packet or its fds were truncated (the fds that did arrive

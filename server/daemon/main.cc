@@ -44,19 +44,15 @@
 #include "server/helpers/helper_common.h"
 #include "server/helpers/root_helper.h"
 
-ABSL_FLAG(
-    std::string, socket, "",
-    "Unix socket to serve on (default: /run/forkpool/forkpoold.sock as root, "
-    "$XDG_RUNTIME_DIR/forkpool/forkpoold.sock otherwise)");
+ABSL_FLAG(std::string, socket, "",
+          "Unix socket to serve on (default: /run/forkpool/forkpoold.sock as root, "
+          "$XDG_RUNTIME_DIR/forkpool/forkpoold.sock otherwise)");
 ABSL_FLAG(int, processes, 0, "workers in the default pool (0: one per CPU)");
-ABSL_FLAG(
-    std::vector<std::string>, task_library, {},
-    "task libraries the default pool loads, comma-separated (default: the "
-    "example library installed beside forkpoold)");
-ABSL_FLAG(int, max_tasks_per_child, 0,
-          "recycle default-pool workers after N tasks (0: never)");
-ABSL_FLAG(absl::Duration, result_ttl, absl::Hours(1),
-          "how long finished results are kept");
+ABSL_FLAG(std::vector<std::string>, task_library, {},
+          "task libraries the default pool loads, comma-separated (default: the "
+          "example library installed beside forkpoold)");
+ABSL_FLAG(int, max_tasks_per_child, 0, "recycle default-pool workers after N tasks (0: never)");
+ABSL_FLAG(absl::Duration, result_ttl, absl::Hours(1), "how long finished results are kept");
 ABSL_FLAG(int64_t, max_result_bytes, int64_t{1} << 30,
           "most bytes of finished results kept; past it the oldest are dropped "
           "before "
@@ -67,15 +63,12 @@ ABSL_FLAG(absl::Duration, grace, absl::Seconds(10),
 ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks per pool");
 ABSL_FLAG(int, poison_threshold, 3,
           "a task that has killed this many workers fails as a poison task");
-ABSL_FLAG(int64_t, max_queue_item_bytes, 4 << 20,
-          "largest item a shared queue accepts");
-ABSL_FLAG(int64_t, max_queue_bytes, 256 << 20,
-          "most bytes one shared queue may hold");
+ABSL_FLAG(int64_t, max_queue_item_bytes, 4 << 20, "largest item a shared queue accepts");
+ABSL_FLAG(int64_t, max_queue_bytes, 256 << 20, "most bytes one shared queue may hold");
 ABSL_FLAG(int, max_connections, 1024,
           "most client connections open at once; more are closed at once (0: "
           "no cap)");
-ABSL_FLAG(int64_t, max_message_bytes, 16 << 20,
-          "largest request a client may send");
+ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "largest request a client may send");
 ABSL_FLAG(absl::Duration, load_timeout, absl::Seconds(30),
           "a pool whose helper has not loaded its libraries by then fails to "
           "load (its "
@@ -87,10 +80,9 @@ ABSL_FLAG(absl::Duration, stopped_grace, absl::Seconds(10),
           "a stopped "
           "worker gets no work meanwhile");
 ABSL_FLAG(int, max_workers, 2048, "most workers of all pools together");
-ABSL_FLAG(
-    std::vector<std::string>, env_deny, {},
-    "environment variables helpers and workers do not inherit, comma-separated "
-    "(systemd's NOTIFY_SOCKET, LISTEN_* and WATCHDOG_* never are)");
+ABSL_FLAG(std::vector<std::string>, env_deny, {},
+          "environment variables helpers and workers do not inherit, comma-separated "
+          "(systemd's NOTIFY_SOCKET, LISTEN_* and WATCHDOG_* never are)");
 
 namespace forkpool {
 namespace {
@@ -115,8 +107,7 @@ absl::Status MakeDirs(const std::string& dir, mode_t mode) {
   struct stat st;
   if (::stat(dir.c_str(), &st) == 0) {
     if (!S_ISDIR(st.st_mode)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("'", dir, "' is not a directory"));
+      return absl::FailedPreconditionError(absl::StrCat("'", dir, "' is not a directory"));
     }
     return absl::OkStatus();
   }
@@ -159,8 +150,7 @@ std::string WorkerProgram() {
   char exe[4096];
   const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
   if (n <= 0) return "forkpool-worker";
-  return absl::StrCat(DirName(std::string(exe, static_cast<size_t>(n))),
-                      "/forkpool-worker");
+  return absl::StrCat(DirName(std::string(exe, static_cast<size_t>(n))), "/forkpool-worker");
 }
 
 // True once no registered child but workers is left (the helpers have been
@@ -177,8 +167,7 @@ int Serve() {
   std::string socket_path = absl::GetFlag(FLAGS_socket);
   if (socket_path.empty()) socket_path = DefaultSocketPath();
   const bool system_dir = socket_path.rfind("/run/", 0) == 0;
-  if (absl::Status s = MakeDirs(DirName(socket_path), system_dir ? 0755 : 0700);
-      !s.ok()) {
+  if (absl::Status s = MakeDirs(DirName(socket_path), system_dir ? 0755 : 0700); !s.ok()) {
     Fail("creating the socket directory", s);
   }
   // The lock comes before the socket: gRPC-style rebinding would steal a live
@@ -189,8 +178,7 @@ int Serve() {
   // What escapes a worker (fork, setsid) is re-parented to forkpoold and ended
   // here, rather than left to PID 1.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
-  absl::StatusOr<std::unique_ptr<Listener>> listener =
-      Listener::Bind(socket_path, 0660);
+  absl::StatusOr<std::unique_ptr<Listener>> listener = Listener::Bind(socket_path, 0660);
   if (!listener.ok()) Fail("cannot listen", listener.status());
 
   // Still single-threaded: the root helper must be forked before anything
@@ -213,11 +201,10 @@ int Serve() {
   if (libraries.empty()) {
     const std::string lib = DefaultTaskLibrary();
     if (lib.empty()) {
-      Fail(
-          "cannot start the default pool",
-          absl::NotFoundError("no --task_library given and the example library "
-                              "libforkpool_example_tasks.so is not installed "
-                              "beside forkpoold"));
+      Fail("cannot start the default pool",
+           absl::NotFoundError("no --task_library given and the example library "
+                               "libforkpool_example_tasks.so is not installed "
+                               "beside forkpoold"));
     }
     libraries.push_back(lib);
   }
@@ -225,8 +212,8 @@ int Serve() {
   if (!loop.ok()) Fail("cannot start the I/O loop", loop.status());
   SchedulerOptions options;
   options.result_ttl = absl::GetFlag(FLAGS_result_ttl);
-  options.max_result_bytes = static_cast<size_t>(
-      std::max<int64_t>(0, absl::GetFlag(FLAGS_max_result_bytes)));
+  options.max_result_bytes =
+      static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_result_bytes)));
   options.max_queued_per_pool = absl::GetFlag(FLAGS_max_queued);
   options.default_libraries = libraries;
   options.poison_threshold = std::max(1, absl::GetFlag(FLAGS_poison_threshold));
@@ -238,8 +225,7 @@ int Serve() {
   options.worker_program = WorkerProgram();
   auto scheduler = std::make_unique<Scheduler>(loop->get(), options);
   ChildRegistry children;
-  auto root_helper =
-      std::make_unique<RootHelperClient>(loop->get(), &children, env_deny);
+  auto root_helper = std::make_unique<RootHelperClient>(loop->get(), &children, env_deny);
   if (absl::Status s = root_helper->Start(*std::move(helper)); !s.ok()) {
     Fail("cannot watch the root helper", s);
   }
@@ -279,27 +265,22 @@ int Serve() {
   builder.RegisterService(&task_service);
   builder.RegisterService(&pool_service);
   builder.RegisterService(&queue_service);
-  builder.SetMaxReceiveMessageSize(
-      static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes)));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes)));
   builder.AddChannelArgument("grpc.server_handshake_timeout_ms", 5000);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server)
-    Fail("cannot start the gRPC server",
-         absl::InternalError("BuildAndStart failed"));
+  if (!server) Fail("cannot start the gRPC server", absl::InternalError("BuildAndStart failed"));
   server->GetHealthCheckService()->SetServingStatus(true);
-  if (absl::Status s =
-          (*listener)->Start(loop->get(), server.get(),
-                             absl::GetFlag(FLAGS_max_connections), &peers);
+  if (absl::Status s = (*listener)->Start(loop->get(), server.get(),
+                                          absl::GetFlag(FLAGS_max_connections), &peers);
       !s.ok()) {
     Fail("cannot accept connections", s);
   }
-  Log("serving on unix:", socket_path, " (pid ", ::getpid(),
-      ", root helper pid ", root_helper->pid(), ", default pool's helper pid ",
-      pool_info.helper_pid(),
+  Log("serving on unix:", socket_path, " (pid ", ::getpid(), ", root helper pid ",
+      root_helper->pid(), ", default pool's helper pid ", pool_info.helper_pid(),
       ", default pool: ", pool_info.settings().processes(), " workers)");
   // Under systemd (Type=notify); a no-op without NOTIFY_SOCKET.
-  sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving on unix:%s",
-             static_cast<int>(::getpid()), socket_path.c_str());
+  sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving on unix:%s", static_cast<int>(::getpid()),
+             socket_path.c_str());
 
   int sig = 0;
   while (::sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
@@ -335,9 +316,8 @@ int Serve() {
     absl::SleepFor(absl::Milliseconds(5));
   }
   (*loop)->Stop();
-  Log("shutdown: tasks drained in ",
-      absl::FormatDuration(drained - drain_start), ", workers stopped in ",
-      absl::FormatDuration(killed - drained), ", gRPC stopped in ",
+  Log("shutdown: tasks drained in ", absl::FormatDuration(drained - drain_start),
+      ", workers stopped in ", absl::FormatDuration(killed - drained), ", gRPC stopped in ",
       absl::FormatDuration(grpc_stopped - killed), ", the rest in ",
       absl::FormatDuration(absl::Now() - grpc_stopped));
   Log("stopped");
@@ -361,8 +341,7 @@ int main(int argc, char** argv) {
     const pid_t parent = static_cast<pid_t>(std::atoi(argv[2]));
     std::vector<std::string> deny;
     if (argc >= 4) deny = absl::StrSplit(argv[3], ',', absl::SkipEmpty());
-    forkpool::RunRootHelper(forkpool::UniqueFd(forkpool::kHelperControlFd),
-                            parent, deny);
+    forkpool::RunRootHelper(forkpool::UniqueFd(forkpool::kHelperControlFd), parent, deny);
   }
   absl::SetProgramUsageMessage(
       "forkpoold: process pools as a service.\n"

@@ -32,20 +32,18 @@ struct WorkerSlot {
   uint64_t batch_id = 0;
   int64_t tasks_done = 0;
   int64_t rss_bytes = 0;
-  bool writing = false;       // EPOLLOUT is being watched
-  uint64_t limit_timer = 0;   // hard time limit of the running batch
-  bool timed_out = false;     // killed for running past its hard time limit
-  absl::Duration time_limit;  // the limit it ran past
-  std::string
-      protocol_error;  // why the daemon killed it, if it broke the protocol
+  bool writing = false;        // EPOLLOUT is being watched
+  uint64_t limit_timer = 0;    // hard time limit of the running batch
+  bool timed_out = false;      // killed for running past its hard time limit
+  absl::Duration time_limit;   // the limit it ran past
+  std::string protocol_error;  // why the daemon killed it, if it broke the protocol
   absl::Time requested_at;
   uint64_t start_timer = 0;  // --start_timeout while STARTING
   bool start_timed_out = false;
   bool stopped = false;  // SIGSTOPped: given no work
   absl::Time stopped_since;
-  bool stopped_killed =
-      false;               // killed for staying stopped past --stopped_grace
-  absl::Time last_active;  // when it last finished or started work
+  bool stopped_killed = false;  // killed for staying stopped past --stopped_grace
+  absl::Time last_active;       // when it last finished or started work
 };
 
 // An entry of a pool's pending queue: a task or a chunk of a map.
@@ -61,11 +59,10 @@ struct Pool {
   // Its pool helper (null while it has none) and where loading it stands.
   std::shared_ptr<HelperChannel> helper;
   v1::PoolState state = v1::POOL_STATE_LOADING;
-  uint64_t load_attempt =
-      0;  // tells a stale helper's callbacks from the current's
+  uint64_t load_attempt = 0;    // tells a stale helper's callbacks from the current's
   std::string loading_library;  // the library its helper said it is opening
-  int helper_failures = 0;  // consecutive failed (re)loads and helper losses
-  absl::Time helper_since;  // when its current helper finished loading
+  int helper_failures = 0;      // consecutive failed (re)loads and helper losses
+  absl::Time helper_since;      // when its current helper finished loading
   // CreatePool's answer, until the first load ends.
   std::function<void(absl::StatusOr<v1::PoolInfo>)> create_done;
   bool closed = false;
@@ -75,8 +72,8 @@ struct Pool {
   std::vector<std::function<void()>> join_waiters;
   std::map<uint64_t, WorkerSlot> workers;  // by key
   std::deque<uint64_t> idle;               // keys of IDLE workers
-  std::deque<PendingWork> pending;  // cancelled tasks and maps are skipped
-  int64_t queued = 0;               // PENDING tasks and queued map items
+  std::deque<PendingWork> pending;         // cancelled tasks and maps are skipped
+  int64_t queued = 0;                      // PENDING tasks and queued map items
   int64_t map_inflight_high_water = 0;
   int64_t tasks_done = 0;
   int64_t tasks_failed = 0;

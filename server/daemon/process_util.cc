@@ -20,8 +20,7 @@ namespace forkpool {
 
 absl::StatusOr<UniqueFd> PidfdOpen(pid_t pid) {
   const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0)
-    return absl::ErrnoToStatus(errno, absl::StrCat("pidfd_open(", pid, ")"));
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("pidfd_open(", pid, ")"));
   // pidfd_open sets O_CLOEXEC itself.
   return UniqueFd(fd);
 }
@@ -30,8 +29,7 @@ ExitInfo ReapPidfd(int pidfd) {
   ExitInfo exit;
   siginfo_t info{};
   const int r = RetryOnEintr([&] {
-    return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd),
-                    &info, WEXITED);
+    return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED);
   });
   if (r != 0) return exit;
   exit.reaped = true;
@@ -46,12 +44,11 @@ ExitInfo ReapPidfd(int pidfd) {
 StopChange PollStopState(int pidfd) {
   siginfo_t info{};
   const int r = RetryOnEintr([&] {
-    return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd),
-                    &info, WSTOPPED | WCONTINUED | WNOHANG);
+    return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info,
+                    WSTOPPED | WCONTINUED | WNOHANG);
   });
   if (r != 0 || info.si_pid == 0) return StopChange::kNone;
-  if (info.si_code == CLD_STOPPED || info.si_code == CLD_TRAPPED)
-    return StopChange::kStopped;
+  if (info.si_code == CLD_STOPPED || info.si_code == CLD_TRAPPED) return StopChange::kStopped;
   if (info.si_code == CLD_CONTINUED) return StopChange::kContinued;
   return StopChange::kNone;
 }
@@ -59,8 +56,8 @@ StopChange PollStopState(int pidfd) {
 bool WaitPidfd(int pidfd, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
-    const int ms = static_cast<int>(absl::ToInt64Milliseconds(
-        std::max(deadline - absl::Now(), absl::ZeroDuration())));
+    const int ms = static_cast<int>(
+        absl::ToInt64Milliseconds(std::max(deadline - absl::Now(), absl::ZeroDuration())));
     pollfd p{pidfd, POLLIN, 0};
     const int r = ::poll(&p, 1, ms);
     if (r > 0) return true;
@@ -72,8 +69,7 @@ bool WaitPidfd(int pidfd, absl::Duration timeout) {
 absl::Status PidfdSignal(int pidfd, int sig) {
   if (::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) != 0) {
     if (errno == ESRCH) return absl::OkStatus();  // already exited
-    return absl::ErrnoToStatus(errno,
-                               absl::StrCat("pidfd_send_signal(", sig, ")"));
+    return absl::ErrnoToStatus(errno, absl::StrCat("pidfd_send_signal(", sig, ")"));
   }
   return absl::OkStatus();
 }
@@ -87,8 +83,7 @@ std::string SignalName(int sig) {
 std::string DescribeExit(const ExitInfo& exit) {
   if (!exit.reaped) return "ended (exit status unknown)";
   if (exit.signal != 0) {
-    return absl::StrCat("killed by ", SignalName(exit.signal), " (signal ",
-                        exit.signal, ")");
+    return absl::StrCat("killed by ", SignalName(exit.signal), " (signal ", exit.signal, ")");
   }
   return absl::StrCat("exited with code ", exit.exit_code);
 }

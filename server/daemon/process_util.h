@@ -15,9 +15,8 @@ namespace forkpool {
 
 // How a process ended.
 struct ExitInfo {
-  bool reaped =
-      false;       // false if waitid failed (not our child, already reaped)
-  int signal = 0;  // nonzero if killed by a signal
+  bool reaped = false;  // false if waitid failed (not our child, already reaped)
+  int signal = 0;       // nonzero if killed by a signal
   int exit_code = 0;
 };
 

@@ -28,22 +28,18 @@ using internal_scheduler::EffectiveOptions;
 using internal_scheduler::NowProto;
 using internal_scheduler::ToDuration;
 
-uint64_t SpecHash(const std::string& pool, const std::string& function,
-                  const std::string& input, const std::string& codec,
-                  const v1::TaskOptions& options) {
-  return absl::HashOf(pool, function, input, codec,
-                      options.SerializeAsString());
+uint64_t SpecHash(const std::string& pool, const std::string& function, const std::string& input,
+                  const std::string& codec, const v1::TaskOptions& options) {
+  return absl::HashOf(pool, function, input, codec, options.SerializeAsString());
 }
 
 absl::Status ValidateOptions(const v1::TaskOptions& o) {
   for (const auto& [name, d] :
-       {std::pair<const char*, const google::protobuf::Duration*>{
-            "time_limit", &o.time_limit()},
+       {std::pair<const char*, const google::protobuf::Duration*>{"time_limit", &o.time_limit()},
         {"soft_time_limit", &o.soft_time_limit()},
         {"queue_deadline", &o.queue_deadline()}}) {
     if (d->seconds() < 0 || d->nanos() < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, " must not be negative"));
+      return absl::InvalidArgumentError(absl::StrCat(name, " must not be negative"));
     }
   }
   if (o.max_retries() < 0 || o.max_retries() > 100) {
@@ -55,13 +51,11 @@ absl::Status ValidateOptions(const v1::TaskOptions& o) {
 
 }  // namespace
 
-Scheduler::Scheduler(IoLoop* loop, SchedulerOptions options)
-    : loop_(loop), options_(options) {
+Scheduler::Scheduler(IoLoop* loop, SchedulerOptions options) : loop_(loop), options_(options) {
   absl::MutexLock lock(&mu_);
-  sweep_timer_ = loop_->AddTimer(absl::Now() + absl::Seconds(1),
-                                 [this] { SweepResults(); });
-  stop_check_timer_ = loop_->AddTimer(absl::Now() + kStopCheckInterval,
-                                      [this] { CheckStoppedWorkers(); });
+  sweep_timer_ = loop_->AddTimer(absl::Now() + absl::Seconds(1), [this] { SweepResults(); });
+  stop_check_timer_ =
+      loop_->AddTimer(absl::Now() + kStopCheckInterval, [this] { CheckStoppedWorkers(); });
 }
 
 Scheduler::~Scheduler() {
@@ -77,20 +71,16 @@ void Scheduler::RunNotify(Notify& notify) {
 
 void Scheduler::SweepResults() {
   absl::MutexLock lock(&mu_);
-  tasks_.SweepExpired(absl::Now(), options_.result_ttl,
-                      options_.max_result_bytes);
-  sweep_timer_ = loop_->AddTimer(absl::Now() + absl::Seconds(1),
-                                 [this] { SweepResults(); });
+  tasks_.SweepExpired(absl::Now(), options_.result_ttl, options_.max_result_bytes);
+  sweep_timer_ = loop_->AddTimer(absl::Now() + absl::Seconds(1), [this] { SweepResults(); });
 }
 
 Pool* Scheduler::FindPoolLocked(const std::string& name) {
   auto it = pools_.find(name.empty() ? std::string(kDefaultPoolName) : name);
-  return it == pools_.end() || it->second->deleting ? nullptr
-                                                    : it->second.get();
+  return it == pools_.end() || it->second->deleting ? nullptr : it->second.get();
 }
 
-std::pair<Pool*, WorkerSlot*> Scheduler::FindWorkerLocked(
-    const std::string& name, uint64_t key) {
+std::pair<Pool*, WorkerSlot*> Scheduler::FindWorkerLocked(const std::string& name, uint64_t key) {
   auto pit = pools_.find(name);
   if (pit == pools_.end()) return {nullptr, nullptr};
   Pool* pool = pit->second.get();
@@ -103,35 +93,28 @@ void Scheduler::OnQueueDeadline(const std::string& task_id) {
   {
     absl::MutexLock lock(&mu_);
     Task* task = tasks_.Find(task_id);
-    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING)
-      return;
+    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) return;
     task->queue_timer = 0;
     Pool* pool = FindPoolLocked(task->result.pool());
     if (pool != nullptr) --pool->queued;
-    task->result.set_error(
-        "expired: it did not start before its queue deadline");
+    task->result.set_error("expired: it did not start before its queue deadline");
     FinishLocked(pool, *task, v1::TASK_STATE_EXPIRED, &notify);
   }
   RunNotify(notify);
 }
 
-void Scheduler::RetryOrFinishLocked(Pool& pool, Task& task, v1::TaskState state,
-                                    Notify* notify) {
+void Scheduler::RetryOrFinishLocked(Pool& pool, Task& task, v1::TaskState state, Notify* notify) {
   const v1::TaskOptions eff = EffectiveOptions(pool, task.options);
   if (state == v1::TASK_STATE_WORKER_LOST) ++task.losses;
-  const bool may_retry =
-      state == v1::TASK_STATE_WORKER_LOST ||
-      state == v1::TASK_STATE_TIMED_OUT ||
-      (state == v1::TASK_STATE_FAILED && eff.retry_on_error());
+  const bool may_retry = state == v1::TASK_STATE_WORKER_LOST || state == v1::TASK_STATE_TIMED_OUT ||
+                         (state == v1::TASK_STATE_FAILED && eff.retry_on_error());
   if (task.losses >= options_.poison_threshold) {
-    task.result.set_error(
-        absl::StrCat("poison task: it killed ", task.losses,
-                     " workers; the last one: ", task.result.error()));
+    task.result.set_error(absl::StrCat("poison task: it killed ", task.losses,
+                                       " workers; the last one: ", task.result.error()));
     FinishLocked(&pool, task, v1::TASK_STATE_FAILED, notify);
     return;
   }
-  if (may_retry && task.result.attempts() <= eff.max_retries() && !draining_ &&
-      !pool.closed) {
+  if (may_retry && task.result.attempts() <= eff.max_retries() && !draining_ && !pool.closed) {
     task.result.set_state(v1::TASK_STATE_PENDING);
     task.worker_key = 0;
     pool.pending.push_front(PendingWork{task.result.task_id(), nullptr});
@@ -141,41 +124,35 @@ void Scheduler::RetryOrFinishLocked(Pool& pool, Task& task, v1::TaskState state,
   FinishLocked(&pool, task, state, notify);
 }
 
-absl::Status Scheduler::CheckAcceptsLocked(const std::string& pool_name,
-                                           const Pool* pool,
-                                           const std::string& function,
-                                           int64_t count) {
+absl::Status Scheduler::CheckAcceptsLocked(const std::string& pool_name, const Pool* pool,
+                                           const std::string& function, int64_t count) {
   if (draining_)
-    return absl::UnavailableError(
-        "forkpoold is shutting down; no new work is accepted");
+    return absl::UnavailableError("forkpoold is shutting down; no new work is accepted");
   if (pool == nullptr) {
     return absl::NotFoundError(
-        absl::StrCat("unknown pool '",
-                     pool_name.empty() ? kDefaultPoolName : pool_name, "'"));
+        absl::StrCat("unknown pool '", pool_name.empty() ? kDefaultPoolName : pool_name, "'"));
   }
   if (pool->closed) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pool '", pool->settings.name(), "' is closed to new work"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("pool '", pool->settings.name(), "' is closed to new work"));
   }
   if (function.empty()) return absl::InvalidArgumentError("no function named");
   if (!pool->functions.count(function)) {
-    return absl::NotFoundError(absl::StrCat(
-        "pool '", pool->settings.name(), "' has no function '", function, "'"));
+    return absl::NotFoundError(
+        absl::StrCat("pool '", pool->settings.name(), "' has no function '", function, "'"));
   }
-  const int64_t limit = pool->settings.max_queued() > 0
-                            ? pool->settings.max_queued()
-                            : options_.max_queued_per_pool;
+  const int64_t limit =
+      pool->settings.max_queued() > 0 ? pool->settings.max_queued() : options_.max_queued_per_pool;
   if (pool->queued + count > limit) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("pool '", pool->settings.name(), "' has ", pool->queued,
-                     " queued tasks; the limit is ", limit));
+    return absl::ResourceExhaustedError(absl::StrCat("pool '", pool->settings.name(), "' has ",
+                                                     pool->queued, " queued tasks; the limit is ",
+                                                     limit));
   }
   return absl::OkStatus();
 }
 
-Task& Scheduler::AddTaskLocked(Pool& pool, const std::string& function,
-                               std::string input, std::string codec,
-                               const v1::TaskOptions& options,
+Task& Scheduler::AddTaskLocked(Pool& pool, const std::string& function, std::string input,
+                               std::string codec, const v1::TaskOptions& options,
                                std::string request_id, uint64_t spec_hash) {
   Task task;
   task.result.set_task_id(tasks_.NewId());
@@ -194,9 +171,8 @@ Task& Scheduler::AddTaskLocked(Pool& pool, const std::string& function,
   const v1::TaskOptions eff = EffectiveOptions(pool, t.options);
   if (eff.has_queue_deadline()) {
     const std::string id = t.result.task_id();
-    t.queue_timer =
-        loop_->AddTimer(absl::Now() + ToDuration(eff.queue_deadline()),
-                        [this, id] { OnQueueDeadline(id); });
+    t.queue_timer = loop_->AddTimer(absl::Now() + ToDuration(eff.queue_deadline()),
+                                    [this, id] { OnQueueDeadline(id); });
   }
   return t;
 }
@@ -204,31 +180,27 @@ Task& Scheduler::AddTaskLocked(Pool& pool, const std::string& function,
 absl::StatusOr<SubmitOutcome> Scheduler::Submit(const v1::TaskSpec& spec) {
   FORKPOOL_RETURN_IF_ERROR(ValidateOptions(spec.options()));
   if (spec.input().data().size() > options_.max_input_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "task input of ", spec.input().data().size(),
-        " bytes exceeds the limit of ", options_.max_input_bytes, " bytes"));
+    return absl::ResourceExhaustedError(absl::StrCat("task input of ", spec.input().data().size(),
+                                                     " bytes exceeds the limit of ",
+                                                     options_.max_input_bytes, " bytes"));
   }
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(spec.pool());
-  FORKPOOL_RETURN_IF_ERROR(
-      CheckAcceptsLocked(spec.pool(), pool, spec.function(), 1));
-  const uint64_t hash =
-      SpecHash(pool->settings.name(), spec.function(), spec.input().data(),
-               spec.input().codec(), spec.options());
+  FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(spec.pool(), pool, spec.function(), 1));
+  const uint64_t hash = SpecHash(pool->settings.name(), spec.function(), spec.input().data(),
+                                 spec.input().codec(), spec.options());
   if (!spec.request_id().empty()) {
     if (Task* existing = tasks_.FindByRequestId(spec.request_id())) {
       if (existing->spec_hash != hash) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("request id '", spec.request_id(),
-                         "' was already used for a different task (",
-                         existing->result.task_id(), ")"));
+        return absl::InvalidArgumentError(absl::StrCat("request id '", spec.request_id(),
+                                                       "' was already used for a different task (",
+                                                       existing->result.task_id(), ")"));
       }
       return SubmitOutcome{existing->result.task_id(), true};
     }
   }
-  Task& task = AddTaskLocked(*pool, spec.function(), spec.input().data(),
-                             spec.input().codec(), spec.options(),
-                             spec.request_id(), hash);
+  Task& task = AddTaskLocked(*pool, spec.function(), spec.input().data(), spec.input().codec(),
+                             spec.options(), spec.request_id(), hash);
   SubmitOutcome out{task.result.task_id(), false};
   DispatchLocked(*pool);
   return out;
@@ -237,35 +209,34 @@ absl::StatusOr<SubmitOutcome> Scheduler::Submit(const v1::TaskSpec& spec) {
 absl::StatusOr<std::vector<std::string>> Scheduler::SubmitMany(
     const v1::SubmitManyRequest& request) {
   FORKPOOL_RETURN_IF_ERROR(ValidateOptions(request.options()));
-  if (request.request_ids_size() != 0 &&
-      request.request_ids_size() != request.inputs_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "request_ids has ", request.request_ids_size(), " entries for ",
-        request.inputs_size(), " inputs; give none or one per input"));
+  if (request.request_ids_size() != 0 && request.request_ids_size() != request.inputs_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("request_ids has ", request.request_ids_size(),
+                                                   " entries for ", request.inputs_size(),
+                                                   " inputs; give none or one per input"));
   }
   for (const std::string& input : request.inputs()) {
     if (input.size() > options_.max_input_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "task input of ", input.size(), " bytes exceeds the limit of ",
-          options_.max_input_bytes, " bytes"));
+      return absl::ResourceExhaustedError(absl::StrCat("task input of ", input.size(),
+                                                       " bytes exceeds the limit of ",
+                                                       options_.max_input_bytes, " bytes"));
     }
   }
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(request.pool());
-  FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(
-      request.pool(), pool, request.function(), request.inputs_size()));
+  FORKPOOL_RETURN_IF_ERROR(
+      CheckAcceptsLocked(request.pool(), pool, request.function(), request.inputs_size()));
   std::vector<uint64_t> hashes(request.inputs_size());
   std::vector<Task*> existing(request.inputs_size(), nullptr);
   for (int i = 0; i < request.request_ids_size(); ++i) {
-    hashes[i] = SpecHash(pool->settings.name(), request.function(),
-                         request.inputs(i), request.codec(), request.options());
+    hashes[i] = SpecHash(pool->settings.name(), request.function(), request.inputs(i),
+                         request.codec(), request.options());
     const std::string& rid = request.request_ids(i);
     if (rid.empty()) continue;
     if (Task* t = tasks_.FindByRequestId(rid)) {
       if (t->spec_hash != hashes[i]) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "request id '", rid, "' was already used for a different task (",
-            t->result.task_id(), ")"));
+        return absl::InvalidArgumentError(absl::StrCat("request id '", rid,
+                                                       "' was already used for a different task (",
+                                                       t->result.task_id(), ")"));
       }
       existing[i] = t;
     }
@@ -277,10 +248,9 @@ absl::StatusOr<std::vector<std::string>> Scheduler::SubmitMany(
       ids.push_back(existing[i]->result.task_id());
       continue;
     }
-    Task& t = AddTaskLocked(
-        *pool, request.function(), request.inputs(i), request.codec(),
-        request.options(),
-        request.request_ids_size() ? request.request_ids(i) : "", hashes[i]);
+    Task& t = AddTaskLocked(*pool, request.function(), request.inputs(i), request.codec(),
+                            request.options(),
+                            request.request_ids_size() ? request.request_ids(i) : "", hashes[i]);
     ids.push_back(t.result.task_id());
   }
   DispatchLocked(*pool);
@@ -315,8 +285,7 @@ bool Scheduler::SendTaskLocked(Pool& pool, WorkerSlot& w, Task& task) {
   if (limit > absl::ZeroDuration()) {
     run->set_deadline_unix_ns(absl::ToUnixNanos(absl::Now() + limit));
   }
-  run->set_soft_time_limit_ns(
-      absl::ToInt64Nanoseconds(ToDuration(eff.soft_time_limit())));
+  run->set_soft_time_limit_ns(absl::ToInt64Nanoseconds(ToDuration(eff.soft_time_limit())));
   if (!SendLocked(w, message)) return false;
   if (task.queue_timer != 0) {
     loop_->CancelTimer(task.queue_timer);
@@ -350,8 +319,7 @@ void Scheduler::DispatchLocked(Pool& pool) {
       }
     } else {
       task = tasks_.Find(work.task_id);
-      if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING)
-        continue;
+      if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
     }
     const uint64_t key = pool.idle.back();
     pool.idle.pop_back();
@@ -360,11 +328,9 @@ void Scheduler::DispatchLocked(Pool& pool) {
       pool.pending.push_front(std::move(work));
       continue;
     }
-    // A worker idle for a while may have been stopped (SIGSTOP) since the last
-    // sweep: ask the kernel before handing it work. One that just finished work
-    // is not asked (the hot path stays free of the syscall).
-    if (absl::Now() - it->second.last_active > absl::Milliseconds(50) &&
-        StoppedLocked(pool, it->second)) {
+    // The worker may have been stopped (SIGSTOP) since the last sweep: ask the
+    // kernel before handing it work (one waitid, under a microsecond).
+    if (StoppedLocked(pool, it->second)) {
       pool.pending.push_front(std::move(work));
       continue;
     }
@@ -374,8 +340,7 @@ void Scheduler::DispatchLocked(Pool& pool) {
   }
 }
 
-void Scheduler::FinishLocked(Pool* pool, Task& task, v1::TaskState state,
-                             Notify* notify) {
+void Scheduler::FinishLocked(Pool* pool, Task& task, v1::TaskState state, Notify* notify) {
   if (IsTerminal(task.result.state())) return;
   if (pool != nullptr) {
     if (state == v1::TASK_STATE_SUCCEEDED) {
@@ -386,26 +351,24 @@ void Scheduler::FinishLocked(Pool* pool, Task& task, v1::TaskState state,
   }
   tasks_.Finish(task, state, notify);
   if (tasks_.result_bytes() > options_.max_result_bytes) {
-    tasks_.SweepExpired(absl::Now(), options_.result_ttl,
-                        options_.max_result_bytes);
+    tasks_.SweepExpired(absl::Now(), options_.result_ttl, options_.max_result_bytes);
   }
 }
 
-absl::StatusOr<v1::TaskResult> Scheduler::GetResult(
-    const std::string& task_id) {
+absl::StatusOr<v1::TaskResult> Scheduler::GetResult(const std::string& task_id) {
   absl::MutexLock lock(&mu_);
   Task* task = tasks_.Find(task_id);
   if (task == nullptr) return tasks_.Missing(task_id);
   return task->result;
 }
 
-absl::StatusOr<std::optional<v1::TaskResult>> Scheduler::Watch(
-    const std::string& task_id, TaskWaiter waiter, uint64_t* waiter_id) {
+absl::StatusOr<std::optional<v1::TaskResult>> Scheduler::Watch(const std::string& task_id,
+                                                               TaskWaiter waiter,
+                                                               uint64_t* waiter_id) {
   absl::MutexLock lock(&mu_);
   Task* task = tasks_.Find(task_id);
   if (task == nullptr) return tasks_.Missing(task_id);
-  if (IsTerminal(task->result.state()))
-    return std::optional<v1::TaskResult>(task->result);
+  if (IsTerminal(task->result.state())) return std::optional<v1::TaskResult>(task->result);
   *waiter_id = tasks_.AddWaiter(*task, std::move(waiter));
   return std::optional<v1::TaskResult>();
 }
@@ -431,8 +394,7 @@ absl::StatusOr<v1::CancelResponse> Scheduler::Cancel(const std::string& task_id,
     }
     if (task->result.state() == v1::TASK_STATE_PENDING) {
       if (pool != nullptr) --pool->queued;
-    } else if (task->result.state() == v1::TASK_STATE_RUNNING &&
-               pool != nullptr) {
+    } else if (task->result.state() == v1::TASK_STATE_RUNNING && pool != nullptr) {
       auto it = pool->workers.find(task->worker_key);
       if (it != pool->workers.end() && it->second.conn) {
         WorkerSlot& w = it->second;
@@ -462,13 +424,11 @@ void Scheduler::BeginDrain() {
       for (const PendingWork& work : pool->pending) {
         if (work.chunk) {
           FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_CANCELLED,
-                               "cancelled: forkpoold is shutting down",
-                               nullptr);
+                               "cancelled: forkpoold is shutting down", nullptr);
           continue;
         }
         Task* task = tasks_.Find(work.task_id);
-        if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING)
-          continue;
+        if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
         task->result.set_error("cancelled: forkpoold is shutting down");
         FinishLocked(pool.get(), *task, v1::TASK_STATE_CANCELLED, &notify);
       }
@@ -486,8 +446,7 @@ bool Scheduler::draining() const {
 
 bool Scheduler::AwaitRunning(absl::Time deadline) {
   absl::MutexLock lock(&mu_);
-  auto idle = [this]()
-                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
   return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
 }
 
@@ -500,17 +459,13 @@ void Scheduler::KillAll(absl::Time deadline) {
       for (auto& [key, w] : pool->workers) {
         if (!w.conn) continue;
         if (w.state == v1::WORKER_STATE_BUSY && w.chunk) {
-          FailChunkItemsLocked(
-              *w.chunk, w.chunk_results, v1::TASK_STATE_CANCELLED,
-              "cancelled: forkpoold shut down before the item finished",
-              nullptr);
+          FailChunkItemsLocked(*w.chunk, w.chunk_results, v1::TASK_STATE_CANCELLED,
+                               "cancelled: forkpoold shut down before the item finished", nullptr);
           w.chunk.reset();
           --running_;
         } else if (w.state == v1::WORKER_STATE_BUSY) {
-          if (Task* task = tasks_.Find(w.task_id);
-              task && !IsTerminal(task->result.state())) {
-            task->result.set_error(
-                "cancelled: forkpoold shut down before the task finished");
+          if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
+            task->result.set_error("cancelled: forkpoold shut down before the task finished");
             FinishLocked(pool.get(), *task, v1::TASK_STATE_CANCELLED, &notify);
           }
           --running_;
@@ -523,9 +478,7 @@ void Scheduler::KillAll(absl::Time deadline) {
   }
   RunNotify(notify);
   absl::MutexLock lock(&mu_);
-  auto reaped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return live_workers_ == 0;
-  };
+  auto reaped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return live_workers_ == 0; };
   if (!mu_.AwaitWithDeadline(absl::Condition(&reaped), deadline)) {
     Log("shutdown: ", live_workers_, " workers not reaped in time");
   }

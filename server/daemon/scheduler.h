@@ -78,10 +78,9 @@ class Scheduler {
 
   // Answers a running task's request to the daemon: `reply` sends the answer to
   // the worker and returns false if that worker is gone.
-  using WorkerReply =
-      std::function<bool(absl::Status status, std::string body)>;
-  using WorkerRequestHandler = std::function<void(
-      const std::string& method, const std::string& body, WorkerReply reply)>;
+  using WorkerReply = std::function<bool(absl::Status status, std::string body)>;
+  using WorkerRequestHandler =
+      std::function<void(const std::string& method, const std::string& body, WorkerReply reply)>;
   // Sets the handler of worker requests (set once, before serving).
   void SetWorkerRequestHandler(WorkerRequestHandler handler) {
     request_handler_ = std::move(handler);
@@ -113,40 +112,37 @@ class Scheduler {
   absl::StatusOr<v1::PoolInfo> DescribePool(const std::string& name);
   // Blocks until the pool has `count` idle-or-busy workers or `deadline`
   // passes; true if it did.
-  bool AwaitWorkersReady(const std::string& pool, int count,
-                         absl::Time deadline);
+  bool AwaitWorkersReady(const std::string& pool, int count, absl::Time deadline);
 
   // Accepts one task. Errors: NOT_FOUND (pool, function), INVALID_ARGUMENT,
   // FAILED_PRECONDITION (closed pool), RESOURCE_EXHAUSTED (queue full),
   // UNAVAILABLE (shutting down).
   absl::StatusOr<SubmitOutcome> Submit(const v1::TaskSpec& spec);
   // Accepts several tasks of one function, all or none.
-  absl::StatusOr<std::vector<std::string>> SubmitMany(
-      const v1::SubmitManyRequest& request);
+  absl::StatusOr<std::vector<std::string>> SubmitMany(const v1::SubmitManyRequest& request);
   // A snapshot of the task's result; NOT_FOUND saying "expired" or "unknown".
   absl::StatusOr<v1::TaskResult> GetResult(const std::string& task_id);
   // The terminal result if the task has ended; otherwise registers `waiter`,
   // stores its id in `*waiter_id` and returns nullopt.
-  absl::StatusOr<std::optional<v1::TaskResult>> Watch(
-      const std::string& task_id, TaskWaiter waiter, uint64_t* waiter_id);
+  absl::StatusOr<std::optional<v1::TaskResult>> Watch(const std::string& task_id, TaskWaiter waiter,
+                                                      uint64_t* waiter_id);
   // Removes a waiter registered by Watch (harmless if it already ran).
   void Unwatch(const std::string& task_id, uint64_t waiter_id);
   // Cancels a task: drops it if queued, kills its worker if running.
-  absl::StatusOr<v1::CancelResponse> Cancel(const std::string& task_id,
-                                            const std::string& why);
+  absl::StatusOr<v1::CancelResponse> Cancel(const std::string& task_id, const std::string& why);
 
   // Starts a map over packed `inputs` (which must outlive the job's chunks: see
   // MapChunk). `chunksize` 0 means ceil(len / (4 * processes)). Errors as
   // Submit; InvalidArgument for malformed packed inputs.
-  absl::Status StartMap(const std::shared_ptr<MapJob>& job,
-                        std::string_view inputs, uint32_t chunksize);
+  absl::Status StartMap(const std::shared_ptr<MapJob>& job, std::string_view inputs,
+                        uint32_t chunksize);
   // Opens a streaming map (no inputs yet); validates as Submit.
   absl::Status OpenMap(const std::shared_ptr<MapJob>& job);
   // Adds inputs [begin, end) of `inputs` to a streaming map, cut into chunks of
   // `chunksize` (0: about one chunk per worker from these).
   absl::Status AddMapInputs(const std::shared_ptr<MapJob>& job,
-                            std::shared_ptr<const PackedItems> inputs,
-                            size_t begin, size_t end, uint32_t chunksize);
+                            std::shared_ptr<const PackedItems> inputs, size_t begin, size_t end,
+                            uint32_t chunksize);
   // The largest input (a task's or one map item's) accepted.
   size_t max_input_bytes() const { return options_.max_input_bytes; }
   // Cancels a map: queued chunks are dropped, running ones told to stop. Call
@@ -169,42 +165,33 @@ class Scheduler {
  private:
   using Notify = std::vector<std::function<void()>>;
 
-  Pool* FindPoolLocked(const std::string& name)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Pool* FindPoolLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Pool `name` (a deleting one too: its workers must still be drained and
   // reaped) and its worker `key`; {pool or nullptr, nullptr} when either is
   // gone. For the loop's callbacks, which name a worker by pool and key.
-  std::pair<Pool*, WorkerSlot*> FindWorkerLocked(const std::string& name,
-                                                 uint64_t key)
+  std::pair<Pool*, WorkerSlot*> FindWorkerLocked(const std::string& name, uint64_t key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status CheckAcceptsLocked(const std::string& pool_name,
-                                  const Pool* pool, const std::string& function,
-                                  int64_t count)
+  absl::Status CheckAcceptsLocked(const std::string& pool_name, const Pool* pool,
+                                  const std::string& function, int64_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Task& AddTaskLocked(Pool& pool, const std::string& function,
-                      std::string input, std::string codec,
-                      const v1::TaskOptions& options, std::string request_id,
-                      uint64_t spec_hash) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Task& AddTaskLocked(Pool& pool, const std::string& function, std::string input, std::string codec,
+                      const v1::TaskOptions& options, std::string request_id, uint64_t spec_hash)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchLocked(Pool& pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends one pending entry to an idle worker; false if it was skipped.
-  bool SendTaskLocked(Pool& pool, WorkerSlot& w, Task& task)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool SendChunkLocked(Pool& pool, WorkerSlot& w,
-                       std::shared_ptr<MapChunk> chunk)
+  bool SendTaskLocked(Pool& pool, WorkerSlot& w, Task& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SendChunkLocked(Pool& pool, WorkerSlot& w, std::shared_ptr<MapChunk> chunk)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SendLocked(WorkerSlot& w, const internal::ToWorker& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues inputs [begin, begin + count) of `inputs` as chunks of job items
   // first_index, first_index + 1, ...
-  void QueueChunksLocked(Pool& pool, const std::shared_ptr<MapJob>& job,
-                         uint64_t first_index,
-                         const std::shared_ptr<const PackedItems>& inputs,
-                         size_t begin, int count, uint32_t chunksize)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void QueueChunksLocked(Pool& pool, const std::shared_ptr<MapJob>& job, uint64_t first_index,
+                         const std::shared_ptr<const PackedItems>& inputs, size_t begin, int count,
+                         uint32_t chunksize) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Answers a chunk's items [from, count) with `error` (or requeues them).
-  void FailChunkItemsLocked(const MapChunk& chunk, int from,
-                            v1::TaskState state, const std::string& error,
-                            const v1::WorkerLoss* loss)
+  void FailChunkItemsLocked(const MapChunk& chunk, int from, v1::TaskState state,
+                            const std::string& error, const v1::WorkerLoss* loss)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RequeueChunkRestLocked(Pool& pool, const MapChunk& chunk, int from)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -212,12 +199,10 @@ class Scheduler {
   // of `pool` and has it load the pool; a lost one is replaced with back-off.
   void StartPoolHelperLocked(Pool& pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnPoolHelperStarted(const std::string& name, uint64_t attempt,
-                           absl::StatusOr<HelperProcess> process,
-                           int root_tries);
+                           absl::StatusOr<HelperProcess> process, int root_tries);
   void OnPoolLoaded(const std::string& name, uint64_t attempt,
                     absl::StatusOr<internal::FromHelper> reply);
-  void OnPoolHelperExit(const std::string& name, uint64_t attempt,
-                        const std::string& why);
+  void OnPoolHelperExit(const std::string& name, uint64_t attempt, const std::string& why);
   // A load (first or again) failed with `status`.
   void LoadFailedLocked(Pool& pool, const absl::Status& status, Notify* notify)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -225,39 +210,31 @@ class Scheduler {
   // Starts a worker for every index of the pool that has none.
   void StartMissingWorkersLocked(Pool& pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fails the queued work of a FAILED pool that has no live worker to run it.
-  void FailStrandedWorkLocked(Pool& pool, Notify* notify)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int LiveWorkersLocked(const Pool& pool) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailStrandedWorkLocked(Pool& pool, Notify* notify) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int LiveWorkersLocked(const Pool& pool) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Workers (loop thread): start deadline, stopped workers, a cancelled chunk's
   // grace.
   void OnStartTimeout(const std::string& pool, uint64_t key);
   void OnStopGrace(const std::string& pool, uint64_t key, uint64_t batch);
   void CheckStoppedWorkers();
   // Whether `w` is stopped now (checks the kernel; updates w.stopped).
-  bool StoppedLocked(Pool& pool, WorkerSlot& w)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StartWorkerLocked(Pool& pool, int index)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ScheduleRestartLocked(Pool& pool, int index)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool StoppedLocked(Pool& pool, WorkerSlot& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartWorkerLocked(Pool& pool, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleRestartLocked(Pool& pool, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerForked(const std::string& pool, uint64_t key,
-                      absl::StatusOr<internal::FromHelper> reply,
-                      std::vector<UniqueFd> fds);
+                      absl::StatusOr<internal::FromHelper> reply, std::vector<UniqueFd> fds);
   void OnWorkerSocket(const std::string& pool, uint64_t key, uint32_t events);
   void OnWorkerStderr(const std::string& pool, uint64_t key);
   // Reaps, when it exits, a worker that no pool owns.
   void ReapLaterLocked(UniqueFd pidfd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerExit(const std::string& pool, uint64_t key);
-  void OnWorkerMessage(Pool& pool, WorkerSlot& worker,
-                       internal::FromWorker& message, Notify* notify)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnWorkerMessage(Pool& pool, WorkerSlot& worker, internal::FromWorker& message,
+                       Notify* notify) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ProtocolErrorLocked(WorkerSlot& worker, const std::string& what)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(Pool* pool, Task& task, v1::TaskState state, Notify* notify)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::PoolInfo InfoLocked(const Pool& pool) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::PoolInfo InfoLocked(const Pool& pool) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SweepResults();
   // Timer callbacks (loop thread).
   void OnTimeLimit(const std::string& pool, uint64_t key, uint64_t batch);
@@ -266,16 +243,15 @@ class Scheduler {
   void ArmTimeLimitLocked(Pool& pool, WorkerSlot& w, absl::Duration limit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a worker loss or time-out: retries the task if it may, else ends it.
-  void RetryOrFinishLocked(Pool& pool, Task& task, v1::TaskState state,
-                           Notify* notify) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RetryOrFinishLocked(Pool& pool, Task& task, v1::TaskState state, Notify* notify)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends every queued and running piece of work of `pool` as CANCELLED and
   // kills its workers.
   void TerminateLocked(Pool& pool, const std::string& why, Notify* notify)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // For a closed pool: stops idle workers once no work is left, and fires join
   // waiters once no worker is left.
-  void WindDownLocked(Pool& pool, Notify* notify)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WindDownLocked(Pool& pool, Notify* notify) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void RunNotify(Notify& notify);
 
   IoLoop* const loop_;
@@ -284,9 +260,8 @@ class Scheduler {
   ChildRegistry* children_ = nullptr;     // set once by AttachHelpers
   WorkerRequestHandler request_handler_;  // set once before serving
   // Sends WorkerReply `correlation_id` to a worker if it still lives.
-  bool ReplyToWorker(const std::string& pool, uint64_t key,
-                     uint64_t correlation_id, const absl::Status& status,
-                     std::string body);
+  bool ReplyToWorker(const std::string& pool, uint64_t key, uint64_t correlation_id,
+                     const absl::Status& status, std::string body);
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Pool>> pools_ ABSL_GUARDED_BY(mu_);

@@ -24,8 +24,7 @@ using internal_scheduler::EffectiveOptions;
 using internal_scheduler::NowProto;
 using internal_scheduler::ToDuration;
 
-bool Scheduler::SendChunkLocked(Pool& pool, WorkerSlot& w,
-                                std::shared_ptr<MapChunk> chunk) {
+bool Scheduler::SendChunkLocked(Pool& pool, WorkerSlot& w, std::shared_ptr<MapChunk> chunk) {
   internal::ToWorker message;
   internal::RunBatch* run = message.mutable_run();
   const uint64_t batch = next_batch_++;
@@ -43,8 +42,7 @@ bool Scheduler::SendChunkLocked(Pool& pool, WorkerSlot& w,
   if (limit > absl::ZeroDuration()) {
     run->set_deadline_unix_ns(absl::ToUnixNanos(absl::Now() + limit));
   }
-  run->set_soft_time_limit_ns(
-      absl::ToInt64Nanoseconds(ToDuration(eff.soft_time_limit())));
+  run->set_soft_time_limit_ns(absl::ToInt64Nanoseconds(ToDuration(eff.soft_time_limit())));
   if (!SendLocked(w, message)) return false;
   pool.queued -= chunk->count;
   ++running_;
@@ -56,13 +54,12 @@ bool Scheduler::SendChunkLocked(Pool& pool, WorkerSlot& w,
   return true;
 }
 
-void Scheduler::QueueChunksLocked(
-    Pool& pool, const std::shared_ptr<MapJob>& job, uint64_t first_index,
-    const std::shared_ptr<const PackedItems>& inputs, size_t begin, int count,
-    uint32_t chunksize) {
-  const int size =
-      std::max<int>(1, static_cast<int>(std::min<uint32_t>(
-                           chunksize, static_cast<uint32_t>(count))));
+void Scheduler::QueueChunksLocked(Pool& pool, const std::shared_ptr<MapJob>& job,
+                                  uint64_t first_index,
+                                  const std::shared_ptr<const PackedItems>& inputs, size_t begin,
+                                  int count, uint32_t chunksize) {
+  const int size = std::max<int>(
+      1, static_cast<int>(std::min<uint32_t>(chunksize, static_cast<uint32_t>(count))));
   for (int offset = 0; offset < count; offset += size) {
     auto chunk = std::make_shared<MapChunk>();
     chunk->job = job;
@@ -75,19 +72,17 @@ void Scheduler::QueueChunksLocked(
   }
 }
 
-absl::Status Scheduler::StartMap(const std::shared_ptr<MapJob>& job,
-                                 std::string_view inputs, uint32_t chunksize) {
-  FORKPOOL_ASSIGN_OR_RETURN(
-      std::shared_ptr<const PackedItems> items,
-      PackedItems::View(inputs, options_.max_input_bytes, "map inputs"));
+absl::Status Scheduler::StartMap(const std::shared_ptr<MapJob>& job, std::string_view inputs,
+                                 uint32_t chunksize) {
+  FORKPOOL_ASSIGN_OR_RETURN(std::shared_ptr<const PackedItems> items,
+                            PackedItems::View(inputs, options_.max_input_bytes, "map inputs"));
   if (items->size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a map of ", items->size(), " items in one request; stream them"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a map of ", items->size(), " items in one request; stream them"));
   }
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(job->pool());
-  FORKPOOL_RETURN_IF_ERROR(
-      CheckAcceptsLocked(job->pool(), pool, job->function(), 0));
+  FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(job->pool(), pool, job->function(), 0));
   const int n = static_cast<int>(items->size());
   if (chunksize == 0) {
     // multiprocessing's rule: about four chunks per worker.
@@ -107,28 +102,24 @@ absl::Status Scheduler::OpenMap(const std::shared_ptr<MapJob>& job) {
 }
 
 absl::Status Scheduler::AddMapInputs(const std::shared_ptr<MapJob>& job,
-                                     std::shared_ptr<const PackedItems> inputs,
-                                     size_t begin, size_t end,
-                                     uint32_t chunksize) {
+                                     std::shared_ptr<const PackedItems> inputs, size_t begin,
+                                     size_t end, uint32_t chunksize) {
   const int n = static_cast<int>(end - begin);
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(job->pool());
-  FORKPOOL_RETURN_IF_ERROR(
-      CheckAcceptsLocked(job->pool(), pool, job->function(), n));
+  FORKPOOL_RETURN_IF_ERROR(CheckAcceptsLocked(job->pool(), pool, job->function(), n));
   if (job->cancelled()) return absl::CancelledError("the map was cancelled");
   if (n == 0) return absl::OkStatus();
   if (chunksize == 0) {
     // Chunks from what has arrived: about one per worker, at most 4096 items.
     const int workers = std::max(1, pool->settings.processes());
-    chunksize =
-        static_cast<uint32_t>(std::clamp((n + workers - 1) / workers, 1, 4096));
+    chunksize = static_cast<uint32_t>(std::clamp((n + workers - 1) / workers, 1, 4096));
   }
   const uint64_t first = job->accepted();
-  job->AddAccepted(static_cast<uint64_t>(n), /*end=*/false,
-                   inputs->RangeBytes(begin, end));
+  job->AddAccepted(static_cast<uint64_t>(n), /*end=*/false, inputs->RangeBytes(begin, end));
   QueueChunksLocked(*pool, job, first, inputs, begin, n, chunksize);
-  pool->map_inflight_high_water = std::max<int64_t>(
-      pool->map_inflight_high_water, static_cast<int64_t>(job->InFlight()));
+  pool->map_inflight_high_water =
+      std::max<int64_t>(pool->map_inflight_high_water, static_cast<int64_t>(job->InFlight()));
   DispatchLocked(*pool);
   return absl::OkStatus();
 }
@@ -149,9 +140,8 @@ void Scheduler::CancelMap(const std::shared_ptr<MapJob>& job) {
       // would hold the worker for nobody: its worker is killed after a grace.
       const std::string name = pool->settings.name();
       const uint64_t key = w.key, batch = w.batch_id;
-      loop_->AddTimer(
-          absl::Now() + options_.cancel_grace,
-          [this, name, key, batch] { OnStopGrace(name, key, batch); });
+      loop_->AddTimer(absl::Now() + options_.cancel_grace,
+                      [this, name, key, batch] { OnStopGrace(name, key, batch); });
     }
   }
   // Drop queued chunks now, so the pool's queued count is true at once.
@@ -166,18 +156,15 @@ void Scheduler::CancelMap(const std::shared_ptr<MapJob>& job) {
   pool->pending.swap(kept);
 }
 
-void Scheduler::FailChunkItemsLocked(const MapChunk& chunk, int from,
-                                     v1::TaskState state,
-                                     const std::string& error,
-                                     const v1::WorkerLoss* loss) {
+void Scheduler::FailChunkItemsLocked(const MapChunk& chunk, int from, v1::TaskState state,
+                                     const std::string& error, const v1::WorkerLoss* loss) {
   if (from >= chunk.count) return;
   MapRun run;
   run.first_index = chunk.first_index + static_cast<uint64_t>(from);
   run.count = static_cast<uint64_t>(chunk.count - from);
   run.outputs.reserve(run.count * PackedItemBytes(0));
-  run.input_bytes =
-      chunk.inputs->RangeBytes(chunk.begin + static_cast<size_t>(from),
-                               chunk.begin + static_cast<size_t>(chunk.count));
+  run.input_bytes = chunk.inputs->RangeBytes(chunk.begin + static_cast<size_t>(from),
+                                             chunk.begin + static_cast<size_t>(chunk.count));
   run.errors.reserve(run.count);
   for (int i = from; i < chunk.count; ++i) {
     AppendPackedItem("", &run.outputs);
@@ -190,8 +177,7 @@ void Scheduler::FailChunkItemsLocked(const MapChunk& chunk, int from,
   chunk.job->AddRun(std::move(run));
 }
 
-void Scheduler::RequeueChunkRestLocked(Pool& pool, const MapChunk& chunk,
-                                       int from) {
+void Scheduler::RequeueChunkRestLocked(Pool& pool, const MapChunk& chunk, int from) {
   if (from >= chunk.count || chunk.job->cancelled()) return;
   auto rest = std::make_shared<MapChunk>();
   rest->job = chunk.job;

@@ -24,12 +24,10 @@ using internal_scheduler::EffectiveOptions;
 using internal_scheduler::NowProto;
 using internal_scheduler::ToDuration;
 
-void Scheduler::CreatePool(
-    v1::PoolSettings settings,
-    std::function<void(absl::StatusOr<v1::PoolInfo>)> done) {
+void Scheduler::CreatePool(v1::PoolSettings settings,
+                           std::function<void(absl::StatusOr<v1::PoolInfo>)> done) {
   if (settings.libraries().empty()) {
-    for (const auto& lib : options_.default_libraries)
-      settings.add_libraries(lib);
+    for (const auto& lib : options_.default_libraries) settings.add_libraries(lib);
   }
   absl::Status valid = NormalizePoolSettings(&settings);
   if (!valid.ok()) {
@@ -42,11 +40,9 @@ void Scheduler::CreatePool(
     return;
   }
   if (auto it = pools_.find(settings.name()); it != pools_.end()) {
-    done(absl::AlreadyExistsError(
-        absl::StrCat("pool '", settings.name(), "' already exists",
-                     it->second->deleting
-                         ? " (it is being deleted; try again when it is gone)"
-                         : "")));
+    done(absl::AlreadyExistsError(absl::StrCat(
+        "pool '", settings.name(), "' already exists",
+        it->second->deleting ? " (it is being deleted; try again when it is gone)" : "")));
     return;
   }
   // The cap counts the workers every pool asks for, so that one CreatePool
@@ -57,10 +53,10 @@ void Scheduler::CreatePool(
     if (!other->deleting) in_use += other->settings.processes();
   }
   if (in_use + settings.processes() > options_.max_workers) {
-    done(absl::ResourceExhaustedError(absl::StrCat(
-        "pool '", settings.name(), "' asks for ", settings.processes(),
-        " workers; forkpoold runs at most ", options_.max_workers,
-        " (--max_workers) and ", in_use, " are taken by other pools")));
+    done(absl::ResourceExhaustedError(
+        absl::StrCat("pool '", settings.name(), "' asks for ", settings.processes(),
+                     " workers; forkpoold runs at most ", options_.max_workers,
+                     " (--max_workers) and ", in_use, " are taken by other pools")));
     return;
   }
   auto pool = std::make_unique<Pool>();
@@ -72,16 +68,14 @@ void Scheduler::CreatePool(
   StartPoolHelperLocked(p);
 }
 
-bool Scheduler::AwaitWorkersReady(const std::string& name, int count,
-                                  absl::Time deadline) {
+bool Scheduler::AwaitWorkersReady(const std::string& name, int count, absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Pool* pool = FindPoolLocked(name);
     if (pool == nullptr) return true;
     int n = 0;
     for (const auto& [key, w] : pool->workers) {
-      if (w.state == v1::WORKER_STATE_IDLE || w.state == v1::WORKER_STATE_BUSY)
-        ++n;
+      if (w.state == v1::WORKER_STATE_IDLE || w.state == v1::WORKER_STATE_BUSY) ++n;
     }
     return n >= count;
   };
@@ -103,9 +97,7 @@ v1::PoolInfo Scheduler::InfoLocked(const Pool& pool) const {
     if (w.state == v1::WORKER_STATE_BUSY) info.set_busy(info.busy() + 1);
   }
   std::sort(info.mutable_workers()->begin(), info.mutable_workers()->end(),
-            [](const v1::WorkerInfo& a, const v1::WorkerInfo& b) {
-              return a.index() < b.index();
-            });
+            [](const v1::WorkerInfo& a, const v1::WorkerInfo& b) { return a.index() < b.index(); });
   info.set_queued(pool.queued);
   info.set_tasks_done(pool.tasks_done);
   info.set_tasks_failed(pool.tasks_failed);
@@ -125,8 +117,7 @@ absl::StatusOr<v1::PoolInfo> Scheduler::ClosePool(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     Pool* pool = FindPoolLocked(name);
-    if (pool == nullptr)
-      return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
     pool->closed = true;
     WindDownLocked(*pool, &notify);
     info = InfoLocked(*pool);
@@ -135,20 +126,17 @@ absl::StatusOr<v1::PoolInfo> Scheduler::ClosePool(const std::string& name) {
   return info;
 }
 
-void Scheduler::TerminateLocked(Pool& pool, const std::string& why,
-                                Notify* notify) {
+void Scheduler::TerminateLocked(Pool& pool, const std::string& why, Notify* notify) {
   pool.closed = true;
   for (const PendingWork& work : pool.pending) {
     if (work.chunk) {
       if (!work.chunk->job->cancelled()) {
-        FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_CANCELLED, why,
-                             nullptr);
+        FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_CANCELLED, why, nullptr);
       }
       continue;
     }
     Task* task = tasks_.Find(work.task_id);
-    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING)
-      continue;
+    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
     task->result.set_error(why);
     FinishLocked(&pool, *task, v1::TASK_STATE_CANCELLED, notify);
   }
@@ -158,12 +146,10 @@ void Scheduler::TerminateLocked(Pool& pool, const std::string& why,
     if (w.state == v1::WORKER_STATE_BUSY) {
       if (w.chunk) {
         if (!w.chunk->job->cancelled()) {
-          FailChunkItemsLocked(*w.chunk, w.chunk_results,
-                               v1::TASK_STATE_CANCELLED, why, nullptr);
+          FailChunkItemsLocked(*w.chunk, w.chunk_results, v1::TASK_STATE_CANCELLED, why, nullptr);
         }
         w.chunk.reset();
-      } else if (Task* task = tasks_.Find(w.task_id);
-                 task && !IsTerminal(task->result.state())) {
+      } else if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
         task->result.set_error(why);
         FinishLocked(&pool, *task, v1::TASK_STATE_CANCELLED, notify);
       }
@@ -182,11 +168,8 @@ absl::StatusOr<v1::PoolInfo> Scheduler::TerminatePool(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     Pool* pool = FindPoolLocked(name);
-    if (pool == nullptr)
-      return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
-    TerminateLocked(*pool,
-                    absl::StrCat("cancelled: pool '", name, "' was terminated"),
-                    &notify);
+    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    TerminateLocked(*pool, absl::StrCat("cancelled: pool '", name, "' was terminated"), &notify);
     WindDownLocked(*pool, &notify);
     info = InfoLocked(*pool);
   }
@@ -199,11 +182,8 @@ absl::Status Scheduler::DeletePool(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     Pool* pool = FindPoolLocked(name);
-    if (pool == nullptr)
-      return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
-    TerminateLocked(*pool,
-                    absl::StrCat("cancelled: pool '", name, "' was deleted"),
-                    &notify);
+    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    TerminateLocked(*pool, absl::StrCat("cancelled: pool '", name, "' was deleted"), &notify);
     WindDownLocked(*pool, &notify);
     // Workers still starting are dropped with their slot: the fds the helper
     // passes up for them close unused and the worker exits on EOF.
@@ -220,8 +200,7 @@ absl::Status Scheduler::DeletePool(const std::string& name) {
       auto done = std::move(pool->create_done);
       pool->create_done = nullptr;
       notify.push_back([done, name] {
-        done(absl::NotFoundError(
-            absl::StrCat("pool '", name, "' was deleted while loading")));
+        done(absl::NotFoundError(absl::StrCat("pool '", name, "' was deleted while loading")));
       });
     }
     if (pool->workers.empty()) {
@@ -232,18 +211,15 @@ absl::Status Scheduler::DeletePool(const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::Status Scheduler::JoinPool(const std::string& name,
-                                 std::function<void()> done) {
+absl::Status Scheduler::JoinPool(const std::string& name, std::function<void()> done) {
   Notify notify;
   {
     absl::MutexLock lock(&mu_);
     Pool* pool = FindPoolLocked(name);
-    if (pool == nullptr)
-      return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+    if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
     if (!pool->closed) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "pool '", name,
-          "' is still running: close or terminate it before join"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("pool '", name, "' is still running: close or terminate it before join"));
     }
     pool->join_waiters.push_back(std::move(done));
     WindDownLocked(*pool, &notify);
@@ -256,8 +232,7 @@ void Scheduler::WindDownLocked(Pool& pool, Notify* notify) {
   if (!pool.closed) return;
   if (pool.queued == 0 && pool.pending.empty()) {
     for (auto& [key, w] : pool.workers) {
-      if (w.state == v1::WORKER_STATE_IDLE && w.conn &&
-          w.protocol_error.empty()) {
+      if (w.state == v1::WORKER_STATE_IDLE && w.conn && w.protocol_error.empty()) {
         internal::ToWorker shutdown;
         shutdown.mutable_shutdown();
         (void)SendLocked(w, shutdown);
@@ -284,8 +259,7 @@ std::vector<v1::PoolInfo> Scheduler::ListPools() {
 absl::StatusOr<v1::PoolInfo> Scheduler::DescribePool(const std::string& name) {
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(name);
-  if (pool == nullptr)
-    return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
+  if (pool == nullptr) return absl::NotFoundError(absl::StrCat("unknown pool '", name, "'"));
   return InfoLocked(*pool);
 }
 

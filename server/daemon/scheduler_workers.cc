@@ -39,14 +39,12 @@ void Scheduler::StartWorkerLocked(Pool& pool, int index) {
   request.mutable_fork_worker()->set_worker_index(index);
   absl::Status sent = pool.helper->Request(
       request, kForkTimeout,
-      [this, name, key](absl::StatusOr<internal::FromHelper> reply,
-                        std::vector<UniqueFd> fds) {
+      [this, name, key](absl::StatusOr<internal::FromHelper> reply, std::vector<UniqueFd> fds) {
         OnWorkerForked(name, key, std::move(reply), std::move(fds));
       });
   if (!sent.ok()) return;  // the helper is gone; its exit brings a reload
-  slot.start_timer =
-      loop_->AddTimer(absl::Now() + options_.start_timeout,
-                      [this, name, key] { OnStartTimeout(name, key); });
+  slot.start_timer = loop_->AddTimer(absl::Now() + options_.start_timeout,
+                                     [this, name, key] { OnStartTimeout(name, key); });
   pool.workers.emplace(key, std::move(slot));
 }
 
@@ -58,10 +56,8 @@ void Scheduler::OnStartTimeout(const std::string& name, uint64_t key) {
   if (w->state != v1::WORKER_STATE_STARTING) return;
   w->start_timed_out = true;
   pool->last_error = absl::StrCat(
-      "worker ", w->index,
-      w->conn ? absl::StrCat(" (pid ", w->conn->pid(), ")") : "",
-      " did not start within ", absl::FormatDuration(options_.start_timeout),
-      " (--start_timeout)",
+      "worker ", w->index, w->conn ? absl::StrCat(" (pid ", w->conn->pid(), ")") : "",
+      " did not start within ", absl::FormatDuration(options_.start_timeout), " (--start_timeout)",
       pool->settings.initializer().empty()
           ? ""
           : absl::StrCat("; its initializer '", pool->settings.initializer(),
@@ -84,8 +80,7 @@ void Scheduler::ScheduleRestartLocked(Pool& pool, int index) {
   // Back off after consecutive failures so a broken initializer cannot spin.
   const int failures = std::min(pool.failed_starts, 6);
   const absl::Duration delay =
-      failures == 0 ? absl::ZeroDuration()
-                    : absl::Milliseconds(100) * (1 << (failures - 1));
+      failures == 0 ? absl::ZeroDuration() : absl::Milliseconds(100) * (1 << (failures - 1));
   const std::string name = pool.settings.name();
   auto restart = [this, name, index] {
     absl::MutexLock lock(&mu_);
@@ -108,10 +103,8 @@ void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
                                std::vector<UniqueFd> fds) {
   absl::MutexLock lock(&mu_);
   Pool* pool = FindPoolLocked(name);
-  auto it = pool != nullptr ? pool->workers.find(key)
-                            : decltype(pool->workers.end())();
-  const bool forked =
-      reply.ok() && StatusFromProto(reply->status()).ok() && fds.size() == 3;
+  auto it = pool != nullptr ? pool->workers.find(key) : decltype(pool->workers.end())();
+  const bool forked = reply.ok() && StatusFromProto(reply->status()).ok() && fds.size() == 3;
   if (pool == nullptr || it == pool->workers.end()) {
     // Nobody wants this worker any more (its pool was deleted, its start timed
     // out): its socket closes here, it exits on EOF, and as our child it must
@@ -129,20 +122,18 @@ void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
   }
   absl::Status s = StatusFromProto(reply->status());
   if (s.ok() && fds.size() != 3) {
-    s = absl::InternalError(absl::StrCat("pool helper passed ", fds.size(),
-                                         " fds for a worker; expected 3"));
+    s = absl::InternalError(
+        absl::StrCat("pool helper passed ", fds.size(), " fds for a worker; expected 3"));
   }
   UniqueFd pidfd_copy;
   absl::StatusOr<std::unique_ptr<WorkerConnection>> conn =
       s.ok()
-          ? WorkerConnection::Create(
-                reply->worker_forked().pid(), std::move(fds[0]),
-                std::move(fds[1]), std::move(fds[2]), options_.max_frame_bytes)
+          ? WorkerConnection::Create(reply->worker_forked().pid(), std::move(fds[0]),
+                                     std::move(fds[1]), std::move(fds[2]), options_.max_frame_bytes)
           : absl::StatusOr<std::unique_ptr<WorkerConnection>>(s);
   if (!conn.ok()) {
     const int index = w.index;
-    pool->last_error =
-        absl::StrCat("starting worker ", index, ": ", conn.status().message());
+    pool->last_error = absl::StrCat("starting worker ", index, ": ", conn.status().message());
     Log("pool '", name, "': ", pool->last_error);
     // A worker that was made but cannot be served is still our child: end and
     // reap it.
@@ -163,21 +154,18 @@ void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
   const int sock = w.conn->socket_fd();
   const int pidfd = w.conn->pidfd();
   const int err = w.conn->stderr_fd();
-  absl::Status watched = loop_->Watch(
-      pidfd, EPOLLIN, [this, name, key](uint32_t) { OnWorkerExit(name, key); });
+  absl::Status watched =
+      loop_->Watch(pidfd, EPOLLIN, [this, name, key](uint32_t) { OnWorkerExit(name, key); });
   if (watched.ok()) {
-    watched = loop_->Watch(sock, EPOLLIN, [this, name, key](uint32_t events) {
-      OnWorkerSocket(name, key, events);
-    });
+    watched = loop_->Watch(
+        sock, EPOLLIN, [this, name, key](uint32_t events) { OnWorkerSocket(name, key, events); });
   }
   if (watched.ok()) {
-    watched = loop_->Watch(err, EPOLLIN, [this, name, key](uint32_t) {
-      OnWorkerStderr(name, key);
-    });
+    watched =
+        loop_->Watch(err, EPOLLIN, [this, name, key](uint32_t) { OnWorkerStderr(name, key); });
   }
   if (!watched.ok()) {
-    Log("pool '", name, "': cannot watch worker ", w.conn->pid(), ": ",
-        watched.message());
+    Log("pool '", name, "': cannot watch worker ", w.conn->pid(), ": ", watched.message());
     w.conn->Kill();  // its exit is still seen through the pidfd if that was
                      // watched
     return;
@@ -218,18 +206,17 @@ void Scheduler::OnWorkerStderr(const std::string& name, uint64_t key) {
   const std::string lines = conn.DrainStderr();
   if (!lines.empty()) {
     std::string prefixed;
-    for (absl::string_view line : absl::StrSplit(
-             absl::string_view(lines).substr(0, lines.size() - 1), '\n')) {
-      absl::StrAppend(&prefixed, "forkpoold: [", name, "/", w->index, " pid ",
-                      conn.pid(), "] ", line, "\n");
+    for (absl::string_view line :
+         absl::StrSplit(absl::string_view(lines).substr(0, lines.size() - 1), '\n')) {
+      absl::StrAppend(&prefixed, "forkpoold: [", name, "/", w->index, " pid ", conn.pid(), "] ",
+                      line, "\n");
     }
     std::fwrite(prefixed.data(), 1, prefixed.size(), stderr);
   }
   if (conn.stderr_eof()) loop_->Unwatch(conn.stderr_fd());
 }
 
-void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key,
-                               uint32_t events) {
+void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t events) {
   Notify notify;
   {
     absl::MutexLock lock(&mu_);
@@ -248,8 +235,8 @@ void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key,
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
       // The pool and worker stay valid during Read: only this thread erases
       // them.
-      absl::StatusOr<bool> open = w.conn->Read(
-          [&](internal::FromWorker& m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      absl::StatusOr<bool> open =
+          w.conn->Read([&](internal::FromWorker& m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
             OnWorkerMessage(*pool, w, m, &notify);
           });
       if (!open.ok()) {
@@ -267,13 +254,11 @@ void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key,
   RunNotify(notify);
 }
 
-bool Scheduler::ReplyToWorker(const std::string& name, uint64_t key,
-                              uint64_t correlation_id,
+bool Scheduler::ReplyToWorker(const std::string& name, uint64_t key, uint64_t correlation_id,
                               const absl::Status& status, std::string body) {
   absl::MutexLock lock(&mu_);
   WorkerSlot* w = FindWorkerLocked(name, key).second;
-  if (w == nullptr || !w->conn || !w->protocol_error.empty() ||
-      w->state != v1::WORKER_STATE_BUSY) {
+  if (w == nullptr || !w->conn || !w->protocol_error.empty() || w->state != v1::WORKER_STATE_BUSY) {
     return false;
   }
   internal::ToWorker message;
@@ -287,15 +272,14 @@ bool Scheduler::ReplyToWorker(const std::string& name, uint64_t key,
 void Scheduler::ProtocolErrorLocked(WorkerSlot& w, const std::string& what) {
   if (w.protocol_error.empty()) {
     w.protocol_error = what;
-    Log("worker ", w.conn->pid(), " broke the worker protocol: ", what,
-        "; killing it");
+    Log("worker ", w.conn->pid(), " broke the worker protocol: ", what, "; killing it");
   }
   loop_->Unwatch(w.conn->socket_fd());
   w.conn->Kill();
 }
 
-void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w,
-                                internal::FromWorker& m, Notify* notify) {
+void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, internal::FromWorker& m,
+                                Notify* notify) {
   if (!w.protocol_error.empty()) return;
   switch (m.kind_case()) {
     case internal::FromWorker::kHello: {
@@ -304,14 +288,13 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w,
         return;
       }
       if (m.hello().protocol_version() != internal::PROTOCOL_VERSION_1) {
-        ProtocolErrorLocked(w, absl::StrCat("unsupported protocol version ",
-                                            m.hello().protocol_version()));
+        ProtocolErrorLocked(
+            w, absl::StrCat("unsupported protocol version ", m.hello().protocol_version()));
         return;
       }
       if (m.hello().has_init_error() && m.hello().init_error().code() != 0) {
-        pool.last_error =
-            absl::StrCat("initializer failed in worker ", w.conn->pid(), ": ",
-                         ValidUtf8(m.hello().init_error().message()));
+        pool.last_error = absl::StrCat("initializer failed in worker ", w.conn->pid(), ": ",
+                                       ValidUtf8(m.hello().init_error().message()));
         Log("pool '", pool.settings.name(), "': ", pool.last_error);
         w.state = v1::WORKER_STATE_STOPPING;  // it exits; the restart backs off
         ++pool.failed_starts;
@@ -326,14 +309,11 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w,
       if (!pool.reported_ready) {
         int ready = 0;
         for (const auto& [k, other] : pool.workers) {
-          if (other.state == v1::WORKER_STATE_IDLE ||
-              other.state == v1::WORKER_STATE_BUSY)
-            ++ready;
+          if (other.state == v1::WORKER_STATE_IDLE || other.state == v1::WORKER_STATE_BUSY) ++ready;
         }
         if (ready >= pool.settings.processes()) {
           pool.reported_ready = true;
-          Log("pool '", pool.settings.name(), "': ", ready,
-              " workers ready in ",
+          Log("pool '", pool.settings.name(), "': ", ready, " workers ready in ",
               absl::FormatDuration(absl::Now() - pool.created_at));
         }
       }
@@ -345,52 +325,45 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w,
         // A cancelled task's worker may still have answered; anything else is
         // wrong.
         if (w.state == v1::WORKER_STATE_STOPPING) return;
-        ProtocolErrorLocked(w, absl::StrCat("results for batch ", r.batch_id(),
-                                            " that is not running"));
+        ProtocolErrorLocked(
+            w, absl::StrCat("results for batch ", r.batch_id(), " that is not running"));
         return;
       }
       const int expected = w.chunk ? w.chunk->count : 1;
       const int room = expected - w.chunk_results;
       // The outputs are checked before anything is taken from them: a worker's
       // frame is not trusted.
-      absl::StatusOr<size_t> n =
-          CountPackedItems(r.outputs(), ~size_t{0}, "outputs");
-      if (!n.ok() || *n == 0 ||
-          static_cast<int>(r.first_index()) != w.chunk_results ||
+      absl::StatusOr<size_t> n = CountPackedItems(r.outputs(), ~size_t{0}, "outputs");
+      if (!n.ok() || *n == 0 || static_cast<int>(r.first_index()) != w.chunk_results ||
           *n > static_cast<size_t>(room)) {
         ProtocolErrorLocked(
-            w, n.ok() ? absl::StrCat("batch ", r.batch_id(), " has ", expected,
-                                     " items; got results ", r.first_index(),
-                                     "..", r.first_index() + *n, " after ",
-                                     w.chunk_results)
-                      : absl::StrCat("results for batch ", r.batch_id(), ": ",
-                                     n.status().message()));
+            w, n.ok()
+                   ? absl::StrCat("batch ", r.batch_id(), " has ", expected, " items; got results ",
+                                  r.first_index(), "..", r.first_index() + *n, " after ",
+                                  w.chunk_results)
+                   : absl::StrCat("results for batch ", r.batch_id(), ": ", n.status().message()));
         return;
       }
       const int count = static_cast<int>(*n);
       for (int e = 0; e < r.errors_size(); ++e) {
         const internal::ItemError& error = r.errors(e);
-        if (error.index() < r.first_index() ||
-            error.index() - r.first_index() >= *n ||
-            (e > 0 && error.index() <= r.errors(e - 1).index()) ||
-            error.status().code() == 0) {
+        if (error.index() < r.first_index() || error.index() - r.first_index() >= *n ||
+            (e > 0 && error.index() <= r.errors(e - 1).index()) || error.status().code() == 0) {
           ProtocolErrorLocked(
-              w, absl::StrCat("results for batch ", r.batch_id(),
-                              ": error for item ", error.index(),
-                              " is out of order, outside ", r.first_index(),
-                              "..", r.first_index() + *n, " or OK"));
+              w, absl::StrCat("results for batch ", r.batch_id(), ": error for item ",
+                              error.index(), " is out of order, outside ", r.first_index(), "..",
+                              r.first_index() + *n, " or OK"));
           return;
         }
       }
       if (w.chunk) {
         const MapChunk& chunk = *w.chunk;
         MapRun run;
-        run.first_index =
-            chunk.first_index + static_cast<uint64_t>(w.chunk_results);
+        run.first_index = chunk.first_index + static_cast<uint64_t>(w.chunk_results);
         run.count = *n;
-        run.input_bytes = chunk.inputs->RangeBytes(
-            chunk.begin + static_cast<size_t>(w.chunk_results),
-            chunk.begin + static_cast<size_t>(w.chunk_results + count));
+        run.input_bytes =
+            chunk.inputs->RangeBytes(chunk.begin + static_cast<size_t>(w.chunk_results),
+                                     chunk.begin + static_cast<size_t>(w.chunk_results + count));
         // The frame is ours to consume: the outputs move instead of being
         // copied.
         run.outputs = std::move(*m.mutable_results()->mutable_outputs());
@@ -427,10 +400,9 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w,
     }
     case internal::FromWorker::kDone: {
       if (w.state == v1::WORKER_STATE_STOPPING) return;
-      if (w.state != v1::WORKER_STATE_BUSY ||
-          m.done().batch_id() != w.batch_id) {
-        ProtocolErrorLocked(w, absl::StrCat("batch ", m.done().batch_id(),
-                                            " done but it is not running"));
+      if (w.state != v1::WORKER_STATE_BUSY || m.done().batch_id() != w.batch_id) {
+        ProtocolErrorLocked(
+            w, absl::StrCat("batch ", m.done().batch_id(), " done but it is not running"));
         return;
       }
       if (w.chunk) {
@@ -439,20 +411,18 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w,
           if (w.chunk->job->cancelled()) {
             // Nobody listens any more.
           } else {
-            FailChunkItemsLocked(
-                *w.chunk, w.chunk_results, v1::TASK_STATE_FAILED,
-                "protocol error: the worker finished the batch without a "
-                "result for this item",
-                nullptr);
+            FailChunkItemsLocked(*w.chunk, w.chunk_results, v1::TASK_STATE_FAILED,
+                                 "protocol error: the worker finished the batch without a "
+                                 "result for this item",
+                                 nullptr);
           }
         }
         w.chunk.reset();
-      } else if (Task* task = tasks_.Find(w.task_id);
-                 w.chunk_results < 1 && task && task->worker_key == w.key &&
-                 !IsTerminal(task->result.state())) {
+      } else if (Task* task = tasks_.Find(w.task_id); w.chunk_results < 1 && task &&
+                                                      task->worker_key == w.key &&
+                                                      !IsTerminal(task->result.state())) {
         // Done without a result for its item.
-        task->result.set_error(
-            "protocol error: the worker finished the batch without a result");
+        task->result.set_error("protocol error: the worker finished the batch without a result");
         FinishLocked(&pool, *task, v1::TASK_STATE_FAILED, notify);
       }
       --running_;
@@ -465,8 +435,7 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w,
       w.rss_bytes = m.done().rss_bytes();
       const int max_tasks = pool.settings.max_tasks_per_child();
       const int64_t max_rss = pool.settings.max_memory_per_child_bytes();
-      if ((max_tasks > 0 && w.tasks_done >= max_tasks) ||
-          (max_rss > 0 && w.rss_bytes > max_rss)) {
+      if ((max_tasks > 0 && w.tasks_done >= max_tasks) || (max_rss > 0 && w.rss_bytes > max_rss)) {
         internal::ToWorker shutdown;
         shutdown.mutable_shutdown();
         w.state = v1::WORKER_STATE_STOPPING;
@@ -481,41 +450,36 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w,
     case internal::FromWorker::kRequest: {
       if (w.state != v1::WORKER_STATE_BUSY || !request_handler_) {
         ProtocolErrorLocked(
-            w, absl::StrCat("worker request '", m.request().method(),
-                            "' outside a task"));
+            w, absl::StrCat("worker request '", m.request().method(), "' outside a task"));
         return;
       }
       // Handled after the lock is released: the answer may come at once.
       const std::string name = pool.settings.name();
       const uint64_t key = w.key, corr = m.request().correlation_id();
-      notify->push_back([this, name, key, corr, method = m.request().method(),
-                         body = m.request().body()] {
-        request_handler_(
-            method, body,
-            [this, name, key, corr](absl::Status s, std::string b) {
+      notify->push_back(
+          [this, name, key, corr, method = m.request().method(), body = m.request().body()] {
+            request_handler_(method, body, [this, name, key, corr](absl::Status s, std::string b) {
               return ReplyToWorker(name, key, corr, s, std::move(b));
             });
-      });
+          });
       return;
     }
     default:
-      ProtocolErrorLocked(w, absl::StrCat("unknown message kind ",
-                                          static_cast<int>(m.kind_case())));
+      ProtocolErrorLocked(w,
+                          absl::StrCat("unknown message kind ", static_cast<int>(m.kind_case())));
       return;
   }
 }
 
-void Scheduler::ArmTimeLimitLocked(Pool& pool, WorkerSlot& w,
-                                   absl::Duration limit) {
+void Scheduler::ArmTimeLimitLocked(Pool& pool, WorkerSlot& w, absl::Duration limit) {
   if (w.limit_timer != 0) loop_->CancelTimer(w.limit_timer);
   w.limit_timer = 0;
   w.time_limit = limit;
   if (limit <= absl::ZeroDuration()) return;
   const std::string name = pool.settings.name();
   const uint64_t key = w.key, batch = w.batch_id;
-  w.limit_timer = loop_->AddTimer(
-      absl::Now() + limit,
-      [this, name, key, batch] { OnTimeLimit(name, key, batch); });
+  w.limit_timer = loop_->AddTimer(absl::Now() + limit,
+                                  [this, name, key, batch] { OnTimeLimit(name, key, batch); });
 }
 
 bool Scheduler::StoppedLocked(Pool& pool, WorkerSlot& w) {
@@ -524,20 +488,18 @@ bool Scheduler::StoppedLocked(Pool& pool, WorkerSlot& w) {
   if (change == StopChange::kStopped && !w.stopped) {
     w.stopped = true;
     w.stopped_since = absl::Now();
-    pool.idle.erase(std::remove(pool.idle.begin(), pool.idle.end(), w.key),
-                    pool.idle.end());
-    Log("pool '", pool.settings.name(), "': worker ", w.index, " (pid ",
-        w.conn->pid(), ") is stopped; it gets no work until it continues");
+    pool.idle.erase(std::remove(pool.idle.begin(), pool.idle.end(), w.key), pool.idle.end());
+    Log("pool '", pool.settings.name(), "': worker ", w.index, " (pid ", w.conn->pid(),
+        ") is stopped; it gets no work until it continues");
   } else if (change == StopChange::kContinued && w.stopped) {
     w.stopped = false;
     w.last_active = absl::Now();
     if (w.state == v1::WORKER_STATE_IDLE &&
-        std::find(pool.idle.begin(), pool.idle.end(), w.key) ==
-            pool.idle.end()) {
+        std::find(pool.idle.begin(), pool.idle.end(), w.key) == pool.idle.end()) {
       pool.idle.push_back(w.key);
     }
-    Log("pool '", pool.settings.name(), "': worker ", w.index, " (pid ",
-        w.conn->pid(), ") continued");
+    Log("pool '", pool.settings.name(), "': worker ", w.index, " (pid ", w.conn->pid(),
+        ") continued");
   }
   return w.stopped;
 }
@@ -552,46 +514,41 @@ void Scheduler::CheckStoppedWorkers() {
       const bool was = w.stopped;
       const bool stopped = StoppedLocked(*pool, w);
       changed |= was != stopped;
-      if (stopped && !w.stopped_killed &&
-          now - w.stopped_since > options_.stopped_grace) {
+      if (stopped && !w.stopped_killed && now - w.stopped_since > options_.stopped_grace) {
         // Stopped too long: its task is handled by the retry rules, as a lost
         // worker's.
         w.stopped_killed = true;
         Log("pool '", name, "': worker ", w.index, " (pid ", w.conn->pid(),
-            ") stayed stopped longer than ",
-            absl::FormatDuration(options_.stopped_grace), "; killing it");
+            ") stayed stopped longer than ", absl::FormatDuration(options_.stopped_grace),
+            "; killing it");
         w.conn->Kill();
       }
     }
     if (changed) DispatchLocked(*pool);
   }
-  stop_check_timer_ = loop_->AddTimer(absl::Now() + kStopCheckInterval,
-                                      [this] { CheckStoppedWorkers(); });
+  stop_check_timer_ =
+      loop_->AddTimer(absl::Now() + kStopCheckInterval, [this] { CheckStoppedWorkers(); });
 }
 
-void Scheduler::OnStopGrace(const std::string& name, uint64_t key,
-                            uint64_t batch) {
+void Scheduler::OnStopGrace(const std::string& name, uint64_t key, uint64_t batch) {
   absl::MutexLock lock(&mu_);
   WorkerSlot* w = FindWorkerLocked(name, key).second;
-  if (w == nullptr || !w->conn || w->state != v1::WORKER_STATE_BUSY ||
-      w->batch_id != batch) {
+  if (w == nullptr || !w->conn || w->state != v1::WORKER_STATE_BUSY || w->batch_id != batch) {
     return;
   }
   Log("pool '", name, "': worker ", w->index, " (pid ", w->conn->pid(),
-      ") did not stop its cancelled map item within ",
-      absl::FormatDuration(options_.cancel_grace), "; killing it");
+      ") did not stop its cancelled map item within ", absl::FormatDuration(options_.cancel_grace),
+      "; killing it");
   w->conn->Kill();
 }
 
-void Scheduler::OnTimeLimit(const std::string& name, uint64_t key,
-                            uint64_t batch) {
+void Scheduler::OnTimeLimit(const std::string& name, uint64_t key, uint64_t batch) {
   absl::MutexLock lock(&mu_);
   WorkerSlot* slot = FindWorkerLocked(name, key).second;
   if (slot == nullptr) return;
   WorkerSlot& w = *slot;
   w.limit_timer = 0;
-  if (w.state != v1::WORKER_STATE_BUSY || w.batch_id != batch || !w.conn)
-    return;
+  if (w.state != v1::WORKER_STATE_BUSY || w.batch_id != batch || !w.conn) return;
   // The hard limit: the worker's process group is killed; its exit ends the
   // work.
   w.timed_out = true;
@@ -609,10 +566,9 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     // Frames the worker sent before it died still count (results, a Hello that
     // reports a failed initializer): read them before judging the exit.
     if (w.protocol_error.empty()) {
-      (void)conn.Read([&](internal::FromWorker& m)
-                          ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                            OnWorkerMessage(*pool, w, m, &notify);
-                          });
+      (void)conn.Read([&](internal::FromWorker& m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        OnWorkerMessage(*pool, w, m, &notify);
+      });
     }
     // Everything the worker wrote is in the pipe now; keep it for the report.
     const std::string lines = conn.DrainStderr();
@@ -626,17 +582,15 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     loop_->Unwatch(conn.stderr_fd());
     --live_workers_;
     const bool expected =
-        (w.state == v1::WORKER_STATE_STOPPING && w.protocol_error.empty()) ||
-        w.timed_out;
+        (w.state == v1::WORKER_STATE_STOPPING && w.protocol_error.empty()) || w.timed_out;
     if (w.state == v1::WORKER_STATE_STARTING && !w.start_timed_out) {
       // How it died before its hello says what went wrong with its start.
       pool->last_error =
           pool->settings.initializer().empty()
-              ? absl::StrCat("worker ", w.index, " (pid ", conn.pid(), ") ",
-                             DescribeExit(exit), " before it was ready")
-              : absl::StrCat("worker ", w.index, " (pid ", conn.pid(),
-                             "): initializer '", pool->settings.initializer(),
-                             "' ", DescribeExit(exit));
+              ? absl::StrCat("worker ", w.index, " (pid ", conn.pid(), ") ", DescribeExit(exit),
+                             " before it was ready")
+              : absl::StrCat("worker ", w.index, " (pid ", conn.pid(), "): initializer '",
+                             pool->settings.initializer(), "' ", DescribeExit(exit));
     }
     if (w.limit_timer != 0) loop_->CancelTimer(w.limit_timer);
     w.limit_timer = 0;
@@ -654,25 +608,22 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
       state = v1::TASK_STATE_FAILED;
       error = absl::StrCat("protocol error: ", w.protocol_error);
     } else if (w.stopped_killed) {
-      error =
-          absl::StrCat("worker lost: it stayed stopped (SIGSTOP) longer than ",
-                       absl::FormatDuration(options_.stopped_grace),
-                       " (--stopped_grace) and was killed");
+      error = absl::StrCat("worker lost: it stayed stopped (SIGSTOP) longer than ",
+                           absl::FormatDuration(options_.stopped_grace),
+                           " (--stopped_grace) and was killed");
     } else if (w.timed_out) {
       state = v1::TASK_STATE_TIMED_OUT;
       error = absl::StrCat("timed out: ran past its hard time limit of ",
-                           absl::FormatDuration(w.time_limit),
-                           "; its worker was killed");
+                           absl::FormatDuration(w.time_limit), "; its worker was killed");
     }
     if (w.state == v1::WORKER_STATE_BUSY && w.chunk) {
       --running_;
       const MapChunk& chunk = *w.chunk;
       const int at = w.chunk_results;  // the item that was running
       if (at < chunk.count && !chunk.job->cancelled()) {
-        const v1::TaskOptions eff =
-            EffectiveOptions(*pool, chunk.job->options());
-        if (state != v1::TASK_STATE_FAILED &&
-            chunk.attempt <= eff.max_retries() && !draining_ && !pool->closed) {
+        const v1::TaskOptions eff = EffectiveOptions(*pool, chunk.job->options());
+        if (state != v1::TASK_STATE_FAILED && chunk.attempt <= eff.max_retries() && !draining_ &&
+            !pool->closed) {
           // Retry the running item (and the rest) as a new attempt.
           MapChunk again = chunk;
           again.attempt = chunk.attempt + 1;
@@ -680,9 +631,8 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
         } else {
           MapChunk blamed = chunk;
           blamed.count = at + 1;
-          FailChunkItemsLocked(
-              blamed, at, state, error,
-              state == v1::TASK_STATE_WORKER_LOST ? &loss : nullptr);
+          FailChunkItemsLocked(blamed, at, state, error,
+                               state == v1::TASK_STATE_WORKER_LOST ? &loss : nullptr);
           ++pool->tasks_failed;
           RequeueChunkRestLocked(*pool, chunk, at + 1);
         }
@@ -690,10 +640,8 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
       w.chunk.reset();
     } else if (w.state == v1::WORKER_STATE_BUSY) {
       --running_;
-      if (Task* task = tasks_.Find(w.task_id);
-          task && !IsTerminal(task->result.state())) {
-        if (state == v1::TASK_STATE_WORKER_LOST)
-          *task->result.mutable_worker_loss() = loss;
+      if (Task* task = tasks_.Find(w.task_id); task && !IsTerminal(task->result.state())) {
+        if (state == v1::TASK_STATE_WORKER_LOST) *task->result.mutable_worker_loss() = loss;
         task->result.set_error(error);
         if (state == v1::TASK_STATE_FAILED) {
           FinishLocked(pool, *task, state, &notify);
@@ -705,12 +653,10 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     if (!expected) {
       ++pool->workers_lost;
       if (w.state == v1::WORKER_STATE_STARTING) ++pool->failed_starts;
-      Log("pool '", name, "': worker ", w.index, " (pid ", conn.pid(), ") ",
-          DescribeExit(exit),
+      Log("pool '", name, "': worker ", w.index, " (pid ", conn.pid(), ") ", DescribeExit(exit),
           w.state == v1::WORKER_STATE_STARTING ? " before it was ready" : "");
     }
-    pool->idle.erase(std::remove(pool->idle.begin(), pool->idle.end(), key),
-                     pool->idle.end());
+    pool->idle.erase(std::remove(pool->idle.begin(), pool->idle.end(), key), pool->idle.end());
     const int index = w.index;
     pool->workers.erase(key);
     if (pool->deleting && pool->workers.empty()) {

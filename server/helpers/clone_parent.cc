@@ -25,8 +25,7 @@ absl::StatusOr<ClonedProcess> CloneParent() {
     clone_args args{};
     args.flags = CLONE_PARENT | CLONE_PIDFD;
     args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-    args.exit_signal =
-        0;  // with CLONE_PARENT the caller's own exit signal is used
+    args.exit_signal = 0;  // with CLONE_PARENT the caller's own exit signal is used
     const long pid = ::syscall(SYS_clone3, &args, sizeof(args));
     if (pid == 0) {
       out.pid = 0;
@@ -37,14 +36,12 @@ absl::StatusOr<ClonedProcess> CloneParent() {
       out.pidfd = UniqueFd(pidfd);
       return out;
     }
-    if (errno != ENOSYS)
-      return absl::ErrnoToStatus(errno, "clone3(CLONE_PARENT)");
+    if (errno != ENOSYS) return absl::ErrnoToStatus(errno, "clone3(CLONE_PARENT)");
     g_no_clone3 = true;
   }
   // clone(2) without a new stack behaves like fork for the child. The pid stays
   // ours to open: only forkpoold reaps, and only through pidfds.
-  const long pid =
-      ::syscall(SYS_clone, CLONE_PARENT, nullptr, nullptr, nullptr, 0);
+  const long pid = ::syscall(SYS_clone, CLONE_PARENT, nullptr, nullptr, nullptr, 0);
   if (pid < 0) return absl::ErrnoToStatus(errno, "clone(CLONE_PARENT)");
   if (pid == 0) {
     out.pid = 0;

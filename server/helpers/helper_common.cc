@@ -13,9 +13,9 @@
 namespace forkpool {
 
 void HelperLog(std::string_view who, std::string_view line) {
-  const std::string s = absl::StrCat(
-      "forkpool ", absl::string_view(who.data(), who.size()), " ", ::getpid(),
-      ": ", absl::string_view(line.data(), line.size()), "\n");
+  const std::string s =
+      absl::StrCat("forkpool ", absl::string_view(who.data(), who.size()), " ", ::getpid(), ": ",
+                   absl::string_view(line.data(), line.size()), "\n");
   [[maybe_unused]] ssize_t n = ::write(2, s.data(), s.size());
 }
 
@@ -31,25 +31,22 @@ int CountThreads() {
 }
 
 std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status))
-    return absl::StrCat("exited with code ", WEXITSTATUS(status));
+  if (WIFEXITED(status)) return absl::StrCat("exited with code ", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
     const char* abbrev = ::sigabbrev_np(sig);
-    return absl::StrCat("killed by ",
-                        abbrev ? absl::StrCat("SIG", abbrev) : "a signal",
+    return absl::StrCat("killed by ", abbrev ? absl::StrCat("SIG", abbrev) : "a signal",
                         " (signal ", sig, ")");
   }
   return absl::StrCat("ended with wait status ", status);
 }
 
-void SendToDaemon(std::string_view who, const internal::FromHelper& reply,
-                  const int* fds, int nfds) {
+void SendToDaemon(std::string_view who, const internal::FromHelper& reply, const int* fds,
+                  int nfds) {
   std::string bytes;
   reply.SerializeToString(&bytes);
-  absl::Status s =
-      SendControlMessage(kHelperControlFd, bytes,
-                         absl::Span<const int>(fds, static_cast<size_t>(nfds)));
+  absl::Status s = SendControlMessage(kHelperControlFd, bytes,
+                                      absl::Span<const int>(fds, static_cast<size_t>(nfds)));
   if (!s.ok()) {
     HelperLog(who, absl::StrCat("cannot answer forkpoold: ", s.message()));
     ::_exit(1);

@@ -22,8 +22,8 @@ int CountThreads();
 std::string DescribeWaitStatus(int status);
 // Serialises and sends `reply` (with `fds`); exits the helper if forkpoold is
 // gone.
-void SendToDaemon(std::string_view who, const internal::FromHelper& reply,
-                  const int* fds = nullptr, int nfds = 0);
+void SendToDaemon(std::string_view who, const internal::FromHelper& reply, const int* fds = nullptr,
+                  int nfds = 0);
 // Sends this helper's HelperHello.
 void SendHello(std::string_view who, std::string_view role);
 

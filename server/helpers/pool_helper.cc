@@ -40,15 +40,14 @@ constexpr size_t kProbeTailBytes = 2048;
 // Runs the spawn pool's worker program as a probe: it gets an Init with probe
 // set on its socket and answers with Hello.functions. Errors say how the
 // program ended and the last it wrote.
-absl::StatusOr<std::vector<std::string>> ProbeWorkerCommand(
-    const internal::LoadPool& load) {
+absl::StatusOr<std::vector<std::string>> ProbeWorkerCommand(const internal::LoadPool& load) {
   const std::vector<std::string> argv_strings(load.worker_command().begin(),
                                               load.worker_command().end());
   const std::string& program = argv_strings.front();
   if (::access(program.c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("pool '", load.pool(), "': the worker program '", program,
-                     "' cannot be run: ", std::strerror(errno)));
+    return absl::FailedPreconditionError(absl::StrCat("pool '", load.pool(),
+                                                      "': the worker program '", program,
+                                                      "' cannot be run: ", std::strerror(errno)));
   }
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -72,9 +71,8 @@ absl::StatusOr<std::vector<std::string>> ProbeWorkerCommand(
     const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     const int flags = ::fcntl(err_write.get(), F_GETFL);
     ::fcntl(err_write.get(), F_SETFL, flags & ~O_NONBLOCK);
-    if (devnull < 0 || ::dup2(devnull, 0) < 0 ||
-        ::dup2(err_write.get(), 1) < 0 || ::dup2(err_write.get(), 2) < 0 ||
-        ::dup2(theirs.get(), kWorkerSocketFd) < 0) {
+    if (devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(err_write.get(), 1) < 0 ||
+        ::dup2(err_write.get(), 2) < 0 || ::dup2(theirs.get(), kWorkerSocketFd) < 0) {
       ::_exit(2);
     }
     ::close_range(kWorkerSocketFd + 1, ~0U, 0);
@@ -114,8 +112,7 @@ absl::StatusOr<std::vector<std::string>> ProbeWorkerCommand(
       const ssize_t n = ::read(err_read.get(), buf, sizeof(buf));
       if (n > 0) {
         tail.append(buf, static_cast<size_t>(n));
-        if (tail.size() > 2 * kProbeTailBytes)
-          tail.erase(0, tail.size() - kProbeTailBytes);
+        if (tail.size() > 2 * kProbeTailBytes) tail.erase(0, tail.size() - kProbeTailBytes);
       } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
         err_open = false;
       }
@@ -130,8 +127,7 @@ absl::StatusOr<std::vector<std::string>> ProbeWorkerCommand(
           socket_open = false;
         } else if (frame->has_value()) {
           internal::FromWorker m;
-          if (m.ParseFromArray((*frame)->data(),
-                               static_cast<int>((*frame)->size()))) {
+          if (m.ParseFromArray((*frame)->data(), static_cast<int>((*frame)->size()))) {
             answer = std::move(m);
           }
           socket_open = false;
@@ -142,23 +138,21 @@ absl::StatusOr<std::vector<std::string>> ProbeWorkerCommand(
   mine.reset();
   int status = 0;
   RetryOnEintr([&] { return ::waitpid(pid, &status, 0); });
-  if (tail.size() > kProbeTailBytes)
-    tail.erase(0, tail.size() - kProbeTailBytes);
+  if (tail.size() > kProbeTailBytes) tail.erase(0, tail.size() - kProbeTailBytes);
   while (!tail.empty() && tail.back() == '\n') tail.pop_back();
   if (answer && answer->has_hello()) {
     const internal::Hello& hello = answer->hello();
     if (hello.has_init_error() && hello.init_error().code() != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "pool '", load.pool(), "': the worker program '", program,
-          "' could not load the pool: ", hello.init_error().message()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("pool '", load.pool(), "': the worker program '", program,
+                       "' could not load the pool: ", hello.init_error().message()));
     }
-    return std::vector<std::string>(hello.functions().begin(),
-                                    hello.functions().end());
+    return std::vector<std::string>(hello.functions().begin(), hello.functions().end());
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "pool '", load.pool(), "': the worker program '", program, "' ",
-      DescribeWaitStatus(status), " before it listed its functions",
-      tail.empty() ? "" : absl::StrCat("; its last output: ", tail)));
+  return absl::FailedPreconditionError(
+      absl::StrCat("pool '", load.pool(), "': the worker program '", program, "' ",
+                   DescribeWaitStatus(status), " before it listed its functions",
+                   tail.empty() ? "" : absl::StrCat("; its last output: ", tail)));
 }
 
 class PoolHelper {
@@ -172,8 +166,7 @@ class PoolHelper {
       absl::StatusOr<Packet> packet = reader.Next(kHelperControlFd);
       if (!packet.ok()) {
         if (!absl::IsNotFound(packet.status())) {
-          HelperLog(kWho, absl::StrCat("control socket: ",
-                                       packet.status().message()));
+          HelperLog(kWho, absl::StrCat("control socket: ", packet.status().message()));
         }
         ::_exit(0);  // forkpoold is gone, closed us, or broke the protocol
       }
@@ -202,39 +195,35 @@ class PoolHelper {
       }
       case ToHelper::kForkWorker: {
         if (!loaded_) {
-          StatusToProto(absl::FailedPreconditionError(
-                            "the pool helper has not loaded a pool"),
+          StatusToProto(absl::FailedPreconditionError("the pool helper has not loaded a pool"),
                         reply.mutable_status());
           SendToDaemon(kWho, reply);
           return;
         }
         WorkerIdentity identity = identity_;
         identity.worker_index = request.fork_worker().worker_index();
-        absl::StatusOr<ForkedWorker> w =
-            ForkWorker(identity, registry_, daemon_pid_);
+        absl::StatusOr<ForkedWorker> w = ForkWorker(identity, registry_, daemon_pid_);
         if (!w.ok()) {
           StatusToProto(w.status(), reply.mutable_status());
           SendToDaemon(kWho, reply);
           return;
         }
         reply.mutable_worker_forked()->set_pid(w->pid);
-        const int fds[] = {w->socket.get(), w->pidfd.get(),
-                           w->stderr_read.get()};
+        const int fds[] = {w->socket.get(), w->pidfd.get(), w->stderr_read.get()};
         SendToDaemon(kWho, reply, fds, 3);
         return;  // our copies of the fds close here
       }
       default:
-        StatusToProto(absl::InvalidArgumentError(absl::StrCat(
-                          "a pool helper does not take control request kind ",
-                          static_cast<int>(request.kind_case()))),
+        StatusToProto(absl::InvalidArgumentError(
+                          absl::StrCat("a pool helper does not take control request kind ",
+                                       static_cast<int>(request.kind_case()))),
                       reply.mutable_status());
         SendToDaemon(kWho, reply);
     }
   }
 
   absl::Status Load(const internal::LoadPool& load, internal::PoolLoaded* out) {
-    if (loaded_)
-      return absl::FailedPreconditionError("a pool helper loads one pool only");
+    if (loaded_) return absl::FailedPreconditionError("a pool helper loads one pool only");
     identity_.pool = load.pool();
     identity_.initializer = load.initializer();
     identity_.initargs = load.initargs();
@@ -246,10 +235,8 @@ class PoolHelper {
         return absl::InvalidArgumentError(
             absl::StrCat("pool '", load.pool(), "': no worker command"));
       }
-      identity_.spawn_command.assign(load.worker_command().begin(),
-                                     load.worker_command().end());
-      identity_.libraries.assign(load.libraries().begin(),
-                                 load.libraries().end());
+      identity_.spawn_command.assign(load.worker_command().begin(), load.worker_command().end());
+      identity_.libraries.assign(load.libraries().begin(), load.libraries().end());
       FORKPOOL_ASSIGN_OR_RETURN(functions, ProbeWorkerCommand(load));
     } else if (load.start_method() == "forkserver") {
       for (const std::string& lib : load.libraries()) {
@@ -260,31 +247,27 @@ class PoolHelper {
         SendToDaemon(kWho, progress);
         absl::Status s = registry_.Add(lib);
         if (!s.ok()) {
-          return absl::Status(s.code(), absl::StrCat("pool '", load.pool(),
-                                                     "': ", s.message()));
+          return absl::Status(s.code(), absl::StrCat("pool '", load.pool(), "': ", s.message()));
         }
         // Some libraries start threads in their constructors (OpenBLAS):
         // forking workers from a threaded process can deadlock them.
         if (const int threads = CountThreads(); threads != 1) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              lib, ": started a thread while loading (the pool helper has ",
-              threads,
-              " threads); a fork helper must stay single-threaded, so pool '",
-              load.pool(), "' cannot preload it (use the spawn start method)"));
+          return absl::FailedPreconditionError(
+              absl::StrCat(lib, ": started a thread while loading (the pool helper has ", threads,
+                           " threads); a fork helper must stay single-threaded, so pool '",
+                           load.pool(), "' cannot preload it (use the spawn start method)"));
         }
       }
       functions = registry_.Names();
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("pool '", load.pool(), "': unknown start method '",
-                       load.start_method(), "'"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pool '", load.pool(), "': unknown start method '", load.start_method(), "'"));
     }
     if (!load.initializer().empty() &&
-        std::find(functions.begin(), functions.end(), load.initializer()) ==
-            functions.end()) {
-      return absl::NotFoundError(absl::StrCat(
-          "pool '", load.pool(), "': initializer '", load.initializer(),
-          "' not found in its task libraries"));
+        std::find(functions.begin(), functions.end(), load.initializer()) == functions.end()) {
+      return absl::NotFoundError(absl::StrCat("pool '", load.pool(), "': initializer '",
+                                              load.initializer(),
+                                              "' not found in its task libraries"));
     }
     for (const std::string& name : functions) out->add_functions(name);
     loaded_ = true;
@@ -302,11 +285,9 @@ class PoolHelper {
 void RunPoolHelper(pid_t daemon_pid, const std::string& pool) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != daemon_pid) ::_exit(1);
-  SetProcessTitle(absl::StrCat("forkpool-helper: pool ", pool),
-                  "forkpool-helper");
+  SetProcessTitle(absl::StrCat("forkpool-helper: pool ", pool), "forkpool-helper");
   if (const int threads = CountThreads(); threads != 1) {
-    HelperLog(kWho,
-              absl::StrCat("started with ", threads, " threads; leaving"));
+    HelperLog(kWho, absl::StrCat("started with ", threads, " threads; leaving"));
     ::_exit(1);
   }
   PoolHelper helper(daemon_pid);

@@ -31,8 +31,8 @@ using internal::ToHelper;
 constexpr char kWho[] = "root helper";
 
 // Makes one pool helper; the new process never returns from here.
-absl::Status StartPoolHelper(pid_t daemon_pid, const std::string& pool,
-                             FromHelper* reply, UniqueFd fds[3]) {
+absl::Status StartPoolHelper(pid_t daemon_pid, const std::string& pool, FromHelper* reply,
+                             UniqueFd fds[3]) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return absl::ErrnoToStatus(errno, "socketpair(pool helper control)");
@@ -67,8 +67,7 @@ std::vector<std::string> DaemonOnlyEnvironment() {
           "WATCHDOG_PID",  "WATCHDOG_USEC", "INVOCATION_ID"};
 }
 
-void RunRootHelper(UniqueFd control, pid_t daemon_pid,
-                   const std::vector<std::string>& env_deny) {
+void RunRootHelper(UniqueFd control, pid_t daemon_pid, const std::vector<std::string>& env_deny) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != daemon_pid) ::_exit(1);
   SetProcessTitle("forkpool-helper: root", "forkpool-helper");
@@ -81,8 +80,7 @@ void RunRootHelper(UniqueFd control, pid_t daemon_pid,
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (const std::string& name : DaemonOnlyEnvironment())
-    ::unsetenv(name.c_str());
+  for (const std::string& name : DaemonOnlyEnvironment()) ::unsetenv(name.c_str());
   for (const std::string& name : env_deny) ::unsetenv(name.c_str());
   // Keep stdio and the control socket; nothing else of the daemon's (its lock
   // file, its listening socket).
@@ -94,8 +92,7 @@ void RunRootHelper(UniqueFd control, pid_t daemon_pid,
   ::close_range(kHelperControlFd + 1, ~0U, 0);
   ::fcntl(kHelperControlFd, F_SETFD, FD_CLOEXEC);
   if (const int threads = CountThreads(); threads != 1) {
-    HelperLog(kWho,
-              absl::StrCat("started with ", threads, " threads; leaving"));
+    HelperLog(kWho, absl::StrCat("started with ", threads, " threads; leaving"));
     ::_exit(1);
   }
   SendHello(kWho, "root");
@@ -104,8 +101,7 @@ void RunRootHelper(UniqueFd control, pid_t daemon_pid,
     absl::StatusOr<Packet> packet = reader.Next(kHelperControlFd);
     if (!packet.ok()) {
       if (!absl::IsNotFound(packet.status())) {
-        HelperLog(kWho,
-                  absl::StrCat("control socket: ", packet.status().message()));
+        HelperLog(kWho, absl::StrCat("control socket: ", packet.status().message()));
       }
       ::_exit(0);
     }
@@ -117,16 +113,15 @@ void RunRootHelper(UniqueFd control, pid_t daemon_pid,
     FromHelper reply;
     reply.set_request_id(request.request_id());
     if (request.kind_case() != ToHelper::kStartPoolHelper) {
-      StatusToProto(absl::InvalidArgumentError(absl::StrCat(
-                        "the root helper does not take control request kind ",
-                        static_cast<int>(request.kind_case()))),
+      StatusToProto(absl::InvalidArgumentError(
+                        absl::StrCat("the root helper does not take control request kind ",
+                                     static_cast<int>(request.kind_case()))),
                     reply.mutable_status());
       SendToDaemon(kWho, reply);
       continue;
     }
     UniqueFd fds[3];
-    absl::Status s = StartPoolHelper(
-        daemon_pid, request.start_pool_helper().pool(), &reply, fds);
+    absl::Status s = StartPoolHelper(daemon_pid, request.start_pool_helper().pool(), &reply, fds);
     StatusToProto(s, reply.mutable_status());
     if (!s.ok()) {
       SendToDaemon(kWho, reply);

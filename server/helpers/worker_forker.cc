@@ -27,11 +27,9 @@ namespace forkpool {
 namespace {
 
 // Runs in the new worker; never returns.
-[[noreturn]] void BecomeWorker(const WorkerIdentity& identity,
-                               const TaskRegistry& registry, pid_t daemon_pid,
-                               int socket, int stderr_write,
-                               char* const* spawn_argv,
-                               const std::string& title) {
+[[noreturn]] void BecomeWorker(const WorkerIdentity& identity, const TaskRegistry& registry,
+                               pid_t daemon_pid, int socket, int stderr_write,
+                               char* const* spawn_argv, const std::string& title) {
   // PDEATHSIG first, then the check that closes the race with a daemon that
   // died.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -62,8 +60,7 @@ namespace {
     // started with (select() breaks past 1024).
     rlimit nofile;
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
-      nofile.rlim_cur =
-          std::min<rlim_t>(identity.nofile_soft_limit, nofile.rlim_max);
+      nofile.rlim_cur = std::min<rlim_t>(identity.nofile_soft_limit, nofile.rlim_max);
       ::setrlimit(RLIMIT_NOFILE, &nofile);
     }
   }
@@ -78,8 +75,7 @@ namespace {
     // PR_SET_PDEATHSIG survives execve (it is cleared only for set-user-ID
     // programs).
     ::execv(spawn_argv[0], spawn_argv);
-    std::fprintf(stderr, "forkpool worker: execv(%s): %s\n", spawn_argv[0],
-                 std::strerror(errno));
+    std::fprintf(stderr, "forkpool worker: execv(%s): %s\n", spawn_argv[0], std::strerror(errno));
     ::_exit(127);
   }
   const int code = RunWorkerLoop(identity, registry, UniqueFd(kWorkerSocketFd));
@@ -91,8 +87,7 @@ namespace {
 }  // namespace
 
 absl::StatusOr<ForkedWorker> ForkWorker(const WorkerIdentity& identity,
-                                        const TaskRegistry& registry,
-                                        pid_t daemon_pid) {
+                                        const TaskRegistry& registry, pid_t daemon_pid) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return absl::ErrnoToStatus(errno, "socketpair(worker)");
@@ -110,12 +105,11 @@ absl::StatusOr<ForkedWorker> ForkWorker(const WorkerIdentity& identity,
   std::vector<char*> spawn_argv;
   for (std::string& a : spawn_args) spawn_argv.push_back(a.data());
   if (!spawn_argv.empty()) spawn_argv.push_back(nullptr);
-  const std::string title = absl::StrCat(
-      "forkpool-worker: pool ", identity.pool, " #", identity.worker_index);
+  const std::string title =
+      absl::StrCat("forkpool-worker: pool ", identity.pool, " #", identity.worker_index);
   FORKPOOL_ASSIGN_OR_RETURN(ClonedProcess child, CloneParent());
   if (child.pid == 0) {
-    BecomeWorker(identity, registry, daemon_pid, worker_end.get(),
-                 stderr_write.get(),
+    BecomeWorker(identity, registry, daemon_pid, worker_end.get(), stderr_write.get(),
                  spawn_argv.empty() ? nullptr : spawn_argv.data(), title);
   }
   ForkedWorker w;

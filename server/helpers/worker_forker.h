@@ -26,8 +26,7 @@ struct ForkedWorker {
 // execs identity.spawn_command). `daemon_pid` must be the helper's parent. The
 // child never returns from this call.
 absl::StatusOr<ForkedWorker> ForkWorker(const WorkerIdentity& identity,
-                                        const TaskRegistry& registry,
-                                        pid_t daemon_pid);
+                                        const TaskRegistry& registry, pid_t daemon_pid);
 
 // The fd a worker (and a spawned worker program) finds its socket on.
 inline constexpr int kWorkerSocketFd = 3;

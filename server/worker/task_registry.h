@@ -18,8 +18,7 @@ class TaskRegistry {
   // Loads each library with dlopen(RTLD_NOW | RTLD_LOCAL) and collects its
   // functions. Errors name the file and dlerror(), or a function defined twice
   // (naming both files).
-  static absl::StatusOr<TaskRegistry> Load(
-      const std::vector<std::string>& libraries);
+  static absl::StatusOr<TaskRegistry> Load(const std::vector<std::string>& libraries);
   // Loads one more library the same way (the pool helper reports progress
   // between libraries).
   absl::Status Add(const std::string& path);

@@ -30,8 +30,7 @@ struct WorkerIdentity {
 
 // Serves `socket` until EOF or Shutdown. Returns the process exit code: 0 after
 // a clean end, nonzero after a protocol or initializer error.
-int RunWorkerLoop(const WorkerIdentity& identity, const TaskRegistry& registry,
-                  UniqueFd socket);
+int RunWorkerLoop(const WorkerIdentity& identity, const TaskRegistry& registry, UniqueFd socket);
 
 }  // namespace forkpool
 

@@ -33,15 +33,12 @@ constexpr int kSocketFd = 3;
 }
 
 int ListFunctions(const std::vector<std::string>& libraries) {
-  absl::StatusOr<forkpool::TaskRegistry> registry =
-      forkpool::TaskRegistry::Load(libraries);
+  absl::StatusOr<forkpool::TaskRegistry> registry = forkpool::TaskRegistry::Load(libraries);
   if (!registry.ok()) {
-    std::fprintf(stderr, "forkpool-worker: %s\n",
-                 std::string(registry.status().message()).c_str());
+    std::fprintf(stderr, "forkpool-worker: %s\n", std::string(registry.status().message()).c_str());
     return 1;
   }
-  for (const std::string& name : registry->Names())
-    std::printf("%s\n", name.c_str());
+  for (const std::string& name : registry->Names()) std::printf("%s\n", name.c_str());
   return 0;
 }
 
@@ -69,9 +66,8 @@ int main(int argc, char** argv) {
   forkpool::internal::ToWorker first;
   if (absl::Status s = forkpool::ReadMessage(kSocketFd, decoder, &first);
       !s.ok() || !first.has_init()) {
-    std::fprintf(
-        stderr, "forkpool-worker: expected an Init frame first: %s\n",
-        s.ok() ? "got another message" : std::string(s.message()).c_str());
+    std::fprintf(stderr, "forkpool-worker: expected an Init frame first: %s\n",
+                 s.ok() ? "got another message" : std::string(s.message()).c_str());
     return 2;
   }
   const forkpool::internal::Init& init = first.init();
@@ -80,9 +76,8 @@ int main(int argc, char** argv) {
   identity.worker_index = init.worker_index();
   identity.initializer = init.initializer();
   identity.initargs = init.initargs();
-  absl::StatusOr<forkpool::TaskRegistry> registry =
-      forkpool::TaskRegistry::Load(std::vector<std::string>(
-          init.libraries().begin(), init.libraries().end()));
+  absl::StatusOr<forkpool::TaskRegistry> registry = forkpool::TaskRegistry::Load(
+      std::vector<std::string>(init.libraries().begin(), init.libraries().end()));
   if (init.probe() || !registry.ok()) {
     forkpool::internal::FromWorker hello_msg;
     forkpool::internal::Hello* hello = hello_msg.mutable_hello();
@@ -90,8 +85,7 @@ int main(int argc, char** argv) {
     hello->set_protocol_version(forkpool::internal::PROTOCOL_VERSION_1);
     hello->set_runtime("native");
     if (registry.ok()) {
-      for (const std::string& name : registry->Names())
-        hello->add_functions(name);
+      for (const std::string& name : registry->Names()) hello->add_functions(name);
     } else {
       forkpool::StatusToProto(registry.status(), hello->mutable_init_error());
     }
@@ -100,6 +94,5 @@ int main(int argc, char** argv) {
     (void)forkpool::WriteAll(kSocketFd, out);
     return registry.ok() ? 0 : 1;
   }
-  return forkpool::RunWorkerLoop(identity, *registry,
-                                 forkpool::UniqueFd(kSocketFd));
+  return forkpool::RunWorkerLoop(identity, *registry, forkpool::UniqueFd(kSocketFd));
 }

@@ -19,9 +19,14 @@
 
 namespace forkpool::testing {
 
+// The forkpoold binary tests run: $FORKPOOL_TEST_FORKPOOLD when it is set and not
+// empty (to run tests built here against another build, e.g. today's daemon), else
+// the one built beside the tests.
+std::string ForkpooldPath();
+
 // How to start a daemon.
 struct DaemonOptions {
-  // Path of the forkpoold binary.
+  // Path of the forkpoold binary; left at this default, Start runs ForkpooldPath().
   std::string binary = FORKPOOLD_PATH;
   // Workers of the default pool.
   int processes = 2;
@@ -29,6 +34,13 @@ struct DaemonOptions {
   std::vector<std::string> extra_flags;
   // How long it may take to answer a health check.
   absl::Duration start_timeout = absl::Seconds(20);
+  // Added to (or replacing in) the test's environment (NAME -> value).
+  std::map<std::string, std::string> env;
+  // When true, the daemon runs under a seccomp filter (with PR_SET_NO_NEW_PRIVS) that
+  // makes clone3 fail with ENOSYS and allows every other system call, as the default
+  // seccomp profile of container runtimes does. The daemon and everything it starts
+  // inherit it; glibc falls back to clone for threads.
+  bool deny_clone3 = false;
 };
 
 // A forkpoold process this test started, its temporary directory (socket, log)
@@ -41,8 +53,7 @@ class Daemon {
   // `log_path()`, and polls until it logs that it is serving and answers a
   // health check. Fails, with the log's text, if it exits or does not answer
   // within options.start_timeout.
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
-      const DaemonOptions& options = {});
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonOptions& options = {});
 
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -94,10 +105,10 @@ struct CommandResult {
 // FORKPOOL_ADDRESS, plus `env` (NAME -> value); stdin /dev/null, stdout and
 // stderr to files in `scratch_dir`. Waits up to `timeout`, then SIGKILLs it and
 // fails with kDeadlineExceeded.
-absl::StatusOr<CommandResult> RunCommand(
-    const std::vector<std::string>& argv, const std::string& scratch_dir,
-    const std::map<std::string, std::string>& env = {},
-    absl::Duration timeout = absl::Seconds(30));
+absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
+                                         const std::string& scratch_dir,
+                                         const std::map<std::string, std::string>& env = {},
+                                         absl::Duration timeout = absl::Seconds(30));
 
 // True while /proc says process `pid` exists and is not a zombie.
 bool ProcessAlive(pid_t pid);
@@ -107,6 +118,24 @@ bool ProcessAlive(pid_t pid);
 inline constexpr char kExampleTasksPath[] = FORKPOOL_EXAMPLE_TASKS_PATH;
 inline constexpr char kTestTasksPath[] = FORKPOOL_TEST_TASKS_PATH;
 inline constexpr char kWorkerPath[] = FORKPOOL_WORKER_PATH;
+// The spawn worker program the daemon of ForkpooldPath() runs: forkpool-worker beside
+// it (kWorkerPath unless FORKPOOL_TEST_FORKPOOLD is set).
+std::string ForkpooldWorkerPath();
+
+// Test task libraries that misbehave while loading (tests/testlib): their static
+// initializers abort(), _exit(3), sleep forever, or start a thread (and then register
+// one task); one that registers 20,000 functions f00000..f19999 (echo); one that
+// aborts while loading if the file named by $FORKPOOL_TEST_CRASH_MARKER exists
+// (task "marker_ok" otherwise); and the one that takes a second to load.
+inline constexpr char kBadLoadAbortPath[] = FORKPOOL_BAD_LOAD_ABORT_PATH;
+inline constexpr char kBadLoadExitPath[] = FORKPOOL_BAD_LOAD_EXIT_PATH;
+inline constexpr char kBadLoadHangPath[] = FORKPOOL_BAD_LOAD_HANG_PATH;
+inline constexpr char kBadLoadThreadPath[] = FORKPOOL_BAD_LOAD_THREAD_PATH;
+inline constexpr char kManyFunctionsPath[] = FORKPOOL_MANY_FUNCTIONS_PATH;
+inline constexpr char kCrashOnMarkerPath[] = FORKPOOL_CRASH_ON_MARKER_PATH;
+inline constexpr char kSlowLoadTasksPath[] = FORKPOOL_SLOW_LOAD_TASKS_PATH;
+// The environment variable crash_on_marker reads.
+inline constexpr char kCrashMarkerEnv[] = "FORKPOOL_TEST_CRASH_MARKER";
 
 // "--task_library=<example library>,<test library>": the default pool loads
 // both.
@@ -134,6 +163,17 @@ std::vector<ProcInfo> ChildrenOf(pid_t parent, const std::string& comm = "");
 // `forkpool-helper` children.
 std::set<pid_t> WorkerPidsOf(pid_t daemon);
 std::set<pid_t> HelperPidsOf(pid_t daemon);
+
+// Live (non-zombie) descendants of `root` according to /proc: its children, their
+// children, and so on (not `root` itself).
+std::set<pid_t> DescendantsOf(pid_t root);
+
+// The thread count of `pid` ("Threads:" in /proc/PID/status); -1 when unreadable.
+int ThreadsOf(pid_t pid);
+
+// Whether /proc/PID/maps of `pid` maps a file whose path contains `path` (resolve
+// symlinks first: maps shows the real path).
+bool MapsMention(pid_t pid, const std::string& path);
 
 // The fds process `pid` has open (names in /proc/PID/fd), sorted.
 std::vector<int> OpenFds(pid_t pid);

@@ -39,12 +39,10 @@ class CrashTest : public FaultTest {
   // and replaced; returns the result.
   v1::TaskResult CrashAndCheckReplaced(const std::string& how) {
     const std::set<pid_t> before = AwaitIdleWorkers("default", 2);
-    absl::StatusOr<v1::TaskResult> result =
-        client_->pool().ApplyResult("crash", how);
+    absl::StatusOr<v1::TaskResult> result = client_->pool().ApplyResult("crash", how);
     EXPECT_THAT(result, IsOk());
     if (!result.ok()) return {};
-    EXPECT_EQ(result->state(), v1::TASK_STATE_WORKER_LOST)
-        << result->ShortDebugString();
+    EXPECT_EQ(result->state(), v1::TASK_STATE_WORKER_LOST) << result->ShortDebugString();
     const pid_t dead = result->worker_loss().pid();
     EXPECT_EQ(before.count(dead), 1u)
         << "lost worker " << dead << " was not one of " << Pids(before);
@@ -67,8 +65,7 @@ TEST_F(CrashTest, SegvAbortAndExitAreWorkerLostWithHowTheWorkerDied) {
   const v1::TaskResult abort = CrashAndCheckReplaced("abort");
   EXPECT_EQ(abort.worker_loss().signal(), SIGABRT);
   EXPECT_EQ(abort.worker_loss().signal_name(), "SIGABRT");
-  EXPECT_THAT(abort.worker_loss().stderr_tail(),
-              HasSubstr("aborting as asked"));
+  EXPECT_THAT(abort.worker_loss().stderr_tail(), HasSubstr("aborting as asked"));
 
   const v1::TaskResult exit3 = CrashAndCheckReplaced("exit");
   EXPECT_EQ(exit3.worker_loss().signal(), 0);
@@ -76,10 +73,8 @@ TEST_F(CrashTest, SegvAbortAndExitAreWorkerLostWithHowTheWorkerDied) {
   EXPECT_THAT(exit3.error(), HasSubstr("3"));
 
   // The client sees WORKER_LOST as kAborted, and the pool goes on.
-  EXPECT_THAT(client_->pool().Apply("crash", "segv"),
-              StatusIs(absl::StatusCode::kAborted, ""));
-  EXPECT_THAT(client_->pool().Apply("square", "7"),
-              IsOkAndHolds(std::string("49")));
+  EXPECT_THAT(client_->pool().Apply("crash", "segv"), StatusIs(absl::StatusCode::kAborted, ""));
+  EXPECT_THAT(client_->pool().Apply("square", "7"), IsOkAndHolds(std::string("49")));
 }
 
 TEST_F(CrashTest, AllocationPastTheMemoryCapFailsAsOutOfMemory) {
@@ -95,19 +90,15 @@ TEST_F(CrashTest, AllocationPastTheMemoryCapFailsAsOutOfMemory) {
   const std::set<pid_t> workers = AwaitIdleWorkers("capped", 1);
   ASSERT_EQ(workers.size(), 1u);
   // The cap is in the worker's limits, as the kernel sees them.
-  EXPECT_THAT(
-      ReadFile(absl::StrCat("/proc/", *workers.begin(), "/limits")),
-      ::testing::ContainsRegex("Max address space +268435456 +268435456"));
+  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", *workers.begin(), "/limits")),
+              ::testing::ContainsRegex("Max address space +268435456 +268435456"));
 
-  absl::StatusOr<v1::TaskResult> result =
-      client_->pool("capped").ApplyResult("alloc", "1024");
+  absl::StatusOr<v1::TaskResult> result = client_->pool("capped").ApplyResult("alloc", "1024");
   ASSERT_THAT(result, IsOk());
-  EXPECT_EQ(result->state(), v1::TASK_STATE_FAILED)
-      << result->ShortDebugString();
+  EXPECT_EQ(result->state(), v1::TASK_STATE_FAILED) << result->ShortDebugString();
   EXPECT_THAT(result->error(), HasSubstr("out of memory"));
   // A small allocation still works there.
-  EXPECT_THAT(client_->pool("capped").Apply("alloc", "16"),
-              IsOkAndHolds(std::string("ok")));
+  EXPECT_THAT(client_->pool("capped").Apply("alloc", "16"), IsOkAndHolds(std::string("ok")));
 }
 
 // --- 8. time limits, retries, poison tasks, queue deadlines
@@ -118,19 +109,15 @@ TEST_F(FaultTest, HardTimeLimitKillsAndReplacesTheWorker) {
   ApplyOptions options;
   options.time_limit = absl::Milliseconds(300);
   const absl::Time start = absl::Now();
-  absl::StatusOr<AsyncResult> task =
-      client_->pool().ApplyAsync("sleep", "5", options);
+  absl::StatusOr<AsyncResult> task = client_->pool().ApplyAsync("sleep", "5", options);
   ASSERT_THAT(task, IsOk());
   absl::StatusOr<v1::TaskResult> result = task->Result(absl::Seconds(10));
   const absl::Duration took = absl::Now() - start;
   ASSERT_THAT(result, IsOk());
-  EXPECT_EQ(result->state(), v1::TASK_STATE_TIMED_OUT)
-      << result->ShortDebugString();
+  EXPECT_EQ(result->state(), v1::TASK_STATE_TIMED_OUT) << result->ShortDebugString();
   EXPECT_LT(took, absl::Seconds(3));
-  EXPECT_GE(Between(result->started_at(), result->finished_at()),
-            absl::Milliseconds(300));
-  EXPECT_THAT(task->Get(absl::ZeroDuration()),
-              StatusIs(absl::StatusCode::kDeadlineExceeded, ""));
+  EXPECT_GE(Between(result->started_at(), result->finished_at()), absl::Milliseconds(300));
+  EXPECT_THAT(task->Get(absl::ZeroDuration()), StatusIs(absl::StatusCode::kDeadlineExceeded, ""));
 
   const pid_t victim = result->worker_pid();
   ASSERT_NE(victim, 0);
@@ -143,8 +130,7 @@ TEST_F(FaultTest, SoftTimeLimitTellsTheTask) {
   ApplyOptions options;
   options.soft_time_limit = absl::Milliseconds(200);
   const absl::Time start = absl::Now();
-  absl::StatusOr<std::string> out =
-      client_->pool().Apply("soft_wait", "3", options);
+  absl::StatusOr<std::string> out = client_->pool().Apply("soft_wait", "3", options);
   ASSERT_THAT(out, IsOk());
   EXPECT_THAT(*out, StartsWith("soft limit after"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(2.5));
@@ -154,19 +140,15 @@ TEST_F(FaultTest, WorkerLossIsRetriedWhenAskedAndNotOtherwise) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
   ApplyOptions retry;
   retry.max_retries = 1;
-  absl::StatusOr<v1::TaskResult> retried =
-      client_->pool().ApplyResult("crash_first", "", retry);
+  absl::StatusOr<v1::TaskResult> retried = client_->pool().ApplyResult("crash_first", "", retry);
   ASSERT_THAT(retried, IsOk());
-  EXPECT_EQ(retried->state(), v1::TASK_STATE_SUCCEEDED)
-      << retried->ShortDebugString();
+  EXPECT_EQ(retried->state(), v1::TASK_STATE_SUCCEEDED) << retried->ShortDebugString();
   EXPECT_EQ(retried->attempts(), 2);
   EXPECT_EQ(retried->output().data(), "ok on attempt 2");
 
-  absl::StatusOr<v1::TaskResult> once =
-      client_->pool().ApplyResult("crash_first", "");
+  absl::StatusOr<v1::TaskResult> once = client_->pool().ApplyResult("crash_first", "");
   ASSERT_THAT(once, IsOk());
-  EXPECT_EQ(once->state(), v1::TASK_STATE_WORKER_LOST)
-      << once->ShortDebugString();
+  EXPECT_EQ(once->state(), v1::TASK_STATE_WORKER_LOST) << once->ShortDebugString();
   EXPECT_EQ(once->attempts(), 1);
   EXPECT_EQ(once->worker_loss().signal(), SIGKILL);
   EXPECT_THAT(AwaitGone({once->worker_loss().pid()}), IsEmpty());
@@ -178,11 +160,9 @@ TEST_F(FaultTest, TaskThatKillsThreeWorkersIsPoison) {
   ASSERT_THAT(before, IsOk());
   ApplyOptions options;
   options.max_retries = 10;
-  absl::StatusOr<v1::TaskResult> result =
-      client_->pool().ApplyResult("crash", "segv", options);
+  absl::StatusOr<v1::TaskResult> result = client_->pool().ApplyResult("crash", "segv", options);
   ASSERT_THAT(result, IsOk());
-  EXPECT_EQ(result->state(), v1::TASK_STATE_FAILED)
-      << result->ShortDebugString();
+  EXPECT_EQ(result->state(), v1::TASK_STATE_FAILED) << result->ShortDebugString();
   EXPECT_THAT(result->error(), HasSubstr("poison task"));
   EXPECT_EQ(result->attempts(), 3);
   // It really killed three workers, and the pool is whole again.
@@ -190,8 +170,7 @@ TEST_F(FaultTest, TaskThatKillsThreeWorkersIsPoison) {
   ASSERT_THAT(after, IsOk());
   EXPECT_EQ(after->workers_lost() - before->workers_lost(), 3);
   EXPECT_EQ(AwaitIdleWorkers("default", 2).size(), 2u);
-  EXPECT_THAT(client_->pool().Apply("square", "3"),
-              IsOkAndHolds(std::string("9")));
+  EXPECT_THAT(client_->pool().Apply("square", "3"), IsOkAndHolds(std::string("9")));
 }
 
 TEST_F(FaultTest, QueueDeadlineExpiresATaskThatCouldNotStart) {
@@ -202,19 +181,15 @@ TEST_F(FaultTest, QueueDeadlineExpiresATaskThatCouldNotStart) {
 
   ApplyOptions options;
   options.queue_deadline = absl::Milliseconds(200);
-  absl::StatusOr<AsyncResult> late =
-      client_->pool().ApplyAsync("echo", "late", options);
+  absl::StatusOr<AsyncResult> late = client_->pool().ApplyAsync("echo", "late", options);
   ASSERT_THAT(late, IsOk());
   absl::StatusOr<v1::TaskResult> result = late->Result(absl::Seconds(10));
   ASSERT_THAT(result, IsOk());
-  EXPECT_EQ(result->state(), v1::TASK_STATE_EXPIRED)
-      << result->ShortDebugString();
+  EXPECT_EQ(result->state(), v1::TASK_STATE_EXPIRED) << result->ShortDebugString();
   EXPECT_EQ(result->attempts(), 0);
   EXPECT_EQ(result->worker_pid(), 0);
-  EXPECT_GE(Between(result->submitted_at(), result->finished_at()),
-            absl::Milliseconds(200));
-  EXPECT_THAT(late->Get(absl::ZeroDuration()),
-              StatusIs(absl::StatusCode::kDeadlineExceeded, ""));
+  EXPECT_GE(Between(result->submitted_at(), result->finished_at()), absl::Milliseconds(200));
+  EXPECT_THAT(late->Get(absl::ZeroDuration()), StatusIs(absl::StatusCode::kDeadlineExceeded, ""));
   // The busy task was not disturbed.
   EXPECT_THAT(busy->Get(absl::Seconds(10)), IsOkAndHolds(std::string("1.5")));
 }
@@ -225,8 +200,8 @@ TEST_F(FaultTest, QueueDeadlineExpiresATaskThatCouldNotStart) {
 std::unique_ptr<v1::Tasks::Stub> TasksStub(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  return v1::Tasks::NewStub(grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), args));
+  return v1::Tasks::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
 }
 
 TEST_F(FaultTest, MapAnswersEveryItemOnceWhenABusyWorkerIsKilled) {
@@ -235,16 +210,14 @@ TEST_F(FaultTest, MapAnswersEveryItemOnceWhenABusyWorkerIsKilled) {
   const pid_t daemon = daemon_->pid();
   std::unique_ptr<v1::Tasks::Stub> stub = TasksStub(daemon_->address());
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(40));
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(40));
   v1::MapRequest request;
   request.set_pool("default");
   request.set_function("sleep");
   request.set_inputs(PackWithProto(std::vector<std::string>(kItems, "0.01")));
   request.set_chunksize(10);
   request.set_ordered(false);
-  std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader =
-      stub->Map(&context, request);
+  std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader = stub->Map(&context, request);
 
   std::map<uint64_t, int> answered;
   std::vector<v1::MapItemError> errors;
@@ -268,20 +241,17 @@ TEST_F(FaultTest, MapAnswersEveryItemOnceWhenABusyWorkerIsKilled) {
       absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("default");
       ASSERT_THAT(info, IsOk());
       for (const v1::WorkerInfo& w : info->workers()) {
-        if (w.state() == v1::WORKER_STATE_BUSY &&
-            WorkerPidsOf(daemon).count(w.pid())) {
+        if (w.state() == v1::WORKER_STATE_BUSY && WorkerPidsOf(daemon).count(w.pid())) {
           victim = w.pid();
           break;
         }
       }
-      ASSERT_NE(victim, 0) << "no busy worker mid-map: "
-                           << info->ShortDebugString();
+      ASSERT_NE(victim, 0) << "no busy worker mid-map: " << info->ShortDebugString();
       ASSERT_EQ(::kill(victim, SIGKILL), 0);
     }
   }
   const grpc::Status status = reader->Finish();
-  ASSERT_TRUE(status.ok()) << status.error_code() << " "
-                           << status.error_message();
+  ASSERT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
   ASSERT_NE(victim, 0) << "the map ended before a worker could be killed";
 
   // Every index exactly once.
@@ -307,25 +277,21 @@ TEST_F(FaultTest, ClientLeavingMidMapStopsItsWork) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(2));
   std::unique_ptr<v1::Tasks::Stub> stub = TasksStub(daemon_->address());
   auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(40));
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(40));
   v1::MapRequest request;
   request.set_function("sleep");
   request.set_inputs(PackWithProto(std::vector<std::string>(kItems, "0.05")));
   request.set_chunksize(2);
   request.set_ordered(false);
-  std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader =
-      stub->Map(context.get(), request);
+  std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader = stub->Map(context.get(), request);
 
   size_t answered = 0;
   v1::MapResponse response;
-  while (answered < 10 && reader->Read(&response))
-    answered += UnpackResults(response).size();
+  while (answered < 10 && reader->Read(&response)) answered += UnpackResults(response).size();
   ASSERT_GE(answered, 10u);
   absl::StatusOr<v1::PoolInfo> mid = client_->DescribePool("default");
   ASSERT_THAT(mid, IsOk());
-  ASSERT_GE(mid->busy(), 1)
-      << "the map was not running: " << mid->ShortDebugString();
+  ASSERT_GE(mid->busy(), 1) << "the map was not running: " << mid->ShortDebugString();
 
   context->TryCancel();
   while (reader->Read(&response)) {
@@ -358,8 +324,7 @@ TEST_F(FaultTest, ClientLeavingMidMapStopsItsWork) {
   }
   EXPECT_LT(done, kItems);
   // The pool serves the next caller at once.
-  EXPECT_THAT(client_->pool().Apply("square", "2"),
-              IsOkAndHolds(std::string("4")));
+  EXPECT_THAT(client_->pool().Apply("square", "2"), IsOkAndHolds(std::string("4")));
 }
 
 }  // namespace
@@ -373,13 +338,8 @@ TEST_F(FaultTest, ConnectionsPastTheCapAreRefusedUntilOneCloses) {
   ASSERT_THAT(client_->CreateQueue("hold"), IsOk());
   auto spawn_getter = [&]() -> pid_t {
     const std::string address = daemon_->address();
-    const char* argv[] = {FORKPOOL_CLI_PATH,
-                          "--address",
-                          address.c_str(),
-                          "queue",
-                          "get",
-                          "hold",
-                          nullptr};
+    const char* argv[] = {
+        FORKPOOL_CLI_PATH, "--address", address.c_str(), "queue", "get", "hold", nullptr};
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
@@ -396,8 +356,7 @@ TEST_F(FaultTest, ConnectionsPastTheCapAreRefusedUntilOneCloses) {
   };
   auto await_getters = [&](int64_t n) {
     const absl::Time deadline = absl::Now() + absl::Seconds(15);
-    while (waiting_getters() != n && absl::Now() < deadline)
-      absl::SleepFor(absl::Milliseconds(20));
+    while (waiting_getters() != n && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
     return waiting_getters() == n;
   };
   const pid_t a = spawn_getter();
@@ -408,27 +367,23 @@ TEST_F(FaultTest, ConnectionsPastTheCapAreRefusedUntilOneCloses) {
   // A third connection (another process) is refused: the CLI cannot reach the
   // daemon.
   absl::StatusOr<CommandResult> health =
-      RunCommand({FORKPOOL_CLI_PATH, "--address", daemon_->address(), "health"},
-                 daemon_->dir());
+      RunCommand({FORKPOOL_CLI_PATH, "--address", daemon_->address(), "health"}, daemon_->dir());
   ASSERT_THAT(health, IsOk());
   EXPECT_EQ(health->exit_code, 4) << health->out << health->err;
   EXPECT_THAT(daemon_->ReadLog(), HasSubstr("--max_connections"));
   // The admitted connections still work.
-  EXPECT_THAT(client_->pool().Apply("square", "3"),
-              IsOkAndHolds(std::string("9")));
+  EXPECT_THAT(client_->pool().Apply("square", "3"), IsOkAndHolds(std::string("9")));
   // One getter goes away: its slot frees.
   ASSERT_EQ(::kill(a, SIGKILL), 0);
   int status = 0;
   ASSERT_EQ(::waitpid(a, &status, 0), a);
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   do {
-    health = RunCommand(
-        {FORKPOOL_CLI_PATH, "--address", daemon_->address(), "health"},
-        daemon_->dir());
+    health =
+        RunCommand({FORKPOOL_CLI_PATH, "--address", daemon_->address(), "health"}, daemon_->dir());
   } while (health.ok() && health->exit_code != 0 && absl::Now() < deadline);
   ASSERT_THAT(health, IsOk());
-  EXPECT_EQ(health->exit_code, 0)
-      << "no slot freed after a client died: " << health->err;
+  EXPECT_EQ(health->exit_code, 0) << "no slot freed after a client died: " << health->err;
   ::kill(b, SIGKILL);
   ::waitpid(b, &status, 0);
 }
@@ -445,9 +400,8 @@ TEST_F(FaultTest, HelperThatKeepsDyingMakesTheDaemonExitOne) {
     pid_t helper = 0;
     ASSERT_TRUE(PollUntil([&] {
       for (pid_t h : HelperPidsOf(daemon_->pid())) {
-        const bool root =
-            absl::StartsWith(ReadFile(absl::StrCat("/proc/", h, "/cmdline")),
-                             "forkpool-helper: root");
+        const bool root = absl::StartsWith(ReadFile(absl::StrCat("/proc/", h, "/cmdline")),
+                                           "forkpool-helper: root");
         if (root && !killed.count(h)) helper = h;
       }
       return helper != 0 || !ProcessAlive(daemon_->pid());
@@ -459,10 +413,8 @@ TEST_F(FaultTest, HelperThatKeepsDyingMakesTheDaemonExitOne) {
   }
   absl::StatusOr<int> status = daemon_->AwaitExit(absl::Seconds(10));
   ASSERT_THAT(status, IsOk());
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1)
-      << "wait status " << *status;
-  EXPECT_THAT(daemon_->ReadLog(),
-              HasSubstr("giving up, exiting with status 1"));
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << "wait status " << *status;
+  EXPECT_THAT(daemon_->ReadLog(), HasSubstr("giving up, exiting with status 1"));
   EXPECT_THAT(AwaitGone(workers), IsEmpty());
 }
 
@@ -476,8 +428,7 @@ TEST_F(FaultTest, GarbageFromAWorkerFailsItsTaskAndReplacesIt) {
   EXPECT_EQ(r->state(), v1::TASK_STATE_FAILED) << r->ShortDebugString();
   EXPECT_THAT(r->error(), HasSubstr("protocol error"));
   EXPECT_THAT(AwaitGone(before), IsEmpty());
-  EXPECT_THAT(client_->pool().Apply("square", "6"),
-              IsOkAndHolds(std::string("36")));
+  EXPECT_THAT(client_->pool().Apply("square", "6"), IsOkAndHolds(std::string("36")));
 }
 
 // An error text that is not UTF-8 reaches the client (made valid), and the
@@ -485,13 +436,11 @@ TEST_F(FaultTest, GarbageFromAWorkerFailsItsTaskAndReplacesIt) {
 TEST_F(FaultTest, NonUtf8ErrorTextIsDeliveredAndTheWorkerLives) {
   StartDaemon(1);
   const std::set<pid_t> before = AwaitIdleWorkers("default", 1);
-  absl::StatusOr<v1::TaskResult> r =
-      client_->pool().ApplyResult("fail_bytes", "");
+  absl::StatusOr<v1::TaskResult> r = client_->pool().ApplyResult("fail_bytes", "");
   ASSERT_THAT(r, IsOk());
   EXPECT_EQ(r->state(), v1::TASK_STATE_FAILED) << r->ShortDebugString();
   EXPECT_THAT(r->error(), HasSubstr("bad bytes: \xef\xbf\xbd\xef\xbf\xbd end"));
-  EXPECT_EQ(before.count(r->worker_pid()), 1u)
-      << "the task ran on another worker";
+  EXPECT_EQ(before.count(r->worker_pid()), 1u) << "the task ran on another worker";
   EXPECT_TRUE(ProcessAlive(r->worker_pid()));
 }
 
@@ -506,11 +455,9 @@ TEST_F(FaultTest, FullPoolQueueIsResourceExhaustedNamingTheLimit) {
       client_->pool().SubmitMany("echo", {"a", "b", "c"});
   ASSERT_THAT(three, IsOk());
   absl::StatusOr<AsyncResult> fourth = client_->pool().ApplyAsync("echo", "d");
-  EXPECT_THAT(fourth,
-              StatusIs(absl::StatusCode::kResourceExhausted, "the limit is 3"));
+  EXPECT_THAT(fourth, StatusIs(absl::StatusCode::kResourceExhausted, "the limit is 3"));
   EXPECT_THAT(busy->Cancel(), IsOk());
-  for (const AsyncResult& r : *three)
-    EXPECT_THAT(r.Get(absl::Seconds(10)), IsOk());
+  for (const AsyncResult& r : *three) EXPECT_THAT(r.Get(absl::Seconds(10)), IsOk());
 }
 
 // --max_result_bytes: past it the oldest results go before their TTL, and a Get
@@ -521,8 +468,7 @@ TEST_F(FaultTest, ResultsPastTheSizeCapExpireOldestFirst) {
   absl::StatusOr<AsyncResult> first = client_->pool().ApplyAsync("echo", big);
   ASSERT_THAT(first, IsOk());
   ASSERT_THAT(client_->Task(first->id()).Get(absl::Seconds(10)), IsOk());
-  for (int i = 0; i < 3; ++i)
-    ASSERT_THAT(client_->pool().Apply("echo", big), IsOk());
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(client_->pool().Apply("echo", big), IsOk());
   // A fresh handle, so that nothing cached answers.
   EXPECT_THAT(client_->Task(first->id()).Get(absl::ZeroDuration()),
               StatusIs(absl::StatusCode::kNotFound, "expired"));
@@ -547,23 +493,21 @@ TEST_F(FaultTest, RootHelperKilledWhileAPoolLoadsTheLoadGoesOn) {
   pid_t loading = 0;
   ASSERT_TRUE(PollUntil([&] {
     for (pid_t h : HelperPidsOf(daemon_->pid())) {
-      if (ReadFile(absl::StrCat("/proc/", h, "/maps"))
-              .find("slow_load_tasks") != std::string::npos) {
+      if (ReadFile(absl::StrCat("/proc/", h, "/maps")).find("slow_load_tasks") !=
+          std::string::npos) {
         loading = h;
       }
     }
     return loading != 0;
   })) << "no helper started loading the slow library";
   EXPECT_NE(loading, root);
-  EXPECT_EQ(
-      ReadFile(absl::StrCat("/proc/", root, "/maps")).find("slow_load_tasks"),
-      std::string::npos);
+  EXPECT_EQ(ReadFile(absl::StrCat("/proc/", root, "/maps")).find("slow_load_tasks"),
+            std::string::npos);
   ASSERT_EQ(::kill(root, SIGKILL), 0);
   create.join();
   ASSERT_THAT(created, IsOk());
   EXPECT_EQ(created->helper_pid(), loading);
-  EXPECT_THAT(client_->pool("slow").Apply("slow_loaded", ""),
-              IsOkAndHolds(std::string("loaded")));
+  EXPECT_THAT(client_->pool("slow").Apply("slow_loaded", ""), IsOkAndHolds(std::string("loaded")));
   v1::PoolSettings later;
   later.set_name("later");
   later.set_processes(1);
@@ -584,8 +528,8 @@ TEST_F(FaultTest, PoolHelperKilledWhileLoadingFailsOnlyThatCreatePool) {
   pid_t loading = 0;
   ASSERT_TRUE(PollUntil([&] {
     for (pid_t h : HelperPidsOf(daemon_->pid())) {
-      if (ReadFile(absl::StrCat("/proc/", h, "/maps"))
-              .find("slow_load_tasks") != std::string::npos) {
+      if (ReadFile(absl::StrCat("/proc/", h, "/maps")).find("slow_load_tasks") !=
+          std::string::npos) {
         loading = h;
       }
     }
@@ -593,14 +537,10 @@ TEST_F(FaultTest, PoolHelperKilledWhileLoadingFailsOnlyThatCreatePool) {
   }));
   ASSERT_EQ(::kill(loading, SIGKILL), 0);
   create.join();
-  ASSERT_THAT(created,
-              StatusIs(absl::StatusCode::kFailedPrecondition, "while loading"));
-  EXPECT_THAT(
-      std::string(created.status().message()),
-      AllOf(HasSubstr(FORKPOOL_SLOW_LOAD_TASKS_PATH), HasSubstr("SIGKILL")));
-  EXPECT_THAT(client_->DescribePool("slow"),
-              StatusIs(absl::StatusCode::kNotFound, "slow"));
-  EXPECT_THAT(client_->pool().Apply("square", "3"),
-              IsOkAndHolds(std::string("9")));
+  ASSERT_THAT(created, StatusIs(absl::StatusCode::kFailedPrecondition, "while loading"));
+  EXPECT_THAT(std::string(created.status().message()),
+              AllOf(HasSubstr(FORKPOOL_SLOW_LOAD_TASKS_PATH), HasSubstr("SIGKILL")));
+  EXPECT_THAT(client_->DescribePool("slow"), StatusIs(absl::StatusCode::kNotFound, "slow"));
+  EXPECT_THAT(client_->pool().Apply("square", "3"), IsOkAndHolds(std::string("9")));
 }
 }  // namespace forkpool::testing

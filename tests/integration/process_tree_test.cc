@@ -34,10 +34,8 @@ TEST_F(FaultTest, WorkersAreTheDaemonsChildrenInTheirOwnGroups) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon(3));
   const pid_t daemon = daemon_->pid();
   const pid_t root = daemon_->first_helper_pid();
-  ASSERT_GT(root, 0) << "no root helper pid in the log:\n"
-                     << daemon_->ReadLog();
-  absl::StatusOr<v1::PoolInfo> described_pool =
-      client_->DescribePool("default");
+  ASSERT_GT(root, 0) << "no root helper pid in the log:\n" << daemon_->ReadLog();
+  absl::StatusOr<v1::PoolInfo> described_pool = client_->DescribePool("default");
   ASSERT_THAT(described_pool, IsOk());
   const pid_t helper = described_pool->helper_pid();
   ASSERT_GT(helper, 0);
@@ -85,8 +83,7 @@ TEST_F(FaultTest, WorkersAreTheDaemonsChildrenInTheirOwnGroups) {
     // stdin is /dev/null, fd 3 its socket (that nothing else is open: see
     // below).
     EXPECT_EQ(ReadLink(absl::StrCat("/proc/", w, "/fd/0")), "/dev/null");
-    EXPECT_THAT(ReadLink(absl::StrCat("/proc/", w, "/fd/3")),
-                HasSubstr("socket:"));
+    EXPECT_THAT(ReadLink(absl::StrCat("/proc/", w, "/fd/3")), HasSubstr("socket:"));
   }
   EXPECT_EQ(groups.size(), 3u);
 
@@ -146,19 +143,15 @@ TEST_F(FaultTest, ShortTasksDoNotWaitBehindALongOne) {
   const absl::Time start = absl::Now();
   std::vector<std::string> inputs;
   for (int i = 0; i < 20; ++i) inputs.push_back(absl::StrCat("e", i));
-  absl::StatusOr<std::vector<AsyncResult>> echos =
-      client_->pool().SubmitMany("echo", inputs);
+  absl::StatusOr<std::vector<AsyncResult>> echos = client_->pool().SubmitMany("echo", inputs);
   ASSERT_THAT(echos, IsOk());
   std::vector<std::string> ids;
   for (const AsyncResult& r : *echos) ids.push_back(r.id());
-  absl::StatusOr<WaitOutcome> waited =
-      client_->Wait(ids, WaitMode::kAll, absl::Seconds(2.5));
+  absl::StatusOr<WaitOutcome> waited = client_->Wait(ids, WaitMode::kAll, absl::Seconds(2.5));
   const absl::Duration took = absl::Now() - start;
   ASSERT_THAT(waited, IsOk());
-  EXPECT_TRUE(waited->satisfied)
-      << waited->not_done.size() << " echos not done after " << took;
-  EXPECT_LT(took, absl::Seconds(1))
-      << "20 echos took " << took << " beside a 3 s sleep";
+  EXPECT_TRUE(waited->satisfied) << waited->not_done.size() << " echos not done after " << took;
+  EXPECT_LT(took, absl::Seconds(1)) << "20 echos took " << took << " beside a 3 s sleep";
 
   // The long task still runs: the echos did not wait for it.
   absl::StatusOr<v1::TaskResult> still = slow->Result();
@@ -186,31 +179,26 @@ TEST_F(FaultTest, CancelKillsTheRunningWorkerAndThePoolIsWholeAgain) {
   ASSERT_EQ(WorkerPidsOf(daemon).count(victim), 1u);
 
   EXPECT_THAT(task->Cancel(), IsOkAndHolds(true));
-  EXPECT_THAT(task->Get(absl::Seconds(5)),
-              StatusIs(absl::StatusCode::kCancelled, ""));
+  EXPECT_THAT(task->Get(absl::Seconds(5)), StatusIs(absl::StatusCode::kCancelled, ""));
   absl::StatusOr<v1::TaskResult> result = task->Result();
   ASSERT_THAT(result, IsOk());
   EXPECT_EQ(result->state(), v1::TASK_STATE_CANCELLED);
 
-  EXPECT_THAT(AwaitGone({victim}), ::testing::IsEmpty())
-      << "cancelled worker still runs";
+  EXPECT_THAT(AwaitGone({victim}), ::testing::IsEmpty()) << "cancelled worker still runs";
   const std::set<pid_t> workers = AwaitIdleWorkers("default", 2, {victim});
   EXPECT_EQ(workers.size(), 2u);
   EXPECT_EQ(WorkerPidsOf(daemon), workers);
 
   // Both workers take work at once.
   const absl::Time start = absl::Now();
-  absl::StatusOr<std::vector<AsyncResult>> sleeps =
-      client_->pool().SubmitMany("sleep", {"1", "1"});
+  absl::StatusOr<std::vector<AsyncResult>> sleeps = client_->pool().SubmitMany("sleep", {"1", "1"});
   ASSERT_THAT(sleeps, IsOk());
-  absl::StatusOr<WaitOutcome> waited =
-      Wait(*client_, *sleeps, WaitMode::kAll, absl::Seconds(5));
+  absl::StatusOr<WaitOutcome> waited = Wait(*client_, *sleeps, WaitMode::kAll, absl::Seconds(5));
   const absl::Duration took = absl::Now() - start;
   ASSERT_THAT(waited, IsOk());
   ASSERT_TRUE(waited->satisfied);
   EXPECT_GE(took, absl::Seconds(1));
-  EXPECT_LT(took, absl::Seconds(2.5))
-      << "two 1 s sleeps on two workers took " << took;
+  EXPECT_LT(took, absl::Seconds(2.5)) << "two 1 s sleeps on two workers took " << took;
   absl::StatusOr<v1::TaskResult> a = (*sleeps)[0].Result();
   absl::StatusOr<v1::TaskResult> b = (*sleeps)[1].Result();
   ASSERT_THAT(a, IsOk());
@@ -218,8 +206,7 @@ TEST_F(FaultTest, CancelKillsTheRunningWorkerAndThePoolIsWholeAgain) {
   EXPECT_EQ(a->state(), v1::TASK_STATE_SUCCEEDED);
   EXPECT_EQ(b->state(), v1::TASK_STATE_SUCCEEDED);
   EXPECT_NE(a->worker_pid(), b->worker_pid());
-  EXPECT_LT(absl::AbsDuration(Between(a->started_at(), b->started_at())),
-            absl::Seconds(0.5));
+  EXPECT_LT(absl::AbsDuration(Between(a->started_at(), b->started_at())), absl::Seconds(0.5));
 }
 
 // --- 5. SIGKILL of the fork helper
@@ -244,8 +231,7 @@ TEST_F(FaultTest, KilledHelperIsReplacedAndRunningWorkersSurvive) {
   // The running task finishes in the worker it started in.
   absl::StatusOr<v1::TaskResult> result = task->Result(absl::Seconds(10));
   ASSERT_THAT(result, IsOk());
-  EXPECT_EQ(result->state(), v1::TASK_STATE_SUCCEEDED)
-      << result->ShortDebugString();
+  EXPECT_EQ(result->state(), v1::TASK_STATE_SUCCEEDED) << result->ShortDebugString();
   EXPECT_EQ(result->output().data(), "1.5");
   EXPECT_EQ(result->worker_pid(), runner);
   EXPECT_EQ(result->attempts(), 1);
@@ -273,12 +259,11 @@ TEST_F(FaultTest, KilledHelperIsReplacedAndRunningWorkersSurvive) {
   const std::set<pid_t> after = AwaitIdleWorkers("default", 2, {killed});
   const std::set<pid_t> fresh = [&] {
     std::set<pid_t> out;
-    std::set_difference(after.begin(), after.end(), before.begin(),
-                        before.end(), std::inserter(out, out.begin()));
+    std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
+                        std::inserter(out, out.begin()));
     return out;
   }();
-  ASSERT_EQ(fresh.size(), 1u)
-      << "before " << Pids(before) << " after " << Pids(after);
+  ASSERT_EQ(fresh.size(), 1u) << "before " << Pids(before) << " after " << Pids(after);
   EXPECT_EQ(ReadProc(*fresh.begin())->ppid, daemon);
   EXPECT_EQ(ReadProc(*fresh.begin())->comm, "forkpool-worker");
 
@@ -290,8 +275,7 @@ TEST_F(FaultTest, KilledHelperIsReplacedAndRunningWorkersSurvive) {
   ASSERT_THAT(client_->CreatePool(settings), IsOk());
   EXPECT_THAT(client_->pool("after-helper-crash").Apply("square", "6"),
               IsOkAndHolds(std::string("36")));
-  EXPECT_THAT(client_->pool().Apply("square", "5"),
-              IsOkAndHolds(std::string("25")));
+  EXPECT_THAT(client_->pool().Apply("square", "5"), IsOkAndHolds(std::string("25")));
   EXPECT_EQ(HelperPidsOf(daemon).size(), 3u);
 }
 
@@ -339,11 +323,9 @@ TEST_F(FaultTest, SigtermDrainsARunningTaskThenExitsZeroLeavingNothing) {
   EXPECT_THAT(log, Not(HasSubstr("grace period over")));
   EXPECT_THAT(waited, IsOkAndHolds(std::string("1"))) << log;
 
-  EXPECT_THAT(AwaitGone(recorded), ::testing::IsEmpty())
-      << "left behind after SIGTERM";
+  EXPECT_THAT(AwaitGone(recorded), ::testing::IsEmpty()) << "left behind after SIGTERM";
   struct stat st;
-  EXPECT_NE(::stat(daemon_->socket_path().c_str(), &st), 0)
-      << "socket file left behind";
+  EXPECT_NE(::stat(daemon_->socket_path().c_str(), &st), 0) << "socket file left behind";
 }
 
 TEST_F(FaultTest, SigkillOfTheDaemonLeavesNoHelperOrWorkerBehind) {
@@ -360,8 +342,7 @@ TEST_F(FaultTest, SigkillOfTheDaemonLeavesNoHelperOrWorkerBehind) {
   absl::StatusOr<int> status = daemon_->AwaitExit(absl::Seconds(10));
   ASSERT_THAT(status, IsOk());
   EXPECT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << *status;
-  EXPECT_THAT(AwaitGone(recorded), ::testing::IsEmpty())
-      << "orphans outlived the daemon";
+  EXPECT_THAT(AwaitGone(recorded), ::testing::IsEmpty()) << "orphans outlived the daemon";
 }
 
 // --- 7. one daemon per socket
@@ -373,8 +354,7 @@ TEST_F(FaultTest, SecondDaemonOnTheSameSocketExitsNamingTheLock) {
   ASSERT_EQ(::stat(daemon_->socket_path().c_str(), &before), 0);
 
   absl::StatusOr<CommandResult> second = RunCommand(
-      {FORKPOOLD_PATH, absl::StrCat("--socket=", daemon_->socket_path()),
-       "--processes=1"},
+      {ForkpooldPath(), absl::StrCat("--socket=", daemon_->socket_path()), "--processes=1"},
       daemon_->dir(), {}, absl::Seconds(20));
   ASSERT_THAT(second, IsOk());
   EXPECT_NE(second->exit_code, 0);
@@ -385,11 +365,9 @@ TEST_F(FaultTest, SecondDaemonOnTheSameSocketExitsNamingTheLock) {
   ASSERT_EQ(::stat(daemon_->socket_path().c_str(), &after), 0);
   EXPECT_EQ(after.st_ino, before.st_ino) << "the socket was replaced";
   EXPECT_TRUE(ProcessAlive(daemon_->pid()));
-  absl::StatusOr<std::unique_ptr<Client>> again =
-      Client::Connect(daemon_->address());
+  absl::StatusOr<std::unique_ptr<Client>> again = Client::Connect(daemon_->address());
   ASSERT_THAT(again, IsOk());
-  EXPECT_THAT((*again)->pool().Apply("square", "9"),
-              IsOkAndHolds(std::string("81")));
+  EXPECT_THAT((*again)->pool().Apply("square", "9"), IsOkAndHolds(std::string("81")));
 }
 
 // --- 11. recycling, spawn, initializers
@@ -405,8 +383,7 @@ TEST_F(FaultTest, MaxTasksPerChildRecyclesAfterTwoTasks) {
 
   std::vector<pid_t> pids;
   for (int i = 0; i < 6; ++i) {
-    absl::StatusOr<std::string> out =
-        client_->pool("recycle").Apply("getpid", "");
+    absl::StatusOr<std::string> out = client_->pool("recycle").Apply("getpid", "");
     ASSERT_THAT(out, IsOk());
     pid_t pid = 0;
     ASSERT_TRUE(absl::SimpleAtoi(*out, &pid)) << *out;
@@ -434,8 +411,7 @@ TEST_F(FaultTest, SpawnPoolWorkersRunTheWorkerProgram) {
   const std::set<pid_t> spawned = AwaitIdleWorkers("spawned", 2);
   ASSERT_EQ(spawned.size(), 2u);
 
-  const std::string real_worker =
-      std::filesystem::canonical(kWorkerPath).string();
+  const std::string real_worker = std::filesystem::canonical(ForkpooldWorkerPath()).string();
   for (pid_t pid : spawned) {
     SCOPED_TRACE(absl::StrCat("spawn worker ", pid));
     std::optional<ProcInfo> p = ReadProc(pid);
@@ -455,8 +431,7 @@ TEST_F(FaultTest, SpawnPoolWorkersRunTheWorkerProgram) {
   absl::StatusOr<std::string> exe = client_->pool("spawned").Apply("exe", "");
   ASSERT_THAT(exe, IsOk());
   EXPECT_EQ(*exe, real_worker);
-  EXPECT_THAT(client_->pool("spawned").Apply("square", "8"),
-              IsOkAndHolds(std::string("64")));
+  EXPECT_THAT(client_->pool("spawned").Apply("square", "8"), IsOkAndHolds(std::string("64")));
 }
 
 TEST_F(FaultTest, InitializerRunsExactlyOncePerWorker) {
@@ -472,18 +447,15 @@ TEST_F(FaultTest, InitializerRunsExactlyOncePerWorker) {
   ASSERT_EQ(workers.size(), 3u);
   // Work on every worker, more than once each.
   absl::StatusOr<std::vector<AsyncResult>> tasks =
-      client_->pool("initialised")
-          .SubmitMany("sleep", std::vector<std::string>(9, "0.05"));
+      client_->pool("initialised").SubmitMany("sleep", std::vector<std::string>(9, "0.05"));
   ASSERT_THAT(tasks, IsOk());
-  absl::StatusOr<WaitOutcome> waited =
-      Wait(*client_, *tasks, WaitMode::kAll, absl::Seconds(10));
+  absl::StatusOr<WaitOutcome> waited = Wait(*client_, *tasks, WaitMode::kAll, absl::Seconds(10));
   ASSERT_THAT(waited, IsOk());
   ASSERT_TRUE(waited->satisfied);
 
   auto lines = [&] {
     std::vector<pid_t> out;
-    for (absl::string_view line :
-         absl::StrSplit(ReadFile(marks), '\n', absl::SkipEmpty())) {
+    for (absl::string_view line : absl::StrSplit(ReadFile(marks), '\n', absl::SkipEmpty())) {
       pid_t pid = 0;
       EXPECT_TRUE(absl::SimpleAtoi(line, &pid)) << line;
       out.push_back(pid);
@@ -530,8 +502,7 @@ TEST_F(FaultTest, FailingInitializerIsReportedAndDoesNotSpin) {
   EXPECT_LT(info->workers_started(), 15) << info->ShortDebugString();
   EXPECT_THAT(info->last_error(), HasSubstr("init_fail"));
   // And the daemon is fine.
-  EXPECT_THAT(client_->pool().Apply("square", "4"),
-              IsOkAndHolds(std::string("16")));
+  EXPECT_THAT(client_->pool().Apply("square", "4"), IsOkAndHolds(std::string("16")));
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 // Task functions that exist only for tests; the default pool does not load them.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -70,5 +73,66 @@ FORKPOOL_TASK(garbage, ctx, input) {
   const char junk[] = "\x10\x00\x00\x00this is not a protobuf frame";
   [[maybe_unused]] ssize_t n = ::write(3, junk, sizeof(junk) - 1);
   ::sleep(5);  // forkpoold kills us long before this ends
+  return std::string("not reached");
+}
+
+// Starts "/bin/sleep 300" that escapes its worker: a child calls setsid() (a new
+// session and process group) and forks the sleep, then exits, so the sleep is
+// orphaned and reparented away from the worker. Returns the sleep's pid.
+FORKPOOL_TASK(escape, ctx, input) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe2(escape)");
+  char sleep_path[] = "/bin/sleep";
+  char sleep_arg[] = "300";
+  char* const argv[] = {sleep_path, sleep_arg, nullptr};
+  const pid_t middle = ::fork();
+  if (middle < 0) {
+    const int e = errno;
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    return absl::ErrnoToStatus(e, "fork(escape)");
+  }
+  if (middle == 0) {
+    ::setsid();
+    const pid_t sleeper = ::fork();
+    if (sleeper == 0) {
+      const int null = ::open("/dev/null", O_RDWR);
+      if (null >= 0) {
+        ::dup2(null, 0);
+        ::dup2(null, 1);
+      }
+      ::close_range(3, ~0U, 0);
+      ::execv(sleep_path, argv);
+      ::_exit(127);
+    }
+    const int32_t pid = sleeper;  // -1 when the fork failed
+    [[maybe_unused]] ssize_t n = ::write(pipe_fds[1], &pid, sizeof(pid));
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  int32_t pid = -1;
+  ssize_t n;
+  do {
+    n = ::read(pipe_fds[0], &pid, sizeof(pid));
+  } while (n < 0 && errno == EINTR);
+  ::close(pipe_fds[0]);
+  int status = 0;
+  while (::waitpid(middle, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (n != static_cast<ssize_t>(sizeof(pid)) || pid <= 0) {
+    return absl::InternalError("escape: the sleep could not be started");
+  }
+  return absl::StrCat(pid);
+}
+
+// Initializer that never returns.
+FORKPOOL_TASK(hang_init, ctx, input) {
+  while (true) ::pause();
+}
+
+// Initializer that dies by SIGSEGV.
+FORKPOOL_TASK(segv_init, ctx, input) {
+  ::signal(SIGSEGV, SIG_DFL);
+  ::raise(SIGSEGV);
   return std::string("not reached");
 }

@@ -21,8 +21,7 @@ namespace {
 absl::Status SetNonBlocking(int fd, const char* what) {
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-    return absl::ErrnoToStatus(errno,
-                               absl::StrCat("fcntl(O_NONBLOCK, ", what, ")"));
+    return absl::ErrnoToStatus(errno, absl::StrCat("fcntl(O_NONBLOCK, ", what, ")"));
   }
   return absl::OkStatus();
 }
@@ -34,25 +33,23 @@ constexpr size_t kMaxStderrLine = 4096;
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<HelperChannel>> HelperChannel::Start(
-    IoLoop* loop, ChildRegistry* children, std::string name,
-    HelperProcess process, Callbacks callbacks) {
-  FORKPOOL_RETURN_IF_ERROR(
-      SetNonBlocking(process.control.get(), "helper control"));
+absl::StatusOr<std::shared_ptr<HelperChannel>> HelperChannel::Start(IoLoop* loop,
+                                                                    ChildRegistry* children,
+                                                                    std::string name,
+                                                                    HelperProcess process,
+                                                                    Callbacks callbacks) {
+  FORKPOOL_RETURN_IF_ERROR(SetNonBlocking(process.control.get(), "helper control"));
   if (process.stderr_read.valid()) {
-    FORKPOOL_RETURN_IF_ERROR(
-        SetNonBlocking(process.stderr_read.get(), "helper stderr"));
+    FORKPOOL_RETURN_IF_ERROR(SetNonBlocking(process.stderr_read.get(), "helper stderr"));
   }
   std::shared_ptr<HelperChannel> channel(
-      new HelperChannel(loop, children, std::move(name), std::move(process),
-                        std::move(callbacks)));
+      new HelperChannel(loop, children, std::move(name), std::move(process), std::move(callbacks)));
   FORKPOOL_RETURN_IF_ERROR(channel->Watch());
   return channel;
 }
 
-HelperChannel::HelperChannel(IoLoop* loop, ChildRegistry* children,
-                             std::string name, HelperProcess process,
-                             Callbacks callbacks)
+HelperChannel::HelperChannel(IoLoop* loop, ChildRegistry* children, std::string name,
+                             HelperProcess process, Callbacks callbacks)
     : loop_(loop),
       children_(children),
       name_(std::move(name)),
@@ -71,14 +68,12 @@ absl::Status HelperChannel::Watch() {
   // The watches hold the channel: it lives until the process is reaped.
   std::shared_ptr<HelperChannel> self = shared_from_this();
   FORKPOOL_RETURN_IF_ERROR(
-      loop_->Watch(control_.get(), EPOLLIN,
-                   [self](uint32_t events) { self->OnControl(events); }));
+      loop_->Watch(control_.get(), EPOLLIN, [self](uint32_t events) { self->OnControl(events); }));
   if (stderr_.valid()) {
-    FORKPOOL_RETURN_IF_ERROR(loop_->Watch(
-        stderr_.get(), EPOLLIN, [self](uint32_t) { self->OnStderr(); }));
+    FORKPOOL_RETURN_IF_ERROR(
+        loop_->Watch(stderr_.get(), EPOLLIN, [self](uint32_t) { self->OnStderr(); }));
   }
-  return loop_->Watch(pidfd_.get(), EPOLLIN,
-                      [self](uint32_t) { self->OnExit(); });
+  return loop_->Watch(pidfd_.get(), EPOLLIN, [self](uint32_t) { self->OnExit(); });
 }
 
 bool HelperChannel::alive() const {
@@ -86,12 +81,11 @@ bool HelperChannel::alive() const {
   return !exited_ && !closed_;
 }
 
-absl::Status HelperChannel::Request(internal::ToHelper request,
-                                    absl::Duration timeout, Reply reply) {
+absl::Status HelperChannel::Request(internal::ToHelper request, absl::Duration timeout,
+                                    Reply reply) {
   absl::MutexLock lock(&mu_);
   if (exited_ || closed_ || !kill_reason_.empty()) {
-    return absl::UnavailableError(
-        absl::StrCat(name_, " (pid ", pid_, ") is gone"));
+    return absl::UnavailableError(absl::StrCat(name_, " (pid ", pid_, ") is gone"));
   }
   const uint64_t id = next_request_++;
   request.set_request_id(id);
@@ -157,8 +151,7 @@ void HelperChannel::Close() {
   ::shutdown(control_.get(), SHUT_RDWR);
   std::weak_ptr<HelperChannel> weak = weak_from_this();
   loop_->AddTimer(absl::Now() + kCloseGrace, [weak] {
-    if (auto self = weak.lock())
-      self->Kill("did not leave after its control socket closed");
+    if (auto self = weak.lock()) self->Kill("did not leave after its control socket closed");
   });
 }
 
@@ -182,8 +175,7 @@ void HelperChannel::ReadMessages() {
       // EOF or a broken message: stop reading; the pidfd says when it has gone.
       loop_->Unwatch(control_.get());
       if (!absl::IsNotFound(packet.status())) {
-        Kill(absl::StrCat("broke the control protocol (",
-                          packet.status().message(), ")"));
+        Kill(absl::StrCat("broke the control protocol (", packet.status().message(), ")"));
       }
       return;
     }
@@ -209,8 +201,7 @@ void HelperChannel::ReadMessages() {
       if (closed_) continue;
       if (message.has_progress()) {
         progress = callbacks_.on_progress;
-      } else if (auto it = pending_.find(message.request_id());
-                 it != pending_.end()) {
+      } else if (auto it = pending_.find(message.request_id()); it != pending_.end()) {
         loop_->CancelTimer(it->second.timer);
         reply = std::move(it->second.reply);
         pending_.erase(it);
@@ -225,21 +216,18 @@ void HelperChannel::OnStderr() {
   char buf[16384];
   std::string lines;
   while (true) {
-    const ssize_t n =
-        RetryOnEintr([&] { return ::read(stderr_.get(), buf, sizeof(buf)); });
+    const ssize_t n = RetryOnEintr([&] { return ::read(stderr_.get(), buf, sizeof(buf)); });
     if (n <= 0) {
       if (n == 0) loop_->Unwatch(stderr_.get());
       break;
     }
     stderr_partial_.append(buf, static_cast<size_t>(n));
     size_t start = 0;
-    for (size_t nl;
-         (nl = stderr_partial_.find('\n', start)) != std::string::npos;
-         start = nl + 1) {
-      absl::StrAppend(&lines, "forkpoold: [", name_, " pid ", pid_, "] ",
-                      absl::string_view(stderr_partial_)
-                          .substr(start, std::min(nl - start, kMaxStderrLine)),
-                      "\n");
+    for (size_t nl; (nl = stderr_partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
+      absl::StrAppend(
+          &lines, "forkpoold: [", name_, " pid ", pid_, "] ",
+          absl::string_view(stderr_partial_).substr(start, std::min(nl - start, kMaxStderrLine)),
+          "\n");
     }
     stderr_partial_.erase(0, start);
     if (stderr_partial_.size() > kMaxStderrLine) stderr_partial_.clear();

@@ -43,8 +43,8 @@ class HelperChannel : public std::enable_shared_from_this<HelperChannel> {
  public:
   // The helper's answer, or: DeadlineExceeded when it did not answer in time
   // (it is then killed), Unavailable when it died first (the message says how).
-  using Reply = std::function<void(absl::StatusOr<internal::FromHelper> reply,
-                                   std::vector<UniqueFd> fds)>;
+  using Reply =
+      std::function<void(absl::StatusOr<internal::FromHelper> reply, std::vector<UniqueFd> fds)>;
   struct Callbacks {
     // LoadProgress messages.
     std::function<void(const internal::LoadProgress&)> on_progress;
@@ -56,16 +56,16 @@ class HelperChannel : public std::enable_shared_from_this<HelperChannel> {
 
   // Starts watching `process`. `name` names it in logs ("pool helper 'img'").
   // Registers its pid in `children` until it is reaped.
-  static absl::StatusOr<std::shared_ptr<HelperChannel>> Start(
-      IoLoop* loop, ChildRegistry* children, std::string name,
-      HelperProcess process, Callbacks callbacks);
+  static absl::StatusOr<std::shared_ptr<HelperChannel>> Start(IoLoop* loop, ChildRegistry* children,
+                                                              std::string name,
+                                                              HelperProcess process,
+                                                              Callbacks callbacks);
   ~HelperChannel();
 
   // Queues `request` (its request_id is assigned here) and sends what the
   // socket takes now; never blocks. `reply` runs once. `timeout` counts from
   // now. Unavailable at once if the helper is gone.
-  absl::Status Request(internal::ToHelper request, absl::Duration timeout,
-                       Reply reply);
+  absl::Status Request(internal::ToHelper request, absl::Duration timeout, Reply reply);
   // SIGKILLs the helper; pending requests then fail with `why` (and on_exit
   // gets it).
   void Kill(const std::string& why);
@@ -82,8 +82,8 @@ class HelperChannel : public std::enable_shared_from_this<HelperChannel> {
     Reply reply;
     IoLoop::TimerId timer = 0;
   };
-  HelperChannel(IoLoop* loop, ChildRegistry* children, std::string name,
-                HelperProcess process, Callbacks callbacks);
+  HelperChannel(IoLoop* loop, ChildRegistry* children, std::string name, HelperProcess process,
+                Callbacks callbacks);
   absl::Status Watch();
   void OnControl(uint32_t events);
   void ReadMessages();

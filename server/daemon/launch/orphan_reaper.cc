@@ -26,8 +26,7 @@ bool ReadParent(pid_t pid, pid_t* ppid, pid_t* pgid, std::string* comm) {
   const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
   char buf[512];
-  const ssize_t n =
-      RetryOnEintr([&] { return ::read(fd, buf, sizeof(buf) - 1); });
+  const ssize_t n = RetryOnEintr([&] { return ::read(fd, buf, sizeof(buf) - 1); });
   ::close(fd);
   if (n <= 0) return false;
   buf[n] = 0;
@@ -38,8 +37,7 @@ bool ReadParent(pid_t pid, pid_t* ppid, pid_t* pgid, std::string* comm) {
   comm->assign(open_paren + 1, close_paren);
   char state = 0;
   int parent = 0, group = 0;
-  if (std::sscanf(close_paren + 1, " %c %d %d", &state, &parent, &group) != 3)
-    return false;
+  if (std::sscanf(close_paren + 1, " %c %d %d", &state, &parent, &group) != 3) return false;
   // A zombie that is ours and unknown (adopted already dead) is reaped the same
   // way.
   *ppid = parent;
@@ -69,8 +67,7 @@ void OrphanReaper::Scan() {
   if (DIR* dir = ::opendir("/proc")) {
     while (dirent* e = ::readdir(dir)) {
       int pid = 0;
-      if (!absl::SimpleAtoi(e->d_name, &pid) || pid <= 0 || pid == self_)
-        continue;
+      if (!absl::SimpleAtoi(e->d_name, &pid) || pid <= 0 || pid == self_) continue;
       pid_t ppid = 0, pgid = 0;
       std::string comm;
       if (!ReadParent(pid, &ppid, &pgid, &comm) || ppid != self_) continue;
@@ -82,17 +79,14 @@ void OrphanReaper::Scan() {
   absl::MutexLock lock(&mu_);
   if (stopped_) return;
   for (pid_t pid : unknown) {
-    if (!suspects_.count(pid) || ending_.count(pid) || children_->Contains(pid))
-      continue;
+    if (!suspects_.count(pid) || ending_.count(pid) || children_->Contains(pid)) continue;
     absl::StatusOr<UniqueFd> pidfd = PidfdOpen(pid);
     if (!pidfd.ok()) continue;  // gone meanwhile
-    Log("ending process ", pid,
-        ", which escaped its worker or helper and was adopted");
+    Log("ending process ", pid, ", which escaped its worker or helper and was adopted");
     (void)PidfdSignal(pidfd->get(), SIGKILL);
     ::kill(-pid, SIGKILL);  // a session or group leader takes its group along
     const int fd = pidfd->get();
-    absl::Status watched =
-        loop_->Watch(fd, EPOLLIN, [this, pid](uint32_t) { Reap(pid); });
+    absl::Status watched = loop_->Watch(fd, EPOLLIN, [this, pid](uint32_t) { Reap(pid); });
     if (!watched.ok()) {
       Log("cannot watch adopted process ", pid, ": ", watched.message());
       continue;

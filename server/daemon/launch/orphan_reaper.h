@@ -40,9 +40,8 @@ class OrphanReaper {
   ChildRegistry* const children_;
   const pid_t self_;
   absl::Mutex mu_;
-  std::set<pid_t> suspects_ ABSL_GUARDED_BY(mu_);  // unknown in the last scan
-  std::map<pid_t, UniqueFd> ending_
-      ABSL_GUARDED_BY(mu_);  // killed, awaiting reaping
+  std::set<pid_t> suspects_ ABSL_GUARDED_BY(mu_);          // unknown in the last scan
+  std::map<pid_t, UniqueFd> ending_ ABSL_GUARDED_BY(mu_);  // killed, awaiting reaping
   IoLoop::TimerId timer_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -30,8 +30,7 @@ constexpr absl::Duration kStartTimeout = absl::Seconds(10);
 
 }  // namespace
 
-absl::StatusOr<HelperProcess> ForkRootHelper(
-    const std::vector<std::string>& env_deny) {
+absl::StatusOr<HelperProcess> ForkRootHelper(const std::vector<std::string>& env_deny) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return absl::ErrnoToStatus(errno, "socketpair(root helper control)");
@@ -61,10 +60,9 @@ absl::Status RootHelperClient::Start(HelperProcess first) {
   callbacks.on_exit = [this, pid](const std::string& why) {
     OnLost(absl::StrCat("root helper (pid ", pid, ") ", why));
   };
-  FORKPOOL_ASSIGN_OR_RETURN(
-      std::shared_ptr<HelperChannel> channel,
-      HelperChannel::Start(loop_, children_, "root helper", std::move(first),
-                           std::move(callbacks)));
+  FORKPOOL_ASSIGN_OR_RETURN(std::shared_ptr<HelperChannel> channel,
+                            HelperChannel::Start(loop_, children_, "root helper", std::move(first),
+                                                 std::move(callbacks)));
   absl::MutexLock lock(&mu_);
   channel_ = std::move(channel);
   return absl::OkStatus();
@@ -75,9 +73,8 @@ pid_t RootHelperClient::pid() const {
   return channel_ ? channel_->pid() : 0;
 }
 
-void RootHelperClient::StartPoolHelper(
-    const std::string& pool,
-    std::function<void(absl::StatusOr<HelperProcess>)> done) {
+void RootHelperClient::StartPoolHelper(const std::string& pool,
+                                       std::function<void(absl::StatusOr<HelperProcess>)> done) {
   std::shared_ptr<HelperChannel> channel;
   {
     absl::MutexLock lock(&mu_);
@@ -85,18 +82,15 @@ void RootHelperClient::StartPoolHelper(
   }
   internal::ToHelper request;
   request.mutable_start_pool_helper()->set_pool(pool);
-  auto reply = [done](absl::StatusOr<internal::FromHelper> r,
-                      std::vector<UniqueFd> fds) {
+  auto reply = [done](absl::StatusOr<internal::FromHelper> r, std::vector<UniqueFd> fds) {
     if (!r.ok()) {
-      done(absl::UnavailableError(
-          absl::StrCat("root helper: ", r.status().message())));
+      done(absl::UnavailableError(absl::StrCat("root helper: ", r.status().message())));
       return;
     }
     absl::Status s = StatusFromProto(r->status());
     if (s.ok() && (fds.size() != 3 || !r->has_pool_helper_started())) {
       s = absl::InternalError(
-          absl::StrCat("root helper passed ", fds.size(),
-                       " fds for a pool helper; expected 3"));
+          absl::StrCat("root helper passed ", fds.size(), " fds for a pool helper; expected 3"));
     }
     if (!s.ok()) {
       done(s);
@@ -109,9 +103,8 @@ void RootHelperClient::StartPoolHelper(
     p.stderr_read = std::move(fds[2]);
     done(std::move(p));
   };
-  absl::Status sent = channel
-                          ? channel->Request(request, kStartTimeout, reply)
-                          : absl::UnavailableError("no root helper is running");
+  absl::Status sent = channel ? channel->Request(request, kStartTimeout, reply)
+                              : absl::UnavailableError("no root helper is running");
   if (!sent.ok()) {
     loop_->Post([done, sent] { done(sent); });
   }
@@ -125,12 +118,10 @@ void RootHelperClient::OnLost(const std::string& why) {
   }
   const absl::Time now = absl::Now();
   losses_.push_back(now);
-  while (!losses_.empty() && losses_.front() < now - kLossWindow)
-    losses_.pop_front();
+  while (!losses_.empty() && losses_.front() < now - kLossWindow) losses_.pop_front();
   if (static_cast<int>(losses_.size()) > kMaxLosses) {
     Log(why, "; the root helper was lost ", losses_.size(), " times within ",
-        absl::FormatDuration(kLossWindow),
-        ": giving up, exiting with status 1");
+        absl::FormatDuration(kLossWindow), ": giving up, exiting with status 1");
     std::fflush(stderr);
     std::_Exit(1);
   }
@@ -138,8 +129,7 @@ void RootHelperClient::OnLost(const std::string& why) {
   absl::StatusOr<HelperProcess> next = Respawn();
   if (!next.ok()) {
     Log("cannot start a new root helper: ", next.status().message());
-    loop_->AddTimer(absl::Now() + absl::Seconds(1),
-                    [this] { OnLost("root helper missing"); });
+    loop_->AddTimer(absl::Now() + absl::Seconds(1), [this] { OnLost("root helper missing"); });
     return;
   }
   if (absl::Status s = Start(*std::move(next)); !s.ok()) {
@@ -157,14 +147,12 @@ absl::StatusOr<HelperProcess> RootHelperClient::Respawn() {
   // breaks after a chdir or a package upgrade.
   const std::string parent = absl::StrCat(::getpid());
   const std::string deny = absl::StrJoin(env_deny_, ",");
-  std::vector<char*> argv = {const_cast<char*>("forkpoold"),
-                             const_cast<char*>(kRootHelperModeFlag),
-                             const_cast<char*>(parent.c_str()),
-                             const_cast<char*>(deny.c_str()), nullptr};
+  std::vector<char*> argv = {const_cast<char*>("forkpoold"), const_cast<char*>(kRootHelperModeFlag),
+                             const_cast<char*>(parent.c_str()), const_cast<char*>(deny.c_str()),
+                             nullptr};
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, helper_end.get(),
-                                   kHelperControlFd);
+  posix_spawn_file_actions_adddup2(&actions, helper_end.get(), kHelperControlFd);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, all;
@@ -172,11 +160,9 @@ absl::StatusOr<HelperProcess> RootHelperClient::Respawn() {
   sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = -1;
-  const int err = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attr,
-                                argv.data(), environ);
+  const int err = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (err != 0) return absl::ErrnoToStatus(err, "posix_spawn(root helper)");

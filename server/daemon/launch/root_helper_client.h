@@ -23,8 +23,7 @@ namespace forkpool {
 
 // Forks the first root helper. Call from main() before any thread exists: the
 // child runs the root helper and never returns.
-absl::StatusOr<HelperProcess> ForkRootHelper(
-    const std::vector<std::string>& env_deny);
+absl::StatusOr<HelperProcess> ForkRootHelper(const std::vector<std::string>& env_deny);
 
 // Thread-safe. A lost root helper is started again (fork+exec of forkpoold in
 // root helper mode, on the loop thread); one lost more than 10 times in 30 s is
@@ -33,8 +32,7 @@ absl::StatusOr<HelperProcess> ForkRootHelper(
 // it.
 class RootHelperClient {
  public:
-  RootHelperClient(IoLoop* loop, ChildRegistry* children,
-                   std::vector<std::string> env_deny);
+  RootHelperClient(IoLoop* loop, ChildRegistry* children, std::vector<std::string> env_deny);
   // Takes over the first root helper and starts watching it.
   absl::Status Start(HelperProcess first);
   // Asks for a new pool helper for `pool`; `done` runs on the loop thread with
