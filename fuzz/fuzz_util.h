@@ -66,11 +66,15 @@ inline size_t Touch(const internal::ToHelper& m) {
       sum += l.pool().size() + l.start_method().size() + l.initializer().size() +
              l.initargs().size() + static_cast<size_t>(l.memory_limit_bytes());
       for (const std::string& lib : l.libraries()) sum += lib.size();
+      for (const std::string& arg : l.worker_command()) sum += arg.size();
+      sum += static_cast<size_t>(l.nofile_soft_limit());
       break;
     }
     case internal::ToHelper::kForkWorker:
-      sum += m.fork_worker().pool().size() +
-             static_cast<size_t>(m.fork_worker().worker_index());
+      sum += static_cast<size_t>(m.fork_worker().worker_index());
+      break;
+    case internal::ToHelper::kStartPoolHelper:
+      sum += m.start_pool_helper().pool().size();
       break;
     case internal::ToHelper::KIND_NOT_SET:
       break;
@@ -87,6 +91,16 @@ inline size_t Touch(const internal::FromHelper& m) {
       break;
     case internal::FromHelper::kWorkerForked:
       sum += static_cast<size_t>(m.worker_forked().pid());
+      break;
+    case internal::FromHelper::kHello:
+      sum += static_cast<size_t>(m.hello().version()) + static_cast<size_t>(m.hello().pid()) +
+             m.hello().role().size();
+      break;
+    case internal::FromHelper::kProgress:
+      sum += m.progress().library().size();
+      break;
+    case internal::FromHelper::kPoolHelperStarted:
+      sum += static_cast<size_t>(m.pool_helper_started().pid());
       break;
     case internal::FromHelper::KIND_NOT_SET:
       break;

@@ -3,7 +3,8 @@
 // worker that writes arbitrary bytes in arbitrary splits to the socket and to its
 // stderr pipe, and closes the socket. Read() must deliver exactly the frames a
 // reference decoder finds in the same bytes, and fail (never crash) on an oversized
-// or unparsable frame; DrainStderr() must return whole lines and a bounded tail;
+// or unparsable frame; its output (ChildOutput) must log whole, tagged lines and keep a
+// bounded tail;
 // Send() must put exactly one well-formed frame on the wire.
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -57,8 +58,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(::pipe2(p, O_CLOEXEC) == 0, "pipe2");
   UniqueFd stderr_read(p[0]), stderr_write(p[1]);
   // No pidfd and a pid that is never used: the fuzzer never calls Kill().
+  // The worker's output goes to a sink that checks each line is tagged and whole.
+  size_t logged_lines = 0;
   absl::StatusOr<std::unique_ptr<WorkerConnection>> created = WorkerConnection::Create(
-      /*pid=*/0, std::move(daemon_end), UniqueFd(), std::move(stderr_read), limit);
+      /*pid=*/0, std::move(daemon_end), UniqueFd(), std::move(stderr_read), limit, "[fuzz/0 pid 0]",
+      [&logged_lines](std::string_view line) {
+        FUZZ_CHECK(line.rfind("forkpoold: [fuzz/0 pid 0] ", 0) == 0, "an untagged output line");
+        FUZZ_CHECK(line.find('\n') == std::string_view::npos, "a logged line holds a newline");
+        ++logged_lines;
+      });
   FUZZ_CHECK(created.ok(), "WorkerConnection::Create");
   WorkerConnection& conn = **created;
 
@@ -131,14 +139,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         if (stderr_write.valid()) stderr_all += chunk;
         if (in.ConsumeIntegralInRange<int>(0, 7) == 0) stderr_write.reset();
-        const std::string lines = conn.DrainStderr();
-        FUZZ_CHECK(lines.empty() || lines.back() == '\n', "DrainStderr returned a partial line");
-        const std::string& tail = conn.stderr_tail();
+        (void)conn.output()->Drain();
+        const std::string tail = conn.output()->Tail();
         FUZZ_CHECK(tail.size() <= kStderrTailBytes, "stderr tail over 4 KiB");
         FUZZ_CHECK(stderr_all.size() >= tail.size() &&
                        stderr_all.compare(stderr_all.size() - tail.size(), tail.size(), tail) == 0,
                    "stderr tail is not the end of what the worker wrote");
-        FUZZ_CHECK(conn.stderr_eof() == !stderr_write.valid(), "stderr EOF disagrees with the pipe");
+        FUZZ_CHECK(conn.output()->eof() == !stderr_write.valid(),
+                   "stderr EOF disagrees with the pipe");
         break;
       }
       case Op::kSend: {

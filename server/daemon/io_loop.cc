@@ -4,28 +4,45 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 
 namespace forkpool {
+namespace {
+
+// epoll_event.data.u64 carries (generation << 32 | fd), so an event names the
+// watch it was collected for, not just an fd number that may have been reused
+// since.
+uint64_t EventToken(uint32_t generation, int fd) {
+  return (static_cast<uint64_t>(generation) << 32) | static_cast<uint32_t>(fd);
+}
+int TokenFd(uint64_t token) { return static_cast<int>(token & 0xffffffffu); }
+uint32_t TokenGeneration(uint64_t token) {
+  return static_cast<uint32_t>(token >> 32);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<IoLoop>> IoLoop::Create() {
   UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll.valid()) return absl::ErrnoToStatus(errno, "epoll_create1(io loop)");
   UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake.valid()) return absl::ErrnoToStatus(errno, "eventfd(io loop wake)");
-  UniqueFd timer(::timerfd_create(CLOCK_REALTIME, TFD_CLOEXEC | TFD_NONBLOCK));
+  // Monotonic: a step of the wall clock (NTP, an administrator) must not fire
+  // timers early or hold them back.
+  UniqueFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   if (!timer.valid()) return absl::ErrnoToStatus(errno, "timerfd_create(io loop)");
   for (int fd : {wake.get(), timer.get()}) {
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.fd = fd;
+    ev.data.u64 = EventToken(0, fd);
     if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
       return absl::ErrnoToStatus(errno, "epoll_ctl(io loop internal fd)");
     }
@@ -59,20 +76,36 @@ bool IoLoop::InLoopThread() const { return std::this_thread::get_id() == thread_
 
 absl::Status IoLoop::Watch(int fd, uint32_t events, FdCallback cb) {
   absl::MutexLock lock(&mu_);
+  // Generation 0 belongs to the loop's own fds; after 2^32 watches the counter
+  // wraps, which could only confuse a batch that still holds an event from four
+  // billion watches ago.
+  if (next_generation_ == 0) next_generation_ = 1;
+  const uint32_t generation = next_generation_;
   epoll_event ev{};
   ev.events = events;
-  ev.data.fd = fd;
+  ev.data.u64 = EventToken(generation, fd);
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("epoll_ctl(ADD fd ", fd, ")"));
   }
-  watches_[fd] = std::make_shared<FdCallback>(std::move(cb));
+  ++next_generation_;
+  // An entry left by an fd closed without Unwatch is replaced. If that file is
+  // still open elsewhere (a dup, a child), epoll keeps its registration, and
+  // its events, carrying the old generation, are dropped.
+  watches_[fd] =
+      WatchEntry{generation, std::make_shared<FdCallback>(std::move(cb))};
   return absl::OkStatus();
 }
 
 absl::Status IoLoop::Modify(int fd, uint32_t events) {
+  absl::MutexLock lock(&mu_);
+  auto it = watches_.find(fd);
+  if (it == watches_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("epoll_ctl(MOD fd ", fd, "): not watched"));
+  }
   epoll_event ev{};
   ev.events = events;
-  ev.data.fd = fd;
+  ev.data.u64 = EventToken(it->second.generation, fd);
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("epoll_ctl(MOD fd ", fd, ")"));
   }
@@ -93,12 +126,36 @@ void IoLoop::Post(std::function<void()> fn) {
   Wake();
 }
 
+IoLoop::MonoTime IoLoop::MonoNow() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return absl::DurationFromTimespec(ts);
+}
+
 IoLoop::TimerId IoLoop::AddTimer(absl::Time deadline, std::function<void()> fn) {
+  // The wall clock is read before the monotonic one, so the offset between them
+  // is over-estimated by the time between the reads: timers can be late by
+  // that, never early.
+  const absl::Time wall = absl::Now();
+  const MonoTime mono = MonoNow();
+  absl::Duration offset = mono - (wall - absl::UnixEpoch());
   absl::MutexLock lock(&mu_);
+  // That read-to-read time varies by some 100 ns from call to call; taken as it
+  // is, equal deadlines added one after another would come out in any order. So
+  // the offset in use only goes up, unless it has fallen by more than
+  // kOffsetSlack (the wall clock was stepped forward): a timer is then at most
+  // kOffsetSlack late.
+  constexpr absl::Duration kOffsetSlack = absl::Milliseconds(1);
+  if (offset < wall_to_mono_ && offset >= wall_to_mono_ - kOffsetSlack) {
+    offset = wall_to_mono_;
+  }
+  wall_to_mono_ = offset;
+  // Infinite deadlines stay infinite (Duration arithmetic saturates).
+  const MonoTime when = (deadline - absl::UnixEpoch()) + offset;
   const TimerId id = next_timer_++;
-  timers_.emplace(std::make_pair(deadline, id), std::move(fn));
-  timer_deadlines_.emplace(id, deadline);
-  if (deadline < armed_for_) ArmTimerLocked();
+  timers_.emplace(std::make_pair(when, id), std::move(fn));
+  timer_deadlines_.emplace(id, when);
+  if (when < armed_for_) ArmTimerLocked();
   return id;
 }
 
@@ -118,15 +175,15 @@ void IoLoop::Wake() {
 }
 
 void IoLoop::ArmTimerLocked() {
-  itimerspec spec{};
-  if (timers_.empty()) {
-    armed_for_ = absl::InfiniteFuture();
-  } else {
-    armed_for_ = timers_.begin()->first.first;
-    // A deadline at or before the epoch (InfinitePast) cannot be given to timerfd;
-    // any past time fires at once, and 0 would disarm.
-    timespec ts = absl::ToTimespec(std::max(armed_for_, absl::UnixEpoch() + absl::Nanoseconds(1)));
-    spec.it_value = ts;
+  itimerspec spec{};  // all zero: disarmed
+  armed_for_ =
+      timers_.empty() ? absl::InfiniteDuration() : timers_.begin()->first.first;
+  if (armed_for_ != absl::InfiniteDuration()) {
+    // A deadline at or before the clock's zero (from InfinitePast, or a
+    // long-past wall time) cannot be given to timerfd: any past time fires at
+    // once, and 0 would disarm.
+    spec.it_value =
+        absl::ToTimespec(std::max(armed_for_, absl::Nanoseconds(1)));
   }
   if (::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &spec, nullptr) != 0) {
     std::fprintf(stderr, "forkpoold: timerfd_settime: %s\n", std::strerror(errno));
@@ -137,7 +194,7 @@ void IoLoop::RunDueTimers() {
   std::vector<std::function<void()>> due;
   {
     absl::MutexLock lock(&mu_);
-    const absl::Time now = absl::Now();
+    const MonoTime now = MonoNow();
     while (!timers_.empty() && timers_.begin()->first.first <= now) {
       auto node = timers_.extract(timers_.begin());
       timer_deadlines_.erase(node.key().second);
@@ -157,13 +214,15 @@ void IoLoop::Run() {
       std::fprintf(stderr, "forkpoold: epoll_wait: %s\n", std::strerror(errno));
     }
     for (int i = 0; i < n; ++i) {
-      const int fd = events[i].data.fd;
-      if (fd == wake_.get()) {
+      const uint64_t token = events[i].data.u64;
+      const int fd = TokenFd(token);
+      const uint32_t generation = TokenGeneration(token);
+      if (generation == 0 && fd == wake_.get()) {
         uint64_t v;
         [[maybe_unused]] ssize_t r = ::read(wake_.get(), &v, sizeof(v));
         continue;
       }
-      if (fd == timer_.get()) {
+      if (generation == 0 && fd == timer_.get()) {
         uint64_t v;
         [[maybe_unused]] ssize_t r = ::read(timer_.get(), &v, sizeof(v));
         RunDueTimers();
@@ -173,7 +232,12 @@ void IoLoop::Run() {
       {
         absl::MutexLock lock(&mu_);
         auto it = watches_.find(fd);
-        if (it != watches_.end()) cb = it->second;
+        // An earlier callback of this batch may have unwatched this fd, closed
+        // it and watched a new file under the same number: that event is not
+        // the new watch's.
+        if (it != watches_.end() && it->second.generation == generation) {
+          cb = it->second.cb;
+        }
       }
       if (cb) (*cb)(events[i].events);
     }
@@ -188,7 +252,7 @@ void IoLoop::Run() {
     bool due;
     {
       absl::MutexLock lock(&mu_);
-      due = !timers_.empty() && timers_.begin()->first.first <= absl::Now();
+      due = !timers_.empty() && timers_.begin()->first.first <= MonoNow();
     }
     if (due) RunDueTimers();
   }

@@ -39,25 +39,46 @@ class IoLoop {
   bool InLoopThread() const;
 
   // Calls `cb` with the epoll events whenever `fd` is ready. The fd stays the
-  // caller's; Unwatch it before closing it.
+  // caller's; Unwatch it before closing it. Each watch has its own generation,
+  // so an event collected for an earlier watch of the same fd number
+  // (unwatched, closed and reused within one epoll_wait batch) never reaches
+  // `cb`.
   absl::Status Watch(int fd, uint32_t events, FdCallback cb);
-  // Changes the events watched for `fd`.
+  // Changes the events watched for `fd`. NotFound if `fd` is not watched.
   absl::Status Modify(int fd, uint32_t events);
-  // Stops watching `fd`; a callback already running may still finish.
+  // Stops watching `fd`. A callback already running, or already picked by the
+  // loop thread, may still finish; called on the loop thread, no later event of
+  // this watch is delivered, including events already collected in the current
+  // batch.
   void Unwatch(int fd);
   // Runs `fn` soon on the loop's thread.
   void Post(std::function<void()> fn);
-  // Runs `fn` on the loop's thread at `deadline` unless cancelled first.
+  // Runs `fn` on the loop's thread at `deadline` unless cancelled first. The
+  // deadline is turned into a point on the monotonic clock now (the time left
+  // until `deadline` by absl::Now()), so a later step of the wall clock moves
+  // no timer. Never early by absl::Now(); late by up to 1 ms after a small step
+  // forward of the wall clock. Timers with equal deadlines run in the order
+  // they were added.
   TimerId AddTimer(absl::Time deadline, std::function<void()> fn);
   // Cancels a timer; harmless if it has fired or was cancelled.
   void CancelTimer(TimerId id);
 
  private:
+  // A watched fd: its callback and the generation its epoll events carry.
+  struct WatchEntry {
+    uint32_t generation;
+    // Shared so that a callback can keep running while its fd is unwatched.
+    std::shared_ptr<FdCallback> cb;
+  };
+  // Timer deadlines are durations on CLOCK_MONOTONIC (since its zero).
+  using MonoTime = absl::Duration;
+
   IoLoop(UniqueFd epoll, UniqueFd wake, UniqueFd timer);
   void Run();
   void Wake();
   void ArmTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunDueTimers();
+  static MonoTime MonoNow();
 
   const UniqueFd epoll_;
   const UniqueFd wake_;   // eventfd
@@ -67,15 +88,19 @@ class IoLoop {
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Callbacks are shared so that one can run while its fd is unwatched.
-  std::unordered_map<int, std::shared_ptr<FdCallback>> watches_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<int, WatchEntry> watches_ ABSL_GUARDED_BY(mu_);
+  // Generation 0 marks the loop's own eventfd and timerfd; watches start at 1.
+  uint32_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(mu_);
-  // (deadline, id) -> callback; id breaks ties in creation order.
-  std::map<std::pair<absl::Time, TimerId>, std::function<void()>> timers_
+  // (monotonic deadline, id) -> callback; id breaks ties in creation order.
+  std::map<std::pair<MonoTime, TimerId>, std::function<void()>> timers_
       ABSL_GUARDED_BY(mu_);
-  std::unordered_map<TimerId, absl::Time> timer_deadlines_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<TimerId, MonoTime> timer_deadlines_ ABSL_GUARDED_BY(mu_);
   TimerId next_timer_ ABSL_GUARDED_BY(mu_) = 1;
-  absl::Time armed_for_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  MonoTime armed_for_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
+  // CLOCK_MONOTONIC minus absl::Now() (since the epoch), as AddTimer last used
+  // it.
+  absl::Duration wall_to_mono_ ABSL_GUARDED_BY(mu_) = -absl::InfiniteDuration();
 };
 
 }  // namespace forkpool

@@ -224,7 +224,6 @@ class Scheduler {
   void OnWorkerForked(const std::string& pool, uint64_t key,
                       absl::StatusOr<internal::FromHelper> reply, std::vector<UniqueFd> fds);
   void OnWorkerSocket(const std::string& pool, uint64_t key, uint32_t events);
-  void OnWorkerStderr(const std::string& pool, uint64_t key);
   // Reaps, when it exits, a worker that no pool owns.
   void ReapLaterLocked(UniqueFd pidfd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerExit(const std::string& pool, uint64_t key);

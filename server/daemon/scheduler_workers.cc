@@ -128,8 +128,10 @@ void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
   UniqueFd pidfd_copy;
   absl::StatusOr<std::unique_ptr<WorkerConnection>> conn =
       s.ok()
-          ? WorkerConnection::Create(reply->worker_forked().pid(), std::move(fds[0]),
-                                     std::move(fds[1]), std::move(fds[2]), options_.max_frame_bytes)
+          ? WorkerConnection::Create(
+                reply->worker_forked().pid(), std::move(fds[0]), std::move(fds[1]),
+                std::move(fds[2]), options_.max_frame_bytes,
+                absl::StrCat("[", name, "/", w.index, " pid ", reply->worker_forked().pid(), "]"))
           : absl::StatusOr<std::unique_ptr<WorkerConnection>>(s);
   if (!conn.ok()) {
     const int index = w.index;
@@ -161,8 +163,12 @@ void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
         sock, EPOLLIN, [this, name, key](uint32_t events) { OnWorkerSocket(name, key, events); });
   }
   if (watched.ok()) {
-    watched =
-        loop_->Watch(err, EPOLLIN, [this, name, key](uint32_t) { OnWorkerStderr(name, key); });
+    // The worker's output is read and logged without the scheduler's lock: a
+    // chatty task never holds up dispatch, and the log write may block.
+    watched = loop_->Watch(err, EPOLLIN, [this, output = w.conn->output()](uint32_t) {
+      (void)output->Drain();
+      if (output->eof()) loop_->Unwatch(output->fd());
+    });
   }
   if (!watched.ok()) {
     Log("pool '", name, "': cannot watch worker ", w.conn->pid(), ": ", watched.message());
@@ -196,24 +202,6 @@ void Scheduler::ReapLaterLocked(UniqueFd pidfd) {
     orphans_.erase(it);
   });
   if (!s.ok()) Log("cannot watch an orphaned worker: ", s.message());
-}
-
-void Scheduler::OnWorkerStderr(const std::string& name, uint64_t key) {
-  absl::MutexLock lock(&mu_);
-  auto [pool, w] = FindWorkerLocked(name, key);
-  if (w == nullptr || !w->conn) return;
-  WorkerConnection& conn = *w->conn;
-  const std::string lines = conn.DrainStderr();
-  if (!lines.empty()) {
-    std::string prefixed;
-    for (absl::string_view line :
-         absl::StrSplit(absl::string_view(lines).substr(0, lines.size() - 1), '\n')) {
-      absl::StrAppend(&prefixed, "forkpoold: [", name, "/", w->index, " pid ", conn.pid(), "] ",
-                      line, "\n");
-    }
-    std::fwrite(prefixed.data(), 1, prefixed.size(), stderr);
-  }
-  if (conn.stderr_eof()) loop_->Unwatch(conn.stderr_fd());
 }
 
 void Scheduler::OnWorkerSocket(const std::string& name, uint64_t key, uint32_t events) {
@@ -484,14 +472,15 @@ void Scheduler::ArmTimeLimitLocked(Pool& pool, WorkerSlot& w, absl::Duration lim
 
 bool Scheduler::StoppedLocked(Pool& pool, WorkerSlot& w) {
   if (!w.conn) return false;
-  const StopChange change = PollStopState(w.conn->pidfd());
-  if (change == StopChange::kStopped && !w.stopped) {
+  absl::StatusOr<StopChange> polled = PollStopState(w.conn->pidfd());
+  const StopChange::Kind change = polled.ok() ? polled->kind : StopChange::Kind::kNone;
+  if (change == StopChange::Kind::kStopped && !w.stopped) {
     w.stopped = true;
     w.stopped_since = absl::Now();
     pool.idle.erase(std::remove(pool.idle.begin(), pool.idle.end(), w.key), pool.idle.end());
     Log("pool '", pool.settings.name(), "': worker ", w.index, " (pid ", w.conn->pid(),
         ") is stopped; it gets no work until it continues");
-  } else if (change == StopChange::kContinued && w.stopped) {
+  } else if (change == StopChange::Kind::kContinued && w.stopped) {
     w.stopped = false;
     w.last_active = absl::Now();
     if (w.state == v1::WORKER_STATE_IDLE &&
@@ -571,8 +560,7 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
       });
     }
     // Everything the worker wrote is in the pipe now; keep it for the report.
-    const std::string lines = conn.DrainStderr();
-    if (!lines.empty()) std::fwrite(lines.data(), 1, lines.size(), stderr);
+    (void)conn.output()->Drain();
     const ExitInfo exit = ReapPidfd(conn.pidfd());
     children_->Remove(conn.pid());
     if (w.start_timer != 0) loop_->CancelTimer(w.start_timer);
@@ -601,7 +589,7 @@ void Scheduler::OnWorkerExit(const std::string& name, uint64_t key) {
     loss.set_signal(exit.signal);
     if (exit.signal != 0) loss.set_signal_name(SignalName(exit.signal));
     loss.set_exit_code(exit.exit_code);
-    loss.set_stderr_tail(ValidUtf8(conn.stderr_tail()));
+    loss.set_stderr_tail(ValidUtf8(conn.output()->Tail()));
     v1::TaskState state = v1::TASK_STATE_WORKER_LOST;
     std::string error = absl::StrCat("worker lost: ", DescribeExit(exit));
     if (!w.protocol_error.empty()) {

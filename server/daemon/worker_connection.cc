@@ -14,8 +14,6 @@
 namespace forkpool {
 namespace {
 
-constexpr size_t kStderrTailBytes = 4096;
-
 absl::Status SetNonBlocking(int fd) {
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
@@ -27,21 +25,22 @@ absl::Status SetNonBlocking(int fd) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerConnection>> WorkerConnection::Create(
-    pid_t pid, UniqueFd socket, UniqueFd pidfd, UniqueFd stderr_read,
-    size_t max_frame_bytes) {
+    pid_t pid, UniqueFd socket, UniqueFd pidfd, UniqueFd stderr_read, size_t max_frame_bytes,
+    std::string tag, ChildOutput::Sink sink) {
   FORKPOOL_RETURN_IF_ERROR(SetNonBlocking(socket.get()));
-  FORKPOOL_RETURN_IF_ERROR(SetNonBlocking(stderr_read.get()));
-  return std::unique_ptr<WorkerConnection>(
-      new WorkerConnection(pid, std::move(socket), std::move(pidfd),
-                           std::move(stderr_read), max_frame_bytes));
+  FORKPOOL_ASSIGN_OR_RETURN(std::unique_ptr<ChildOutput> output,
+                            ChildOutput::Create(std::move(stderr_read), std::move(tag),
+                                                std::move(sink)));
+  return std::unique_ptr<WorkerConnection>(new WorkerConnection(
+      pid, std::move(socket), std::move(pidfd), std::move(output), max_frame_bytes));
 }
 
 WorkerConnection::WorkerConnection(pid_t pid, UniqueFd socket, UniqueFd pidfd,
-                                   UniqueFd stderr_read, size_t max_frame_bytes)
+                                   std::shared_ptr<ChildOutput> output, size_t max_frame_bytes)
     : pid_(pid),
       socket_(std::move(socket)),
       pidfd_(std::move(pidfd)),
-      stderr_(std::move(stderr_read)),
+      output_(std::move(output)),
       decoder_(max_frame_bytes) {}
 
 absl::StatusOr<bool> WorkerConnection::Send(const internal::ToWorker& message) {
@@ -90,34 +89,6 @@ absl::StatusOr<bool> WorkerConnection::Read(
       on_message(message_);
     }
   }
-}
-
-std::string WorkerConnection::DrainStderr() {
-  std::string lines;
-  char buf[4096];
-  while (stderr_.valid() && !stderr_eof_) {
-    const ssize_t n = RetryOnEintr([&] { return ::read(stderr_.get(), buf, sizeof(buf)); });
-    if (n == 0) stderr_eof_ = true;
-    if (n <= 0) break;  // EAGAIN, EOF or error: nothing more now
-    stderr_partial_.append(buf, static_cast<size_t>(n));
-    stderr_tail_.append(buf, static_cast<size_t>(n));
-    if (stderr_tail_.size() > 2 * kStderrTailBytes) {
-      stderr_tail_.erase(0, stderr_tail_.size() - kStderrTailBytes);
-    }
-  }
-  if (stderr_tail_.size() > kStderrTailBytes) {
-    stderr_tail_.erase(0, stderr_tail_.size() - kStderrTailBytes);
-  }
-  const size_t nl = stderr_partial_.rfind('\n');
-  if (nl != std::string::npos) {
-    lines = stderr_partial_.substr(0, nl + 1);
-    stderr_partial_.erase(0, nl + 1);
-  } else if (stderr_partial_.size() > kStderrTailBytes) {
-    lines = std::move(stderr_partial_);
-    lines.push_back('\n');
-    stderr_partial_.clear();
-  }
-  return lines;
 }
 
 void WorkerConnection::Kill() {

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "common/frame.h"
 #include "common/unique_fd.h"
+#include "server/daemon/child_output.h"
 #include "forkpool/internal/worker.pb.h"
 
 namespace forkpool {
@@ -19,15 +20,16 @@ namespace forkpool {
 // All fds are non-blocking.
 class WorkerConnection {
  public:
-  // Takes ownership of the three fds the fork helper passed up.
+  // Takes ownership of the three fds the fork helper passed up. The worker's
+  // output goes to `sink` (default: forkpoold's stderr), each line tagged with `tag`.
   static absl::StatusOr<std::unique_ptr<WorkerConnection>> Create(
-      pid_t pid, UniqueFd socket, UniqueFd pidfd, UniqueFd stderr_read,
-      size_t max_frame_bytes);
+      pid_t pid, UniqueFd socket, UniqueFd pidfd, UniqueFd stderr_read, size_t max_frame_bytes,
+      std::string tag, ChildOutput::Sink sink = nullptr);
 
   pid_t pid() const { return pid_; }
   int socket_fd() const { return socket_.get(); }
   int pidfd() const { return pidfd_.get(); }
-  int stderr_fd() const { return stderr_.get(); }
+  int stderr_fd() const { return output_->fd(); }
 
   // Queues `message` and writes what the socket takes now. Returns true when bytes
   // remain queued (the caller should watch for EPOLLOUT).
@@ -39,30 +41,24 @@ class WorkerConnection {
   // Returns false at EOF. Errors: unparsable or oversized frames, read errors.
   absl::StatusOr<bool> Read(
       const std::function<void(internal::FromWorker&)>& on_message);
-  // Reads what the worker wrote to stderr; returns complete new lines (for the
-  // daemon's log) and keeps the tail for crash reports.
-  std::string DrainStderr();
-  // The last lines the worker wrote to stderr (at most 4 KiB).
-  const std::string& stderr_tail() const { return stderr_tail_; }
-  // True once the stderr pipe reported EOF (stop watching it).
-  bool stderr_eof() const { return stderr_eof_; }
+  // The worker's stdout and stderr: drained on the loop thread without any
+  // scheduler lock (ChildOutput is thread-safe), rate-limited and capped, with a tail
+  // for crash reports. Shared so that a drain in flight outlives the connection.
+  const std::shared_ptr<ChildOutput>& output() const { return output_; }
   // Sends SIGKILL to the worker and its process group.
   void Kill();
 
  private:
-  WorkerConnection(pid_t pid, UniqueFd socket, UniqueFd pidfd, UniqueFd stderr_read,
-                   size_t max_frame_bytes);
+  WorkerConnection(pid_t pid, UniqueFd socket, UniqueFd pidfd,
+                   std::shared_ptr<ChildOutput> output, size_t max_frame_bytes);
 
   const pid_t pid_;
   UniqueFd socket_;
   UniqueFd pidfd_;
-  UniqueFd stderr_;
+  std::shared_ptr<ChildOutput> output_;
   FrameDecoder decoder_;
   std::string out_;
   size_t out_start_ = 0;
-  std::string stderr_partial_;
-  std::string stderr_tail_;
-  bool stderr_eof_ = false;
   internal::FromWorker message_;  // reused across reads
 };
 

@@ -28,8 +28,6 @@ absl::Status SetNonBlocking(int fd, const char* what) {
 
 // A closed helper that has not left after this long is killed.
 constexpr absl::Duration kCloseGrace = absl::Seconds(5);
-// Most bytes of a helper's output logged per read burst; the rest is dropped.
-constexpr size_t kMaxStderrLine = 4096;
 
 }  // namespace
 
@@ -39,11 +37,15 @@ absl::StatusOr<std::shared_ptr<HelperChannel>> HelperChannel::Start(IoLoop* loop
                                                                     HelperProcess process,
                                                                     Callbacks callbacks) {
   FORKPOOL_RETURN_IF_ERROR(SetNonBlocking(process.control.get(), "helper control"));
+  std::unique_ptr<ChildOutput> output;
   if (process.stderr_read.valid()) {
-    FORKPOOL_RETURN_IF_ERROR(SetNonBlocking(process.stderr_read.get(), "helper stderr"));
+    FORKPOOL_ASSIGN_OR_RETURN(
+        output, ChildOutput::Create(std::move(process.stderr_read),
+                                    absl::StrCat("[", name, " pid ", process.pid, "]")));
   }
   std::shared_ptr<HelperChannel> channel(
       new HelperChannel(loop, children, std::move(name), std::move(process), std::move(callbacks)));
+  channel->output_ = std::move(output);
   FORKPOOL_RETURN_IF_ERROR(channel->Watch());
   return channel;
 }
@@ -55,8 +57,7 @@ HelperChannel::HelperChannel(IoLoop* loop, ChildRegistry* children, std::string 
       name_(std::move(name)),
       pid_(process.pid),
       control_(std::move(process.control)),
-      pidfd_(std::move(process.pidfd)),
-      stderr_(std::move(process.stderr_read)) {
+      pidfd_(std::move(process.pidfd)) {
   children_->Add(pid_);
   absl::MutexLock lock(&mu_);
   callbacks_ = std::move(callbacks);
@@ -69,9 +70,9 @@ absl::Status HelperChannel::Watch() {
   std::shared_ptr<HelperChannel> self = shared_from_this();
   FORKPOOL_RETURN_IF_ERROR(
       loop_->Watch(control_.get(), EPOLLIN, [self](uint32_t events) { self->OnControl(events); }));
-  if (stderr_.valid()) {
+  if (output_) {
     FORKPOOL_RETURN_IF_ERROR(
-        loop_->Watch(stderr_.get(), EPOLLIN, [self](uint32_t) { self->OnStderr(); }));
+        loop_->Watch(output_->fd(), EPOLLIN, [self](uint32_t) { self->OnStderr(); }));
   }
   return loop_->Watch(pidfd_.get(), EPOLLIN, [self](uint32_t) { self->OnExit(); });
 }
@@ -213,29 +214,9 @@ void HelperChannel::ReadMessages() {
 }
 
 void HelperChannel::OnStderr() {
-  char buf[16384];
-  std::string lines;
-  while (true) {
-    const ssize_t n = RetryOnEintr([&] { return ::read(stderr_.get(), buf, sizeof(buf)); });
-    if (n <= 0) {
-      if (n == 0) loop_->Unwatch(stderr_.get());
-      break;
-    }
-    stderr_partial_.append(buf, static_cast<size_t>(n));
-    size_t start = 0;
-    for (size_t nl; (nl = stderr_partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
-      absl::StrAppend(
-          &lines, "forkpoold: [", name_, " pid ", pid_, "] ",
-          absl::string_view(stderr_partial_).substr(start, std::min(nl - start, kMaxStderrLine)),
-          "\n");
-    }
-    stderr_partial_.erase(0, start);
-    if (stderr_partial_.size() > kMaxStderrLine) stderr_partial_.clear();
-    // A helper that floods its output gets a bounded log: a few lines per
-    // burst.
-    if (lines.size() > 4 * kMaxStderrLine) break;
-  }
-  if (!lines.empty()) std::fwrite(lines.data(), 1, lines.size(), stderr);
+  if (!output_) return;
+  (void)output_->Drain();
+  if (output_->eof()) loop_->Unwatch(output_->fd());
 }
 
 void HelperChannel::FailPending(const absl::Status& status) {
@@ -259,7 +240,7 @@ void HelperChannel::OnExit() {
   children_->Remove(pid_);
   loop_->Unwatch(pidfd_.get());
   loop_->Unwatch(control_.get());
-  if (stderr_.valid()) loop_->Unwatch(stderr_.get());
+  if (output_) loop_->Unwatch(output_->fd());
   std::string why;
   std::function<void(const std::string&)> on_exit;
   {

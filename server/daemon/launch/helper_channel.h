@@ -20,6 +20,7 @@
 #include "common/control_message.h"
 #include "common/unique_fd.h"
 #include "forkpool/internal/control.pb.h"
+#include "server/daemon/child_output.h"
 #include "server/daemon/io_loop.h"
 #include "server/daemon/launch/child_registry.h"
 
@@ -99,8 +100,9 @@ class HelperChannel : public std::enable_shared_from_this<HelperChannel> {
   const pid_t pid_;
   UniqueFd control_;
   UniqueFd pidfd_;
-  UniqueFd stderr_;
-  std::string stderr_partial_;  // loop thread only
+  // What it writes (a library's constructor, say): logged with its name, rate-limited
+  // and capped like a worker's output. Null when it shares forkpoold's stderr.
+  std::unique_ptr<ChildOutput> output_;
   ControlReader reader_;        // loop thread only
 
   mutable absl::Mutex mu_;

@@ -1,15 +1,25 @@
 // Tests for server/daemon/io_loop.h: posts, timers and fd watches on a real loop.
 #include "server/daemon/io_loop.h"
 
+#include <dirent.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -344,6 +354,195 @@ TEST_F(IoLoopTest, PreEpochTimerDoesNotStallLaterTimers) {
   absl::Notification later;
   loop_->AddTimer(absl::Now() + absl::Milliseconds(50), [&] { later.Notify(); });
   EXPECT_TRUE(later.WaitForNotificationWithTimeout(kPatience));
+}
+
+TEST_F(IoLoopTest, InfiniteFutureTimerNeverFiresNorHoldsBackOthers) {
+  std::atomic<bool> never{false};
+  loop_->AddTimer(absl::InfiniteFuture(), [&] { never = true; });
+  absl::Notification later;
+  const absl::Time start = absl::Now();
+  loop_->AddTimer(start + absl::Milliseconds(50), [&] { later.Notify(); });
+  ASSERT_TRUE(later.WaitForNotificationWithTimeout(kPatience));
+  EXPECT_GE(absl::Now(), start + absl::Milliseconds(50));
+  Drain();
+  EXPECT_FALSE(never);
+}
+
+TEST_F(IoLoopTest, ModifyOfAnUnwatchedFdIsNotFound) {
+  auto [r, w] = MakePipe(O_NONBLOCK);
+  EXPECT_THAT(loop_->Modify(r.get(), EPOLLIN),
+              StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_THAT(loop_->Watch(r.get(), EPOLLIN, [](uint32_t) {}), IsOk());
+  EXPECT_THAT(loop_->Modify(r.get(), EPOLLIN | EPOLLOUT), IsOk());
+  loop_->Unwatch(r.get());
+  EXPECT_THAT(loop_->Modify(r.get(), EPOLLIN),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+// Modify keeps the watch's generation: events after a Modify still reach it.
+TEST_F(IoLoopTest, EventsAfterModifyStillReachTheCallback) {
+  auto [r, w] = MakePipe(O_NONBLOCK);
+  absl::Notification readable;
+  ASSERT_THAT(
+      loop_->Watch(r.get(), 0,
+                   [&](uint32_t events) {
+                     if ((events & EPOLLIN) && !readable.HasBeenNotified()) {
+                       readable.Notify();
+                     }
+                   }),
+      IsOk());
+  ASSERT_EQ(::write(w.get(), "x", 1), 1);
+  ASSERT_THAT(loop_->Modify(r.get(), EPOLLIN), IsOk());
+  EXPECT_TRUE(readable.WaitForNotificationWithTimeout(kPatience));
+  loop_->Unwatch(r.get());
+}
+
+// The bug this guards against: epoll's data was the bare fd and the watch table
+// was keyed by it. Two fds are ready in one epoll_wait batch; the callback that
+// runs first unwatches and closes the other and watches a new, idle fd that
+// gets the same number. The batch still holds the closed fd's event, and it ran
+// the new callback.
+TEST(IoLoopFdReuseTest,
+     ReusedFdNumberInTheSameBatchNeverReachesTheNewCallback) {
+  auto created = IoLoop::Create();
+  ASSERT_THAT(created, IsOk());
+  IoLoop& loop = **created;
+
+  // Both readable before the loop's thread starts: its first epoll_wait returns
+  // both events together.
+  UniqueFd fds[2] = {UniqueFd(::eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC)),
+                     UniqueFd(::eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC))};
+  ASSERT_TRUE(fds[0].valid() && fds[1].valid());
+  const int numbers[2] = {fds[0].get(), fds[1].get()};
+
+  absl::Mutex mu;
+  int first = -1;  // which callback ran first
+  bool victim_was_ready = false;
+  int replacement_number = -1;
+  UniqueFd replacement;
+  int old_calls[2] = {0, 0};
+  std::atomic<int> new_calls{0};
+
+  auto make_callback = [&](int self) {
+    return [&, self](uint32_t) {
+      absl::MutexLock lock(&mu);
+      ++old_calls[self];
+      uint64_t v;
+      [[maybe_unused]] ssize_t n = ::read(numbers[self], &v, sizeof(v));
+      if (first != -1) return;
+      first = self;
+      const int victim = 1 - self;
+      // Its event is in this batch: it was readable before epoll_wait and
+      // nothing has read it.
+      pollfd p{numbers[victim], POLLIN, 0};
+      victim_was_ready = ::poll(&p, 1, 0) == 1;
+      loop.Unwatch(numbers[victim]);
+      fds[victim].reset();
+      // Not readable: only the stale event could call this callback now.
+      replacement.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+      replacement_number = replacement.get();
+      if (replacement_number == numbers[victim]) {
+        (void)loop.Watch(replacement_number, EPOLLIN, [&](uint32_t) {
+          ++new_calls;
+          uint64_t w;
+          [[maybe_unused]] ssize_t m =
+              ::read(replacement_number, &w, sizeof(w));
+        });
+      }
+    };
+  };
+  ASSERT_THAT(loop.Watch(numbers[0], EPOLLIN, make_callback(0)), IsOk());
+  ASSERT_THAT(loop.Watch(numbers[1], EPOLLIN, make_callback(1)), IsOk());
+  loop.Start();
+
+  // Posted after Start; it runs after the first batch's events at the latest.
+  absl::Notification batch_done;
+  loop.Post([&] { batch_done.Notify(); });
+  ASSERT_TRUE(batch_done.WaitForNotificationWithTimeout(kPatience));
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_NE(first, -1) << "neither fd's callback ran";
+    // The situation really happened: the victim's event was pending and its
+    // number was reused by the new watch.
+    ASSERT_TRUE(victim_was_ready);
+    ASSERT_EQ(replacement_number, numbers[1 - first]) << "fd number not reused";
+    EXPECT_EQ(old_calls[first], 1);
+    EXPECT_EQ(old_calls[1 - first], 0);
+  }
+  EXPECT_EQ(new_calls, 0)
+      << "an event of the closed fd reached the new callback";
+
+  // The new watch itself works.
+  const uint64_t one = 1;
+  ASSERT_EQ(::write(replacement_number, &one, sizeof(one)), 8);
+  const absl::Time deadline = absl::Now() + kPatience;
+  while (new_calls == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(new_calls, 1);
+  loop.Stop();
+}
+
+// The timerfd of each IoLoop, as /proc reports it: clockid and seconds left.
+struct TimerFdInfo {
+  int fd;
+  int clockid = -1;
+  double seconds_left = -1;
+};
+
+std::map<int, TimerFdInfo> TimerFdsOfThisProcess() {
+  std::map<int, TimerFdInfo> found;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return found;
+  while (dirent* e = ::readdir(dir)) {
+    int fd;
+    if (!absl::SimpleAtoi(e->d_name, &fd)) continue;
+    char target[256] = {};
+    const ssize_t n = ::readlink(absl::StrCat("/proc/self/fd/", fd).c_str(),
+                                 target, sizeof(target) - 1);
+    if (n <= 0 || absl::string_view(target, n) != "anon_inode:[timerfd]")
+      continue;
+    TimerFdInfo info{fd};
+    std::ifstream in(absl::StrCat("/proc/self/fdinfo/", fd));
+    std::string line;
+    while (std::getline(in, line)) {
+      absl::string_view v = line;
+      if (absl::ConsumePrefix(&v, "clockid:")) {
+        (void)absl::SimpleAtoi(absl::StripAsciiWhitespace(v), &info.clockid);
+      } else if (absl::ConsumePrefix(&v, "it_value:")) {
+        // "it_value: (3599, 999512345)"
+        long long sec = 0, nsec = 0;
+        if (std::sscanf(std::string(v).c_str(), " (%lld, %lld)", &sec, &nsec) ==
+            2) {
+          info.seconds_left =
+              static_cast<double>(sec) + static_cast<double>(nsec) * 1e-9;
+        }
+      }
+    }
+    found[fd] = info;
+  }
+  ::closedir(dir);
+  return found;
+}
+
+// A step of the wall clock cannot be made on a shared machine; what makes
+// timers immune to it is visible in /proc: the loop's timerfd counts
+// CLOCK_MONOTONIC, and it is armed for the time left until the deadline.
+TEST(IoLoopClockTest, TimerFdIsMonotonicAndArmedForTheTimeLeft) {
+  const std::map<int, TimerFdInfo> before = TimerFdsOfThisProcess();
+  auto created = IoLoop::Create();
+  ASSERT_THAT(created, IsOk());
+  IoLoop& loop = **created;
+  loop.AddTimer(absl::Now() + absl::Hours(1), [] {});
+
+  std::vector<TimerFdInfo> mine;
+  for (const auto& [fd, info] : TimerFdsOfThisProcess()) {
+    if (!before.count(fd)) mine.push_back(info);
+  }
+  ASSERT_EQ(mine.size(), 1u) << "expected one new timerfd";
+  EXPECT_EQ(mine[0].clockid, CLOCK_MONOTONIC);
+  EXPECT_GT(mine[0].seconds_left, 3600 - 60);
+  EXPECT_LE(mine[0].seconds_left, 3600);
 }
 
 TEST(IoLoopStopTest, StopWithPendingTimersReturnsWithoutRunningThem) {
