@@ -30,8 +30,8 @@
 //   3  usage error (unknown command or option, missing or malformed argument)
 //   4  connection or RPC error (no daemon, NOT_FOUND, INVALID_ARGUMENT, ...); stderr
 //      has the daemon's message, e.g. "pool 'default' has no function 'sqaure'"
-#include <google/protobuf/util/json_util.h>
 #include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,8 +139,8 @@ std::string WorkerStateName(v1::WorkerState state) {
 }
 
 void PrintPoolTable(const v1::ListPoolsResponse& pools) {
-  std::cout << absl::StrFormat("%-16s %7s %5s %5s %7s %9s %7s\n", "POOL", "WORKERS", "IDLE",
-                               "BUSY", "QUEUED", "DONE", "FAILED");
+  std::cout << absl::StrFormat("%-16s %7s %5s %5s %7s %9s %7s\n", "POOL", "WORKERS", "IDLE", "BUSY",
+                               "QUEUED", "DONE", "FAILED");
   for (const v1::PoolInfo& pool : pools.pools()) {
     std::cout << absl::StrFormat("%-16s %7d %5d %5d %7d %9d %7d%s\n", pool.settings().name(),
                                  pool.workers_size(), pool.idle(), pool.busy(), pool.queued(),
@@ -204,8 +204,7 @@ class Progress {
 // in its place (so output line i always belongs to input line i); unordered: nothing.
 // Every failure also prints "forkpool: item <i> failed: ..." on stderr (i counts input
 // lines from 0). Output is written whenever the results received so far are printed.
-int RunMap(const Pool& pool, const std::string& function, int input_fd,
-           const MapOptions& options) {
+int RunMap(const Pool& pool, const std::string& function, int input_fd, const MapOptions& options) {
   auto lines = std::make_shared<cli::LineReader>(input_fd);
   InputSource source = [lines]() { return lines->Next(); };
   MapResults results = pool.Imap(function, std::move(source), options);
@@ -275,8 +274,8 @@ bool PrintJson(const google::protobuf::Message& message) {
 }
 
 void PrintQueueTable(const std::vector<v1::QueueInfo>& queues) {
-  std::cout << absl::StrFormat("%-24s %8s %8s %7s %8s %8s %10s %9s\n", "QUEUE", "MAXSIZE",
-                               "SIZE", "LEASED", "GETTERS", "PUTTERS", "BYTES", "REQUEUED");
+  std::cout << absl::StrFormat("%-24s %8s %8s %7s %8s %8s %10s %9s\n", "QUEUE", "MAXSIZE", "SIZE",
+                               "LEASED", "GETTERS", "PUTTERS", "BYTES", "REQUEUED");
   for (const v1::QueueInfo& q : queues) {
     std::cout << absl::StrFormat("%-24s %8d %8d %7d %8d %8d %10d %9d\n", q.name(), q.maxsize(),
                                  q.size(), q.leased(), q.waiting_getters(), q.waiting_putters(),
@@ -398,7 +397,7 @@ int Main(int argc, char** argv) {
   std::string pool_name;
   int processes = 0, max_tasks_per_child = 0;
   std::string start_method = "forkserver", initializer, initargs;
-  std::vector<std::string> libraries;
+  std::vector<std::string> libraries, worker_command;
   CLI::App* pool_create = pool_cmd->add_subcommand("create", "create a pool");
   pool_create->add_option("NAME", pool_name, "pool name")->required();
   pool_create->add_option("--processes", processes, "workers (0: the number of CPUs)")
@@ -407,8 +406,12 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"forkserver", "spawn"}))
       ->capture_default_str();
   pool_create->add_option("--library", libraries, "task library to load (repeatable)");
-  pool_create->add_option("--max-tasks-per-child", max_tasks_per_child,
-                          "recycle a worker after N tasks (0: never)")
+  pool_create->add_option("--worker-command", worker_command,
+                          "spawn pools: the worker program and its arguments (repeat for each "
+                          "argument; default: forkpool-worker)");
+  pool_create
+      ->add_option("--max-tasks-per-child", max_tasks_per_child,
+                   "recycle a worker after N tasks (0: never)")
       ->check(CLI::NonNegativeNumber);
   CLI::Option* initializer_opt =
       pool_create->add_option("--initializer", initializer, "function run once per worker");
@@ -435,18 +438,20 @@ int Main(int argc, char** argv) {
   CLI::App* queue_create = queue_cmd->add_subcommand("create", "create a shared queue");
   queue_create->add_option("--maxsize", qa.maxsize, "most items (0: unbounded)")
       ->check(CLI::NonNegativeNumber);
-  queue_create->add_flag("--exist-ok", qa.exist_ok,
-                         "succeed if it exists with the same maxsize");
+  queue_create->add_flag("--exist-ok", qa.exist_ok, "succeed if it exists with the same maxsize");
   CLI::App* queue_put =
       queue_cmd->add_subcommand("put", "put ITEMs in order (all or none), waiting for room");
   CLI::Option* queue_put_timeout =
-      queue_put->add_option("--timeout", queue_timeout, "seconds to wait for room (default: no limit)")
+      queue_put
+          ->add_option("--timeout", queue_timeout, "seconds to wait for room (default: no limit)")
           ->check(non_negative);
   CLI::App* queue_get =
       queue_cmd->add_subcommand("get", "take up to N items and print one per line");
   queue_get->add_option("-n,--count", qa.count, "most items to take")->check(CLI::Range(1, 10000));
   CLI::Option* queue_get_timeout =
-      queue_get->add_option("--timeout", queue_timeout, "seconds to wait for an item (default: no limit)")
+      queue_get
+          ->add_option("--timeout", queue_timeout,
+                       "seconds to wait for an item (default: no limit)")
           ->check(non_negative);
   CLI::App* queue_size = queue_cmd->add_subcommand("size", "print the number of queued items");
   CLI::App* queue_ls = queue_cmd->add_subcommand("ls", "list queues and their counters");
@@ -566,8 +571,7 @@ int Main(int argc, char** argv) {
     if (!input_file.empty()) {
       const int fd = ::open(input_file.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) {
-        std::cerr << "forkpool: cannot read " << input_file << ": " << std::strerror(errno)
-                  << "\n";
+        std::cerr << "forkpool: cannot read " << input_file << ": " << std::strerror(errno) << "\n";
         return kExitUsage;
       }
       return RunMap(c.pool(pool), function, fd, options);  // the fd lives as long as we do
@@ -581,6 +585,7 @@ int Main(int argc, char** argv) {
     settings.set_start_method(start_method == "spawn" ? v1::START_METHOD_SPAWN
                                                       : v1::START_METHOD_FORKSERVER);
     for (const std::string& l : libraries) settings.add_libraries(l);
+    for (const std::string& arg : worker_command) settings.add_worker_command(arg);
     settings.set_max_tasks_per_child(max_tasks_per_child);
     if (!initializer.empty()) {
       settings.set_initializer(initializer);

@@ -13,11 +13,11 @@ absl::Status ValidateName(const std::string& what, const std::string& name) {
         absl::StrCat(what, " name '", name, "' must have 1 to 64 characters"));
   }
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                    (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-' || c == '.';
     if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " name '", name, "' may only hold letters, digits, '_', '-' and '.'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " name '", name, "' may only hold letters, digits, '_', '-' and '.'"));
     }
   }
   return absl::OkStatus();
@@ -46,9 +46,9 @@ absl::Status NormalizePoolSettings(v1::PoolSettings* s) {
     s->set_processes(cpus > 0 ? static_cast<int>(cpus) : 1);
   }
   if (s->max_tasks_per_child() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        pool, "max_tasks_per_child must be 0 (never recycle) or more, not ",
-        s->max_tasks_per_child()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(pool, "max_tasks_per_child must be 0 (never recycle) or more, not ",
+                     s->max_tasks_per_child()));
   }
   if (s->max_queued() < 0) {
     return absl::InvalidArgumentError(
@@ -61,10 +61,11 @@ absl::Status NormalizePoolSettings(v1::PoolSettings* s) {
     case v1::START_METHOD_FORKSERVER:
       break;
     case v1::START_METHOD_FORK:
-      return absl::InvalidArgumentError(absl::StrCat(
-          pool, "start method 'fork' is refused: forking the multi-threaded daemon can "
-          "deadlock the child (a lock held by another thread at fork time is never "
-          "released); use 'forkserver' (the default) or 'spawn'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(pool,
+                       "start method 'fork' is refused: forking the multi-threaded daemon can "
+                       "deadlock the child (a lock held by another thread at fork time is never "
+                       "released); use 'forkserver' (the default) or 'spawn'"));
     case v1::START_METHOD_SPAWN:
       break;
     default:
@@ -73,6 +74,39 @@ absl::Status NormalizePoolSettings(v1::PoolSettings* s) {
   }
   if (s->libraries().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(pool, "no task libraries given"));
+  }
+  if (s->libraries_size() > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pool, s->libraries_size(), " task libraries; at most 256"));
+  }
+  for (const std::string& lib : s->libraries()) {
+    if (lib.empty() || lib.size() > 4096 || lib.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(pool, "a task library path must have 1 to 4096 bytes and no NUL"));
+    }
+  }
+  if (!s->worker_command().empty()) {
+    if (s->start_method() != v1::START_METHOD_SPAWN) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(pool,
+                       "worker_command is for spawn pools; forkserver workers are forked "
+                       "from the pool's helper"));
+    }
+    if (s->worker_command_size() > 256) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          pool, "worker_command has ", s->worker_command_size(), " arguments; at most 256"));
+    }
+    if (s->worker_command(0).empty() || s->worker_command(0)[0] != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat(pool, "worker_command[0] must be an absolute path, not '",
+                       s->worker_command(0).substr(0, 200), "'"));
+    }
+    for (const std::string& arg : s->worker_command()) {
+      if (arg.size() > 4096 || arg.find('\0') != std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            pool, "a worker_command argument must have at most 4096 bytes and no NUL"));
+      }
+    }
   }
   return absl::OkStatus();
 }

@@ -136,6 +136,11 @@ absl::Status Scheduler::CheckAcceptsLocked(const std::string& pool_name, const P
     return absl::FailedPreconditionError(
         absl::StrCat("pool '", pool->settings.name(), "' is closed to new work"));
   }
+  if (pool->state == v1::POOL_STATE_FAILED && LiveWorkersLocked(*pool) == 0) {
+    // No worker runs and none can start: waiting would be for nothing.
+    return absl::FailedPreconditionError(
+        absl::StrCat("pool '", pool->settings.name(), "' failed: ", pool->last_error));
+  }
   if (function.empty()) return absl::InvalidArgumentError("no function named");
   if (!pool->functions.count(function)) {
     return absl::NotFoundError(

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/control_message.h"
@@ -60,6 +61,25 @@ absl::Status StartPoolHelper(pid_t daemon_pid, const std::string& pool, FromHelp
   return absl::OkStatus();
 }
 
+// Drops `names` (and systemd's) from the environment. unsetenv alone only unlinks
+// them from `environ`: their bytes stay in the process's original environment block,
+// which every clone inherits and /proc/PID/environ shows (and a task can read through
+// /proc/self/environ). So the strings are also zeroed where they lie.
+void ScrubEnvironment(const std::vector<std::string>& names) {
+  std::vector<std::string> all = DaemonOnlyEnvironment();
+  all.insert(all.end(), names.begin(), names.end());
+  std::vector<char*> found;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    for (const std::string& name : all) {
+      if (std::strncmp(*e, name.c_str(), name.size()) == 0 && (*e)[name.size()] == '=') {
+        found.push_back(*e);
+      }
+    }
+  }
+  for (const std::string& name : all) ::unsetenv(name.c_str());
+  for (char* entry : found) std::memset(entry, 0, std::strlen(entry));
+}
+
 }  // namespace
 
 std::vector<std::string> DaemonOnlyEnvironment() {
@@ -80,8 +100,7 @@ void RunRootHelper(UniqueFd control, pid_t daemon_pid, const std::vector<std::st
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (const std::string& name : DaemonOnlyEnvironment()) ::unsetenv(name.c_str());
-  for (const std::string& name : env_deny) ::unsetenv(name.c_str());
+  ScrubEnvironment(env_deny);
   // Keep stdio and the control socket; nothing else of the daemon's (its lock
   // file, its listening socket).
   const int fd = control.release();

@@ -7,11 +7,13 @@
 // (e.g. today's) with FORKPOOL_TEST_FORKPOOLD=/path/to/forkpoold.
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -35,6 +37,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 // The settings of a pool of `processes` workers loading `libraries`.
 v1::PoolSettings Settings(const std::string& name, int processes,
@@ -547,6 +550,171 @@ TEST_F(HelperIsolationTest, PoolThatKeepsLosingItsHelperIsMarkedFailed) {
   ASSERT_TRUE(ProcessAlive(daemon)) << "forkpoold died; log:\n" << daemon_->ReadLog();
   EXPECT_THAT(client_->Health(), IsOk());
   EXPECT_THAT(ApplyWithin("default", "square", "7"), IsOkAndHolds(std::string("49")));
+
+  // The back-off gives up: the pool is FAILED; its worker still serves.
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("m");
+        return info.ok() && info->state() == v1::POOL_STATE_FAILED;
+      },
+      absl::Seconds(15)))
+      << "pool m never FAILED; log:\n"
+      << daemon_->ReadLog();
+  EXPECT_THAT(ApplyWithin("m", "marker_ok", ""), IsOkAndHolds(std::string("ok")));
+  // With its last worker gone no task waits for a worker that cannot come: it fails
+  // at once with the cause.
+  const std::set<pid_t> workers = AwaitIdleWorkers("m", 1);
+  ASSERT_EQ(workers.size(), 1u);
+  ASSERT_EQ(::kill(*workers.begin(), SIGKILL), 0);
+  EXPECT_THAT(AwaitGone(workers), IsEmpty());
+  const absl::Time submitted = absl::Now();
+  absl::StatusOr<AsyncResult> stranded = client_->pool("m").ApplyAsync("marker_ok", "");
+  if (stranded.ok()) {
+    absl::StatusOr<v1::TaskResult> r = stranded->Result(absl::Seconds(10));
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->state(), v1::TASK_STATE_FAILED) << r->ShortDebugString();
+    EXPECT_THAT(r->error(), HasSubstr("SIGABRT"));
+  } else {
+    EXPECT_THAT(stranded.status(), StatusIs(absl::StatusCode::kFailedPrecondition, "SIGABRT"));
+  }
+  EXPECT_LT(absl::Now() - submitted, absl::Seconds(5));
+
+  // Once loading works again the pool recovers: READY, last_error cleared, a worker.
+  ASSERT_EQ(::unlink(marker.c_str()), 0);
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("m");
+        return info.ok() && info->state() == v1::POOL_STATE_READY && info->last_error().empty();
+      },
+      absl::Seconds(40)))
+      << "pool m never recovered; log:\n"
+      << daemon_->ReadLog();
+  EXPECT_EQ(AwaitIdleWorkers("m", 1, {}, absl::Seconds(10)).size(), 1u);
+  EXPECT_THAT(ApplyWithin("m", "marker_ok", ""), IsOkAndHolds(std::string("ok")));
+}
+
+// --- hygiene: what helpers and workers inherit ------------------------------------------
+
+// Workers get neither systemd's variables (meant for forkpoold alone) nor those named
+// in --env_deny, get back the soft fd limit forkpoold started with, and say in
+// /proc/PID/cmdline what they are rather than forkpoold's command line.
+TEST_F(HelperIsolationTest, WorkersInheritNoDaemonOnlyEnvironmentAndTheOriginalFdLimit) {
+  DaemonOptions options;
+  options.processes = 1;
+  options.env["NOTIFY_SOCKET"] = "/nonexistent/notify";
+  options.env["WATCHDOG_USEC"] = "1000000";
+  options.env["FORKPOOL_TEST_SECRET"] = "s3cret";
+  options.env["FORKPOOL_TEST_KEPT"] = "kept";
+  options.extra_flags = {"--env_deny=FORKPOOL_TEST_SECRET"};
+  ASSERT_NO_FATAL_FAILURE(StartDaemonWith(options));
+  const std::set<pid_t> workers = AwaitIdleWorkers("default", 1);
+  ASSERT_EQ(workers.size(), 1u);
+  const pid_t worker = *workers.begin();
+  std::string environ = ReadFile(absl::StrCat("/proc/", worker, "/environ"));
+  std::replace(environ.begin(), environ.end(), '\0', '\n');
+  EXPECT_THAT(environ, HasSubstr("FORKPOOL_TEST_KEPT=kept"));
+  EXPECT_THAT(environ, Not(HasSubstr("NOTIFY_SOCKET")));
+  EXPECT_THAT(environ, Not(HasSubstr("WATCHDOG_USEC")));
+  EXPECT_THAT(environ, Not(HasSubstr("FORKPOOL_TEST_SECRET")));
+  // The daemon itself keeps them.
+  std::string daemon_environ = ReadFile(absl::StrCat("/proc/", daemon_->pid(), "/environ"));
+  std::replace(daemon_environ.begin(), daemon_environ.end(), '\0', '\n');
+  EXPECT_THAT(daemon_environ, HasSubstr("NOTIFY_SOCKET=/nonexistent/notify"));
+
+  rlimit mine{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &mine), 0);
+  auto soft_limit = [](pid_t pid) {
+    const std::string limits = ReadFile(absl::StrCat("/proc/", pid, "/limits"));
+    for (absl::string_view line : absl::StrSplit(limits, '\n')) {
+      if (absl::ConsumePrefix(&line, "Max open files")) {
+        std::vector<absl::string_view> parts =
+            absl::StrSplit(absl::StripAsciiWhitespace(line), ' ', absl::SkipWhitespace());
+        uint64_t soft = 0;
+        if (!parts.empty() && absl::SimpleAtoi(parts[0], &soft)) return soft;
+      }
+    }
+    return uint64_t{0};
+  };
+  EXPECT_EQ(soft_limit(worker), mine.rlim_cur);
+  EXPECT_EQ(soft_limit(daemon_->pid()), mine.rlim_max) << "forkpoold raises its own";
+
+  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", worker, "/cmdline")),
+              ::testing::StartsWith(std::string("forkpool-worker: pool default #0\0", 33)));
+}
+
+// A spawn pool runs the worker command it names; the initializer's arguments reach
+// the worker over its socket, never its command line (world-readable in /proc); a
+// worker command that cannot list its functions fails CreatePool saying how it ended.
+TEST_F(HelperIsolationTest, SpawnPoolRunsItsWorkerCommandWithInitargsOffTheCommandLine) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
+  const std::string record = absl::StrCat(daemon_->dir(), "/init-pids");
+  v1::PoolSettings settings = Settings("sp", 2, {kExampleTasksPath, kTestTasksPath}, "append_pid");
+  settings.set_start_method(v1::START_METHOD_SPAWN);
+  settings.add_worker_command(ForkpooldWorkerPath());
+  settings.mutable_initargs()->set_data(record);
+  ASSERT_THAT(client_->CreatePool(settings), IsOk());
+  const std::set<pid_t> spawned = AwaitIdleWorkers("sp", 2);
+  ASSERT_EQ(spawned.size(), 2u);
+  for (pid_t pid : spawned) {
+    const std::string cmdline = ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
+    EXPECT_THAT(cmdline, Not(HasSubstr(record))) << "initargs on the command line of " << pid;
+    EXPECT_THAT(cmdline, Not(HasSubstr("append_pid")));
+  }
+  // The initializer got its argument: each worker appended its pid to the file.
+  std::set<pid_t> recorded;
+  ASSERT_TRUE(PollUntil([&] {
+    recorded.clear();
+    for (absl::string_view line : absl::StrSplit(ReadFile(record), '\n', absl::SkipEmpty())) {
+      int pid = 0;
+      if (absl::SimpleAtoi(line, &pid)) recorded.insert(pid);
+    }
+    return recorded == spawned;
+  })) << "recorded "
+      << Pids(recorded) << " spawned " << Pids(spawned);
+  EXPECT_THAT(ApplyWithin("sp", "square", "4"), IsOkAndHolds(std::string("16")));
+
+  v1::PoolSettings failing = Settings("sp-false", 1, {kExampleTasksPath});
+  failing.set_start_method(v1::START_METHOD_SPAWN);
+  failing.add_worker_command("/bin/false");
+  EXPECT_THAT(client_->CreatePool(failing),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "exited with code 1"));
+  EXPECT_THAT(client_->DescribePool("sp-false"), StatusIs(absl::StatusCode::kNotFound, "sp-false"));
+
+  v1::PoolSettings relative = Settings("sp-rel", 1, {kExampleTasksPath});
+  relative.set_start_method(v1::START_METHOD_SPAWN);
+  relative.add_worker_command("forkpool-worker");
+  EXPECT_THAT(client_->CreatePool(relative),
+              StatusIs(absl::StatusCode::kInvalidArgument, "absolute path"));
+}
+
+// A task that writes 64 MiB to stderr does not make a 64 MiB log: its lines reach the
+// log tagged with pool and pid, within the per-worker rate and cap, and the task (and
+// the pool) carry on.
+TEST_F(HelperIsolationTest, WorkerFloodingStderrGetsABoundedTaggedLog) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
+  ASSERT_THAT(client_->CreatePool(Settings("loud", 1, {kExampleTasksPath, kTestTasksPath})),
+              IsOk());
+  const std::set<pid_t> workers = AwaitIdleWorkers("loud", 1);
+  ASSERT_EQ(workers.size(), 1u);
+  const pid_t worker = *workers.begin();
+  const size_t before = ReadFile(daemon_->log_path()).size();
+  EXPECT_THAT(ApplyWithin("loud", "spew", "64", absl::Seconds(60)),
+              IsOkAndHolds(std::string("64")));
+  EXPECT_THAT(ApplyWithin("loud", "square", "5"), IsOkAndHolds(std::string("25")));
+  // The count of what was dropped is logged when the episode ends (at the latest
+  // when the worker does).
+  ASSERT_THAT(client_->DeletePool("loud"), IsOk());
+  EXPECT_THAT(AwaitGone(workers), IsEmpty());
+  std::string log;
+  PollUntil([&] {
+    log = ReadFile(daemon_->log_path());
+    return absl::StrContains(log, "dropped");
+  });
+  const size_t grew = log.size() - before;
+  EXPECT_GT(grew, 64u * 1024) << "the worker's output never reached the log";
+  EXPECT_LT(grew, 5u << 20) << "64 MiB of output made a " << grew << "-byte log";
+  EXPECT_THAT(log, HasSubstr(absl::StrCat("[loud/0 pid ", worker, "] xxxx")));
+  EXPECT_THAT(log, HasSubstr("dropped"));
 }
 
 }  // namespace

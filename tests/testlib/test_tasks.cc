@@ -136,3 +136,17 @@ FORKPOOL_TASK(segv_init, ctx, input) {
   ::raise(SIGSEGV);
   return std::string("not reached");
 }
+
+// Writes its input's number of MiB to stderr (lines of 1 KiB), for the log bounds.
+FORKPOOL_TASK(spew, ctx, input) {
+  int mib = 0;
+  if (!absl::SimpleAtoi(absl::string_view(input.data(), input.size()), &mib) || mib < 0) {
+    return absl::InvalidArgumentError("spew MIB");
+  }
+  std::string line(1023, 'x');
+  line.push_back('\n');
+  for (int i = 0; i < mib * 1024; ++i) {
+    if (::write(2, line.data(), line.size()) < 0) return absl::ErrnoToStatus(errno, "write");
+  }
+  return absl::StrCat(mib);
+}
