@@ -9,9 +9,17 @@ namespace forkpool {
 grpc::ServerUnaryReactor* PoolService::CreatePool(grpc::CallbackServerContext* ctx,
                                                   const v1::CreatePoolRequest* request,
                                                   v1::PoolInfo* response) {
-  auto* reactor = ctx->DefaultReactor();
+  // Answered once, by the load's end or by the client leaving (the pool then still
+  // loads; ListPools shows it). The reactor lives until Finish, so the load's callback
+  // may arrive at any time; forkpoold's drain answers loads still running.
+  auto* reactor = new DeferredReactor();
+  std::shared_ptr<CallClaim> claim = reactor->claim();
+  reactor->set_on_cancel([reactor, claim] {
+    if (claim->Claim()) reactor->Finish(grpc::Status::CANCELLED);
+  });
   scheduler_->CreatePool(request->settings(),
-                         [reactor, response](absl::StatusOr<v1::PoolInfo> info) {
+                         [reactor, claim, response](absl::StatusOr<v1::PoolInfo> info) {
+                           if (!claim->Claim()) return;
                            if (info.ok()) *response = std::move(*info);
                            reactor->Finish(ToGrpcStatus(info.status()));
                          });
@@ -72,7 +80,8 @@ grpc::ServerUnaryReactor* PoolService::JoinPool(grpc::CallbackServerContext* ctx
     reactor->Finish(ToGrpcStatus(info.status()));
   };
   reactor->set_on_cancel([=] {
-    if (claim->Claim()) reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "JoinPool cancelled"));
+    if (claim->Claim())
+      reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "JoinPool cancelled"));
   });
   absl::Status s = scheduler_->JoinPool(name, [=] {
     if (claim->Claim()) answer();

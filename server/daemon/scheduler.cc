@@ -440,6 +440,21 @@ void Scheduler::BeginDrain() {
       pool->pending.clear();
       pool->queued = 0;
     }
+    // A CreatePool still loading is answered now: the server's shutdown waits for
+    // every call, and a hanging library would hold it for the whole --load_timeout.
+    std::vector<std::string> loading;
+    for (auto& [name, pool] : pools_) {
+      if (pool->create_done) loading.push_back(name);
+    }
+    for (const std::string& name : loading) {
+      Pool& pool = *pools_[name];
+      if (pool.helper) pool.helper->Kill("forkpoold is shutting down");
+      pool.helper.reset();
+      ++pool.load_attempt;  // whatever the old helper still says is stale
+      LoadFailedLocked(pool,
+                       absl::UnavailableError("forkpoold is shutting down; the load was abandoned"),
+                       &notify);
+    }
   }
   RunNotify(notify);
 }

@@ -3,6 +3,7 @@
 // back-off when lost. A helper that fails to load is discarded, never reused.
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/proto_status.h"
 #include "server/daemon/log.h"
@@ -157,7 +158,11 @@ void Scheduler::LoadFailedLocked(Pool& pool, const absl::Status& status, Notify*
   const std::string name = pool.settings.name();
   if (!pool.loaded) {
     // A new pool: CreatePool fails and leaves nothing behind.
-    Log("pool '", name, "': ", status.message());
+    if (absl::StartsWith(status.message(), "pool '")) {
+      Log(status.message());
+    } else {
+      Log("pool '", name, "': ", status.message());
+    }
     auto done = std::move(pool.create_done);
     for (auto& [key, w] : pool.workers) {
       if (w.conn) w.conn->Kill();

@@ -717,5 +717,25 @@ TEST_F(HelperIsolationTest, WorkerFloodingStderrGetsABoundedTaggedLog) {
   EXPECT_THAT(log, HasSubstr("dropped"));
 }
 
+// SIGTERM while a CreatePool waits on a library that hangs (with the default 30 s
+// --load_timeout): the load is answered at once and forkpoold drains and exits 0
+// without waiting for the load's deadline.
+TEST_F(HelperIsolationTest, SigtermDuringAHangingLoadExitsPromptly) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
+  absl::StatusOr<v1::PoolInfo> created;
+  std::thread create(
+      [&] { created = client_->CreatePool(Settings("hang", 1, {kBadLoadHangPath})); });
+  const std::string lib = RealPath(kBadLoadHangPath);
+  ASSERT_TRUE(PollUntil([&] { return !NonWorkersMapping(lib).empty(); }))
+      << "no helper started loading the hanging library";
+  const absl::Time stop = absl::Now();
+  absl::StatusOr<int> status = daemon_->Stop(absl::Seconds(20));
+  create.join();
+  ASSERT_THAT(status, IsOk());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+  EXPECT_LT(absl::Now() - stop, absl::Seconds(10));
+  EXPECT_FALSE(created.ok());
+}
+
 }  // namespace
 }  // namespace forkpool::testing
