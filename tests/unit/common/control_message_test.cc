@@ -48,7 +48,8 @@ TEST(ControlMessageTest, MessageFarLargerThanAPacketArrivesWholeWithItsFds) {
   EXPECT_EQ(got->bytes.size(), big.size());
   EXPECT_TRUE(got->bytes == big);
   ASSERT_THAT(got->fds, SizeIs(1));
-  struct stat st1 {}, st2 {};
+  struct stat st1 {
+  }, st2{};
   ASSERT_EQ(::fstat(got->fds[0].get(), &st1), 0);
   ASSERT_EQ(::fstat(w.get(), &st2), 0);
   EXPECT_EQ(st1.st_ino, st2.st_ino);
