@@ -40,6 +40,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -584,8 +585,18 @@ int Main(int argc, char** argv) {
     settings.set_processes(processes);
     settings.set_start_method(start_method == "spawn" ? v1::START_METHOD_SPAWN
                                                       : v1::START_METHOD_FORKSERVER);
-    for (const std::string& l : libraries) settings.add_libraries(l);
-    for (const std::string& arg : worker_command) settings.add_worker_command(arg);
+    // Paths are the user's, relative to where the CLI runs; forkpoold's working
+    // directory is another.
+    auto absolute = [](const std::string& path) {
+      if (path.empty() || path[0] == '/' || path.find('/') == std::string::npos) return path;
+      std::error_code error;
+      const std::filesystem::path full = std::filesystem::absolute(path, error);
+      return error ? path : full.lexically_normal().string();
+    };
+    for (const std::string& l : libraries) settings.add_libraries(absolute(l));
+    for (size_t i = 0; i < worker_command.size(); ++i) {
+      settings.add_worker_command(i == 0 ? absolute(worker_command[i]) : worker_command[i]);
+    }
     settings.set_max_tasks_per_child(max_tasks_per_child);
     if (!initializer.empty()) {
       settings.set_initializer(initializer);

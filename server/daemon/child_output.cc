@@ -29,18 +29,21 @@ absl::Time ChildOutput::MonotonicNow() {
   return absl::UnixEpoch() + absl::DurationFromTimespec(ts);
 }
 
-absl::StatusOr<std::unique_ptr<ChildOutput>> ChildOutput::Create(
-    UniqueFd read_end, std::string tag, Sink sink, Clock clock, Limits limits) {
+absl::StatusOr<std::unique_ptr<ChildOutput>> ChildOutput::Create(UniqueFd read_end, std::string tag,
+                                                                 Sink sink, Clock clock,
+                                                                 Limits limits) {
   const int flags = ::fcntl(read_end.get(), F_GETFL);
   if (flags < 0 || ::fcntl(read_end.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
-    return absl::ErrnoToStatus(
-        errno, absl::StrCat("fcntl(O_NONBLOCK, stderr of ", tag, ")"));
+    return absl::ErrnoToStatus(errno, absl::StrCat("fcntl(O_NONBLOCK, stderr of ", tag, ")"));
   }
   if (!sink) sink = &ChildOutput::StderrSink;
-  if (!clock) clock = &ChildOutput::MonotonicNow;
-  return std::unique_ptr<ChildOutput>(
-      new ChildOutput(std::move(read_end), std::move(tag), std::move(sink),
-                      std::move(clock), limits));
+  LogBudget* budget = nullptr;
+  if (!clock) {
+    clock = &ChildOutput::MonotonicNow;
+    budget = &LogBudget::Daemon();
+  }
+  return std::unique_ptr<ChildOutput>(new ChildOutput(
+      std::move(read_end), std::move(tag), std::move(sink), std::move(clock), limits, budget));
 }
 
 namespace {
@@ -56,13 +59,14 @@ ChildOutput::Limits Sane(ChildOutput::Limits limits) {
 
 }  // namespace
 
-ChildOutput::ChildOutput(UniqueFd read_end, std::string tag, Sink sink,
-                         Clock clock, Limits limits)
+ChildOutput::ChildOutput(UniqueFd read_end, std::string tag, Sink sink, Clock clock, Limits limits,
+                         LogBudget* budget)
     : fd_(std::move(read_end)),
       tag_(std::move(tag)),
       sink_(std::move(sink)),
       clock_(std::move(clock)),
       limits_(Sane(limits)),
+      budget_(budget),
       tokens_(static_cast<double>(limits_.burst_bytes)),
       refilled_at_(clock_()) {}
 
@@ -76,8 +80,8 @@ absl::Status ChildOutput::Drain() {
   bool more = true;
   while (more && budget > 0) {
     std::vector<std::string> out;
-    const ssize_t n = RetryOnEintr(
-        [&] { return ::read(fd_.get(), buf, std::min(sizeof(buf), budget)); });
+    const ssize_t n =
+        RetryOnEintr([&] { return ::read(fd_.get(), buf, std::min(sizeof(buf), budget)); });
     std::string_view data;
     if (n > 0) {
       data = std::string_view(buf, static_cast<size_t>(n));
@@ -91,8 +95,7 @@ absl::Status ChildOutput::Drain() {
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       more = false;
     } else {
-      status = absl::ErrnoToStatus(errno,
-                                   absl::StrCat("read(stderr of ", tag_, ")"));
+      status = absl::ErrnoToStatus(errno, absl::StrCat("read(stderr of ", tag_, ")"));
       FinishLocked(&out);
       more = false;
     }
@@ -114,20 +117,35 @@ absl::Status ChildOutput::Drain() {
   return status;
 }
 
+bool LogBudget::TryTake(double bytes, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  if (refilled_at_ == absl::InfinitePast()) refilled_at_ = now;
+  if (now > refilled_at_) {
+    tokens_ = std::min(burst_, tokens_ + rate_ * absl::ToDoubleSeconds(now - refilled_at_));
+    refilled_at_ = now;
+  }
+  if (tokens_ < bytes) return false;
+  tokens_ -= bytes;
+  return true;
+}
+
+LogBudget& LogBudget::Daemon() {
+  static LogBudget* const budget = new LogBudget(1u << 20, 8u << 20);
+  return *budget;
+}
+
 void ChildOutput::RefillLocked(absl::Time now) {
   // A clock that goes back (only a fake one can) adds nothing.
   if (now <= refilled_at_) return;
   const double earned = static_cast<double>(limits_.rate_bytes_per_second) *
                         absl::ToDoubleSeconds(now - refilled_at_);
-  tokens_ =
-      std::min(static_cast<double>(limits_.burst_bytes), tokens_ + earned);
+  tokens_ = std::min(static_cast<double>(limits_.burst_bytes), tokens_ + earned);
   refilled_at_ = now;
 }
 
 void ChildOutput::DropLocked(uint64_t bytes) { totals_.dropped += bytes; }
 
-void ChildOutput::ProcessLocked(std::string_view data,
-                                std::vector<std::string>* out) {
+void ChildOutput::ProcessLocked(std::string_view data, std::vector<std::string>* out) {
   totals_.read += data.size();
   const double resume_level = static_cast<double>(limits_.burst_bytes) / 2;
   while (!data.empty()) {
@@ -205,28 +223,25 @@ void ChildOutput::OfferLineLocked(std::string_view content, bool cut,
     DropLocked(bytes);
     suppressing_ = false;
     suppressed_bytes_ = 0;
-    out->push_back(Format(absl::StrCat(
-        dropped,
-        " bytes of output dropped (cap reached: later output is dropped)")));
+    out->push_back(Format(
+        absl::StrCat(dropped, " bytes of output dropped (cap reached: later output is dropped)")));
     return;
   }
   // A line longer than the bucket could never pass; it costs a full bucket
   // instead.
-  const double cost = std::min(static_cast<double>(bytes),
-                               static_cast<double>(limits_.burst_bytes));
+  const double cost =
+      std::min(static_cast<double>(bytes), static_cast<double>(limits_.burst_bytes));
   const double needed =
-      suppressing_
-          ? std::max(cost, static_cast<double>(limits_.burst_bytes) / 2)
-          : cost;
-  if (tokens_ < needed) {
+      suppressing_ ? std::max(cost, static_cast<double>(limits_.burst_bytes) / 2) : cost;
+  if (tokens_ < needed || (budget_ != nullptr && !budget_->TryTake(cost, clock_()))) {
     suppressing_ = true;
     suppressed_bytes_ += bytes;
     DropLocked(bytes);
     return;
   }
   if (suppressing_) {
-    out->push_back(Format(absl::StrCat(
-        suppressed_bytes_, " bytes of output dropped (rate limit)")));
+    out->push_back(
+        Format(absl::StrCat(suppressed_bytes_, " bytes of output dropped (rate limit)")));
     suppressing_ = false;
     suppressed_bytes_ = 0;
   }
@@ -247,8 +262,8 @@ void ChildOutput::FinishLocked(std::vector<std::string>* out) {
     partial_.clear();
   }
   if (suppressing_) {
-    out->push_back(Format(absl::StrCat(
-        suppressed_bytes_, " bytes of output dropped (rate limit)")));
+    out->push_back(
+        Format(absl::StrCat(suppressed_bytes_, " bytes of output dropped (rate limit)")));
     suppressing_ = false;
     suppressed_bytes_ = 0;
   }

@@ -21,6 +21,29 @@
 
 namespace forkpool {
 
+// A token bucket shared by every child's output: per-child limits alone let a client
+// flood the log through many short-lived children (a library that prints megabytes,
+// loaded by one failing CreatePool after another, each helper with a fresh allowance).
+// Thread-safe.
+class LogBudget {
+ public:
+  LogBudget(size_t rate_bytes_per_second, size_t burst_bytes)
+      : rate_(static_cast<double>(rate_bytes_per_second)),
+        burst_(static_cast<double>(burst_bytes)),
+        tokens_(burst_) {}
+  // Takes `bytes` if the bucket holds them at `now`; false (taking nothing) if not.
+  bool TryTake(double bytes, absl::Time now);
+  // forkpoold's: 1 MiB/s, bursts of 8 MiB, for all children together.
+  static LogBudget& Daemon();
+
+ private:
+  absl::Mutex mu_;
+  const double rate_;
+  const double burst_;
+  double tokens_ ABSL_GUARDED_BY(mu_);
+  absl::Time refilled_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
 // ChildOutput's limits, per child.
 struct ChildOutputLimits {
   // Token bucket over forwarded bytes (a line costs its length + 1).
@@ -80,9 +103,10 @@ class ChildOutput {
   // Takes ownership of `read_end` and makes it non-blocking. `tag` names the
   // child in each line ("[pool/3 pid 1234]"). A null sink is StderrSink; a null
   // clock is MonotonicNow. Errors: fcntl on `read_end` failed.
-  static absl::StatusOr<std::unique_ptr<ChildOutput>> Create(
-      UniqueFd read_end, std::string tag, Sink sink = nullptr,
-      Clock clock = nullptr, Limits limits = {});
+  static absl::StatusOr<std::unique_ptr<ChildOutput>> Create(UniqueFd read_end, std::string tag,
+                                                             Sink sink = nullptr,
+                                                             Clock clock = nullptr,
+                                                             Limits limits = {});
 
   // Reads what is available now, until EAGAIN, EOF or max_bytes_per_drain, and
   // passes complete lines to the sink ("forkpoold: <tag> <line>"). At EOF also
@@ -102,20 +126,18 @@ class ChildOutput {
   const std::string& tag() const { return tag_; }
 
  private:
-  ChildOutput(UniqueFd read_end, std::string tag, Sink sink, Clock clock,
-              Limits limits);
+  ChildOutput(UniqueFd read_end, std::string tag, Sink sink, Clock clock, Limits limits,
+              LogBudget* budget);
 
   // Splits `data` into lines and decides each one's fate, appending the log
   // lines to `out`.
   void ProcessLocked(std::string_view data, std::vector<std::string>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(drain_mu_);
   // Forwards or drops one line of content (no '\n'); `cut` if it was cut.
-  void OfferLineLocked(std::string_view content, bool cut,
-                       std::vector<std::string>* out)
+  void OfferLineLocked(std::string_view content, bool cut, std::vector<std::string>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(drain_mu_);
   // At EOF: the unterminated line and any open suppression report.
-  void FinishLocked(std::vector<std::string>* out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(drain_mu_);
+  void FinishLocked(std::vector<std::string>* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(drain_mu_);
   void RefillLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(drain_mu_);
   void DropLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(drain_mu_);
   std::string Format(std::string_view text) const;
@@ -125,11 +147,12 @@ class ChildOutput {
   const Sink sink_;
   const Clock clock_;
   const Limits limits_;
+  LogBudget* const budget_;  // null: per-child limits only (tests' fake clocks)
 
   // Serialises Drain and guards the line state; held while the sink runs, which
   // is why what other threads read lives under mu_ instead.
   absl::Mutex drain_mu_;
-  std::string partial_ ABSL_GUARDED_BY(drain_mu_);  // unterminated line so far
+  std::string partial_ ABSL_GUARDED_BY(drain_mu_);    // unterminated line so far
   bool skipping_ ABSL_GUARDED_BY(drain_mu_) = false;  // rest of a cut line
   double tokens_ ABSL_GUARDED_BY(drain_mu_);
   absl::Time refilled_at_ ABSL_GUARDED_BY(drain_mu_);
@@ -138,13 +161,11 @@ class ChildOutput {
   uint64_t suppressed_bytes_ ABSL_GUARDED_BY(drain_mu_) = 0;
   bool capped_ ABSL_GUARDED_BY(drain_mu_) = false;
   bool finished_ ABSL_GUARDED_BY(drain_mu_) = false;
-  Counts totals_
-      ABSL_GUARDED_BY(drain_mu_);  // published to counts_ after each read
+  Counts totals_ ABSL_GUARDED_BY(drain_mu_);  // published to counts_ after each read
 
   // Never held while the sink runs.
   mutable absl::Mutex mu_;
-  std::string tail_
-      ABSL_GUARDED_BY(mu_);  // up to 2 * tail_bytes, trimmed lazily
+  std::string tail_ ABSL_GUARDED_BY(mu_);  // up to 2 * tail_bytes, trimmed lazily
   bool eof_ ABSL_GUARDED_BY(mu_) = false;
   Counts counts_ ABSL_GUARDED_BY(mu_);
 };

@@ -198,6 +198,13 @@ int Serve() {
   ::signal(SIGPIPE, SIG_IGN);
 
   std::vector<std::string> libraries = absl::GetFlag(FLAGS_task_library);
+  // Relative to where forkpoold was started, as the user meant.
+  for (std::string& lib : libraries) {
+    if (!lib.empty() && lib[0] != '/' && lib.find('/') != std::string::npos) {
+      char cwd[4096];
+      if (::getcwd(cwd, sizeof(cwd)) != nullptr) lib = absl::StrCat(cwd, "/", lib);
+    }
+  }
   if (libraries.empty()) {
     const std::string lib = DefaultTaskLibrary();
     if (lib.empty()) {

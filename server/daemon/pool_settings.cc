@@ -84,6 +84,19 @@ absl::Status NormalizePoolSettings(v1::PoolSettings* s) {
       return absl::InvalidArgumentError(
           absl::StrCat(pool, "a task library path must have 1 to 4096 bytes and no NUL"));
     }
+    // A relative path would be read against forkpoold's working directory, which the
+    // client knows nothing of (a bare name like "libtasks.so" is dlopen's search of the
+    // system's library directories, and stays allowed).
+    if (lib[0] != '/' && lib.find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(pool, "task library '", lib.substr(0, 200),
+                       "' is a relative path; give an absolute one (or a bare library name)"));
+    }
+  }
+  if (s->initargs().data().size() > kMaxInitargsBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pool, "initargs of ", s->initargs().data().size(), " bytes; at most ",
+                     kMaxInitargsBytes, " (pass large data through a queue or a file)"));
   }
   if (!s->worker_command().empty()) {
     if (s->start_method() != v1::START_METHOD_SPAWN) {

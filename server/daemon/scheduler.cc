@@ -450,7 +450,7 @@ void Scheduler::BeginDrain() {
       Pool& pool = *pools_[name];
       if (pool.helper) pool.helper->Kill("forkpoold is shutting down");
       pool.helper.reset();
-      ++pool.load_attempt;  // whatever the old helper still says is stale
+      pool.load_attempt = next_load_attempt_++;  // whatever the old helper says is stale
       LoadFailedLocked(pool,
                        absl::UnavailableError("forkpoold is shutting down; the load was abandoned"),
                        &notify);

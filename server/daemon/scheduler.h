@@ -267,6 +267,7 @@ class Scheduler {
   TaskTable tasks_ ABSL_GUARDED_BY(mu_);
   uint64_t next_worker_key_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_batch_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_load_attempt_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t running_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t live_workers_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

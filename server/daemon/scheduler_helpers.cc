@@ -20,7 +20,9 @@ void Scheduler::AttachHelpers(RootHelperClient* root, ChildRegistry* children) {
 
 void Scheduler::StartPoolHelperLocked(Pool& pool) {
   const std::string name = pool.settings.name();
-  const uint64_t attempt = ++pool.load_attempt;
+  // Unique in the daemon, not per pool: a pool deleted and created again under the
+  // same name must not take the answers meant for its predecessor.
+  const uint64_t attempt = pool.load_attempt = next_load_attempt_++;
   pool.loading_library.clear();
   root_->StartPoolHelper(name, [this, name, attempt](absl::StatusOr<HelperProcess> p) {
     OnPoolHelperStarted(name, attempt, std::move(p), /*root_tries=*/3);
@@ -74,6 +76,7 @@ void Scheduler::OnPoolHelperStarted(const std::string& name, uint64_t attempt,
         if (wanted)
           LoadFailedLocked(*pool, absl::UnavailableError("forkpoold is shutting down"), &notify);
       } else {
+        if (pool->helper) pool->helper->Close();  // never two helpers for one pool
         pool->helper = *channel;
         internal::ToHelper request;
         internal::LoadPool* load = request.mutable_load_pool();

@@ -251,7 +251,10 @@ std::vector<v1::PoolInfo> Scheduler::ListPools() {
   absl::MutexLock lock(&mu_);
   std::vector<v1::PoolInfo> out;
   for (const auto& [name, pool] : pools_) {
-    if (!pool->deleting) out.push_back(InfoLocked(*pool));
+    if (pool->deleting) continue;
+    out.push_back(InfoLocked(*pool));
+    // The list stays small whatever the pools hold; DescribePool shows initargs.
+    out.back().mutable_settings()->mutable_initargs()->clear_data();
   }
   return out;
 }

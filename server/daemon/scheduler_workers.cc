@@ -271,6 +271,8 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, internal::FromWorker&
   if (!w.protocol_error.empty()) return;
   switch (m.kind_case()) {
     case internal::FromWorker::kHello: {
+      // A worker stopped while it started (its pool terminated) may still say hello.
+      if (w.state == v1::WORKER_STATE_STOPPING) return;
       if (w.state != v1::WORKER_STATE_STARTING) {
         ProtocolErrorLocked(w, "hello sent twice");
         return;

@@ -737,5 +737,49 @@ TEST_F(HelperIsolationTest, SigtermDuringAHangingLoadExitsPromptly) {
   EXPECT_FALSE(created.ok());
 }
 
+// A pool deleted and created again under the same name while the root helper is
+// slow: the first pool's helper, arriving late, is not taken for the second's, and
+// every pool ends with exactly one helper (found by a hostile-client run: 72 of 100
+// names kept two, and the stale one's death was reported on the live pool).
+TEST_F(HelperIsolationTest, PoolRecreatedUnderTheSameNameGetsOneHelper) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
+  const pid_t daemon = daemon_->pid();
+  const pid_t root = daemon_->first_helper_pid();
+  ASSERT_EQ(HelperPidsOf(daemon).size(), 2u);
+  ASSERT_EQ(::kill(root, SIGSTOP), 0);
+  stopped_.insert(root);
+  absl::StatusOr<v1::PoolInfo> first, second;
+  std::thread create1([&] { first = client_->CreatePool(Settings("rx", 1, {kExampleTasksPath})); });
+  ASSERT_TRUE(PollUntil([&] { return client_->DescribePool("rx").ok(); }));
+  ASSERT_THAT(client_->DeletePool("rx"), IsOk());
+  create1.join();
+  EXPECT_THAT(first, StatusIs(absl::StatusCode::kNotFound, "deleted while loading"));
+  std::thread create2(
+      [&] { second = client_->CreatePool(Settings("rx", 1, {kExampleTasksPath})); });
+  ASSERT_TRUE(PollUntil([&] { return client_->DescribePool("rx").ok(); }));
+  ASSERT_EQ(::kill(root, SIGCONT), 0);
+  stopped_.erase(root);
+  create2.join();
+  ASSERT_THAT(second, IsOk());
+  // The root helper, the default pool's helper and rx's: no fourth.
+  std::set<pid_t> helpers;
+  EXPECT_TRUE(PollUntil([&] {
+    helpers = HelperPidsOf(daemon);
+    return helpers.size() == 3;
+  })) << "helpers: "
+      << Pids(helpers);
+  EXPECT_THAT(ApplyWithin("rx", "square", "6"), IsOkAndHolds(std::string("36")));
+  absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("rx");
+  ASSERT_THAT(info, IsOk());
+  EXPECT_EQ(info->state(), v1::POOL_STATE_READY) << info->last_error();
+  EXPECT_TRUE(helpers.count(info->helper_pid())) << info->helper_pid();
+  ASSERT_THAT(client_->DeletePool("rx"), IsOk());
+  EXPECT_TRUE(PollUntil([&] {
+    helpers = HelperPidsOf(daemon);
+    return helpers.size() == 2;
+  })) << "helpers after DeletePool: "
+      << Pids(helpers);
+}
+
 }  // namespace
 }  // namespace forkpool::testing

@@ -26,9 +26,6 @@ absl::Status SetNonBlocking(int fd, const char* what) {
   return absl::OkStatus();
 }
 
-// A closed helper that has not left after this long is killed.
-constexpr absl::Duration kCloseGrace = absl::Seconds(5);
-
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<HelperChannel>> HelperChannel::Start(IoLoop* loop,
@@ -147,13 +144,11 @@ void HelperChannel::Close() {
     pending_.clear();
     if (exited_) return;
   }
-  // EOF: the helper leaves. shutdown, not close: the fd stays watched until
-  // OnExit.
+  // Killed, not told: requests already in its socket would otherwise still be
+  // served (workers forked for a pool that is gone), and a helper holds nothing
+  // worth a graceful exit. The fd stays watched until OnExit reaps it.
   ::shutdown(control_.get(), SHUT_RDWR);
-  std::weak_ptr<HelperChannel> weak = weak_from_this();
-  loop_->AddTimer(absl::Now() + kCloseGrace, [weak] {
-    if (auto self = weak.lock()) self->Kill("did not leave after its control socket closed");
-  });
+  (void)PidfdSignal(pidfd_.get(), SIGKILL);
 }
 
 void HelperChannel::OnControl(uint32_t events) {

@@ -82,7 +82,9 @@ void OrphanReaper::Scan() {
     if (!suspects_.count(pid) || ending_.count(pid) || children_->Contains(pid)) continue;
     absl::StatusOr<UniqueFd> pidfd = PidfdOpen(pid);
     if (!pidfd.ok()) continue;  // gone meanwhile
-    Log("ending process ", pid, ", which escaped its worker or helper and was adopted");
+    Log("ending process ", pid,
+        ": a child of forkpoold that no pool owns (escaped from a "
+        "worker or helper, or a worker made for a pool that is gone)");
     (void)PidfdSignal(pidfd->get(), SIGKILL);
     ::kill(-pid, SIGKILL);  // a session or group leader takes its group along
     const int fd = pidfd->get();

@@ -37,9 +37,7 @@ using ::testing::IsEmpty;
 constexpr char kTag[] = "[pool/3 pid 1234]";
 constexpr char kPrefix[] = "forkpoold: [pool/3 pid 1234] ";
 
-std::string Logged(std::string_view text) {
-  return absl::StrCat(kPrefix, std::string(text));
-}
+std::string Logged(std::string_view text) { return absl::StrCat(kPrefix, std::string(text)); }
 
 // Writes all of `data` to a blocking pipe.
 void WriteAll(int fd, std::string_view data) {
@@ -89,8 +87,7 @@ class ChildOutputTest : public ::testing::Test {
   std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
 };
 
-TEST_F(ChildOutputTest,
-       CompleteLinesAreTaggedAndAPartialLineWaitsForItsNewline) {
+TEST_F(ChildOutputTest, CompleteLinesAreTaggedAndAPartialLineWaitsForItsNewline) {
   Make();
   Write("hello\nwor");
   ASSERT_THAT(out_->Drain(), IsOk());
@@ -133,8 +130,7 @@ TEST_F(ChildOutputTest, LongLinesAreCutAtFourKiB) {
   ASSERT_THAT(out_->Drain(), IsOk());
   EXPECT_THAT(
       TakeLines(),
-      ElementsAre(Logged(exact), Logged(std::string(4096, 'a') + " [line cut]"),
-                  Logged("next")));
+      ElementsAre(Logged(exact), Logged(std::string(4096, 'a') + " [line cut]"), Logged("next")));
   EXPECT_EQ(out_->counts().cut, 6000u - 4096u + 1u);
 }
 
@@ -178,9 +174,8 @@ TEST_F(ChildOutputTest, RateLimitDropsWholeLinesAndReportsEachEpisodeOnce) {
   now_ += absl::Seconds(3);
   Write(Line(13, 100));
   ASSERT_THAT(out_->Drain(), IsOk());
-  EXPECT_THAT(TakeLines(),
-              ElementsAre(Logged("300 bytes of output dropped (rate limit)"),
-                          Logged(Line(13, 100).substr(0, 99))));
+  EXPECT_THAT(TakeLines(), ElementsAre(Logged("300 bytes of output dropped (rate limit)"),
+                                       Logged(Line(13, 100).substr(0, 99))));
 
   // A new episode, still open at EOF, is reported there.
   std::string flood;
@@ -242,8 +237,7 @@ TEST_F(ChildOutputTest, TheSinkRunsWithoutTheLockTailNeeds) {
 // Forks a child that writes `total` bytes of 1 KiB lines and then "the end\n"
 // to `write_end` with blocking writes, and exits 0. The child closes
 // `close_in_child` (the daemon's read end).
-pid_t StartWriter(int close_in_child, const UniqueFd& write_end,
-                  uint64_t total) {
+pid_t StartWriter(int close_in_child, const UniqueFd& write_end, uint64_t total) {
   const pid_t pid = ::fork();
   if (pid != 0) return pid;
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -291,17 +285,15 @@ TEST(ChildOutputChildTest, OneGiBFromAChildIsReadToTheEndAndMostlyDropped) {
   constexpr uint64_t kTotal = uint64_t{1} << 30;
   auto [r, w] = MakePipe();
   SinkTotals totals;
-  const ChildOutput::Limits
-      limits;  // the defaults: 64 KiB/s, 256 KiB burst, 4 MiB
-  auto out =
-      ChildOutput::Create(std::move(r), kTag, [&](std::string_view line) {
-        if (line.find("bytes of output dropped") != std::string_view::npos) {
-          totals.reports.emplace_back(line);
-          return;
-        }
-        ++totals.lines;
-        totals.bytes += line.size() - std::strlen(kPrefix) + 1;
-      });
+  const ChildOutput::Limits limits;  // the defaults: 64 KiB/s, 256 KiB burst, 4 MiB
+  auto out = ChildOutput::Create(std::move(r), kTag, [&](std::string_view line) {
+    if (line.find("bytes of output dropped") != std::string_view::npos) {
+      totals.reports.emplace_back(line);
+      return;
+    }
+    ++totals.lines;
+    totals.bytes += line.size() - std::strlen(kPrefix) + 1;
+  });
   ASSERT_THAT(out, IsOk());
   const absl::Time start = absl::Now();
   const pid_t child = StartWriter((*out)->fd(), w, kTotal);
@@ -313,18 +305,16 @@ TEST(ChildOutputChildTest, OneGiBFromAChildIsReadToTheEndAndMostlyDropped) {
   // The child wrote everything and exited: it was never left blocked on the
   // pipe.
   ASSERT_NE(status, -1) << "the writer did not finish within 50 s";
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "status " << status;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   const ChildOutput::Counts c = (*out)->counts();
   EXPECT_EQ(c.read, kTotal + 8);
 
   // What reached the log: at least the burst, at most what the bucket allowed
   // in the time taken, and never more than the cap.
   EXPECT_GE(totals.bytes, limits.burst_bytes - 1024);
-  EXPECT_LE(totals.bytes,
-            limits.burst_bytes +
-                limits.rate_bytes_per_second * absl::ToDoubleSeconds(took) +
-                64 * 1024);
+  EXPECT_LE(
+      totals.bytes,
+      limits.burst_bytes + limits.rate_bytes_per_second * absl::ToDoubleSeconds(took) + 64 * 1024);
   EXPECT_LE(totals.bytes, limits.burst_bytes + limits.lifetime_bytes);
   EXPECT_EQ(c.forwarded, totals.bytes);
   EXPECT_EQ(c.read, c.forwarded + c.dropped + c.cut);
@@ -333,11 +323,9 @@ TEST(ChildOutputChildTest, OneGiBFromAChildIsReadToTheEndAndMostlyDropped) {
   // The tail holds the very end, though that was dropped from the log.
   EXPECT_THAT((*out)->Tail(), EndsWith("the end\n"));
   EXPECT_EQ((*out)->Tail().size(), limits.tail_bytes);
-  std::printf(
-      "1 GiB drained in %s; %llu bytes in %llu lines logged, %zu reports\n",
-      absl::FormatDuration(took).c_str(),
-      static_cast<unsigned long long>(totals.bytes),
-      static_cast<unsigned long long>(totals.lines), totals.reports.size());
+  std::printf("1 GiB drained in %s; %llu bytes in %llu lines logged, %zu reports\n",
+              absl::FormatDuration(took).c_str(), static_cast<unsigned long long>(totals.bytes),
+              static_cast<unsigned long long>(totals.lines), totals.reports.size());
 }
 
 TEST(ChildOutputChildTest, CapHoldsAgainstAChildWhenTheRateNeverBinds) {
@@ -364,8 +352,7 @@ TEST(ChildOutputChildTest, CapHoldsAgainstAChildWhenTheRateNeverBinds) {
   const pid_t child = StartWriter((*out)->fd(), w, kTotal);
   ASSERT_GT(child, 0);
   w.reset();
-  const int status =
-      DrainUntilEof(**out, child, absl::Now() + absl::Seconds(50));
+  const int status = DrainUntilEof(**out, child, absl::Now() + absl::Seconds(50));
   ASSERT_NE(status, -1) << "the writer did not finish within 50 s";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
@@ -373,15 +360,31 @@ TEST(ChildOutputChildTest, CapHoldsAgainstAChildWhenTheRateNeverBinds) {
   EXPECT_LE(totals.bytes, limits.lifetime_bytes);
   EXPECT_GT(totals.bytes, limits.lifetime_bytes - 1024);
   ASSERT_EQ(totals.reports.size(), 1u);
-  EXPECT_THAT(
-      totals.reports[0],
-      HasSubstr(
-          "bytes of output dropped (cap reached: later output is dropped)"));
+  EXPECT_THAT(totals.reports[0],
+              HasSubstr("bytes of output dropped (cap reached: later output is dropped)"));
   EXPECT_FALSE(line_after_cap);
   EXPECT_THAT((*out)->Tail(), EndsWith("the end\n"));
   const ChildOutput::Counts c = (*out)->counts();
   EXPECT_EQ(c.read, kTotal + 8);
   EXPECT_EQ(c.dropped, kTotal + 8 - c.forwarded);
+}
+
+}  // namespace
+}  // namespace forkpool
+
+namespace forkpool {
+namespace {
+
+TEST(LogBudgetTest, TakesWhatTheBucketHoldsAndRefillsAtItsRate) {
+  LogBudget budget(/*rate_bytes_per_second=*/1000, /*burst_bytes=*/5000);
+  const absl::Time t0 = absl::FromUnixSeconds(100);
+  EXPECT_TRUE(budget.TryTake(5000, t0));
+  EXPECT_FALSE(budget.TryTake(1, t0)) << "the burst is spent";
+  EXPECT_FALSE(budget.TryTake(600, t0 + absl::Milliseconds(500)));  // 500 earned
+  EXPECT_TRUE(budget.TryTake(500, t0 + absl::Milliseconds(500)));
+  // Never more than the burst, however long it rested.
+  EXPECT_FALSE(budget.TryTake(5001, t0 + absl::Hours(1)));
+  EXPECT_TRUE(budget.TryTake(5000, t0 + absl::Hours(1)));
 }
 
 }  // namespace

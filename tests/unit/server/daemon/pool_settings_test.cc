@@ -44,11 +44,11 @@ TEST(NormalizePoolSettingsTest, ZeroProcessesBecomesTheCpuCount) {
 TEST(NormalizePoolSettingsTest, ForkIsRefusedAsUnsafe) {
   v1::PoolSettings s = Valid();
   s.set_start_method(v1::START_METHOD_FORK);
-  EXPECT_THAT(NormalizePoolSettings(&s),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("pool 'workers'"), HasSubstr("'fork'"),
-                             HasSubstr("multi-threaded"), HasSubstr("deadlock"),
-                             HasSubstr("forkserver"))));
+  EXPECT_THAT(
+      NormalizePoolSettings(&s),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("pool 'workers'"), HasSubstr("'fork'"), HasSubstr("multi-threaded"),
+                     HasSubstr("deadlock"), HasSubstr("forkserver"))));
 }
 
 TEST(NormalizePoolSettingsTest, ExplicitForkserverIsKept) {
@@ -75,10 +75,9 @@ TEST(NormalizePoolSettingsTest, UnknownStartMethodIsInvalid) {
 TEST(NormalizePoolSettingsTest, NegativeProcessesIsInvalid) {
   v1::PoolSettings s = Valid();
   s.set_processes(-1);
-  EXPECT_THAT(NormalizePoolSettings(&s),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("pool 'workers'"), HasSubstr("processes"),
-                             HasSubstr("-1"))));
+  EXPECT_THAT(NormalizePoolSettings(&s), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                  AllOf(HasSubstr("pool 'workers'"),
+                                                        HasSubstr("processes"), HasSubstr("-1"))));
   EXPECT_EQ(s.processes(), -1) << "a refused value should not be replaced";
 }
 
@@ -99,9 +98,8 @@ TEST(NormalizePoolSettingsTest, NegativeLimitsAreInvalid) {
                        AllOf(HasSubstr("max_tasks_per_child"), HasSubstr("-2"))));
   s = Valid();
   s.set_max_queued(-3);
-  EXPECT_THAT(NormalizePoolSettings(&s),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("max_queued"), HasSubstr("-3"))));
+  EXPECT_THAT(NormalizePoolSettings(&s), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                  AllOf(HasSubstr("max_queued"), HasSubstr("-3"))));
 }
 
 TEST(NormalizePoolSettingsTest, NoLibrariesIsInvalid) {
@@ -113,8 +111,8 @@ TEST(NormalizePoolSettingsTest, NoLibrariesIsInvalid) {
 
 TEST(NormalizePoolSettingsTest, BadNamesAreInvalid) {
   for (const std::string& name :
-       {std::string(""), std::string(65, 'a'), std::string("has space"),
-        std::string("a/b"), std::string("caf\xc3\xa9"), std::string("x\n")}) {
+       {std::string(""), std::string(65, 'a'), std::string("has space"), std::string("a/b"),
+        std::string("caf\xc3\xa9"), std::string("x\n")}) {
     v1::PoolSettings s = Valid();
     s.set_name(name);
     EXPECT_THAT(NormalizePoolSettings(&s),
@@ -145,6 +143,44 @@ TEST(StartMethodNameTest, NamesEachMethod) {
   EXPECT_EQ(StartMethodName(v1::START_METHOD_SPAWN), "spawn");
   EXPECT_EQ(StartMethodName(v1::START_METHOD_FORK), "fork");
   EXPECT_EQ(StartMethodName(v1::START_METHOD_UNSPECIFIED), "forkserver");
+}
+
+TEST(NormalizePoolSettingsTest, RelativeLibraryPathsAreRefusedBareNamesAllowed) {
+  v1::PoolSettings s = Valid();
+  s.add_libraries("../lib/libx.so");
+  EXPECT_THAT(NormalizePoolSettings(&s),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("'../lib/libx.so'"), HasSubstr("relative path"))));
+  v1::PoolSettings bare = Valid();
+  bare.add_libraries("libtasks.so");
+  EXPECT_THAT(NormalizePoolSettings(&bare), IsOk());
+}
+
+TEST(NormalizePoolSettingsTest, InitargsPastTheCapAreRefusedNamingIt) {
+  v1::PoolSettings s = Valid();
+  s.mutable_initargs()->set_data(std::string(kMaxInitargsBytes + 1, 'x'));
+  EXPECT_THAT(NormalizePoolSettings(&s),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("initargs of 1048577 bytes")));
+  s.mutable_initargs()->set_data(std::string(kMaxInitargsBytes, 'x'));
+  EXPECT_THAT(NormalizePoolSettings(&s), IsOk());
+}
+
+TEST(NormalizePoolSettingsTest, WorkerCommandIsForSpawnPoolsWithAnAbsoluteProgram) {
+  v1::PoolSettings forkserver = Valid();
+  forkserver.add_worker_command("/usr/bin/worker");
+  EXPECT_THAT(NormalizePoolSettings(&forkserver),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spawn pools")));
+  v1::PoolSettings relative = Valid();
+  relative.set_start_method(v1::START_METHOD_SPAWN);
+  relative.add_worker_command("worker");
+  EXPECT_THAT(NormalizePoolSettings(&relative),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("absolute path")));
+  v1::PoolSettings ok = Valid();
+  ok.set_start_method(v1::START_METHOD_SPAWN);
+  ok.add_worker_command("/usr/bin/python3");
+  ok.add_worker_command("-m");
+  ok.add_worker_command("forkpool.worker");
+  EXPECT_THAT(NormalizePoolSettings(&ok), IsOk());
 }
 
 }  // namespace
