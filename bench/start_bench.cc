@@ -38,8 +38,12 @@ double LoggedReadyMs(const std::string& log, const std::string& pool) {
     const std::string line = log.substr(at, eol == std::string::npos ? eol : eol - at);
     const size_t in = line.find(" workers ready in ");
     if (in != std::string::npos) {
+      // "X" or "X (its helper started in ...)".
+      const std::string rest = line.substr(in + 18);
       absl::Duration d;
-      if (absl::ParseDuration(line.substr(in + 18), &d)) return absl::ToDoubleMilliseconds(d);
+      if (absl::ParseDuration(rest.substr(0, rest.find(' ')), &d)) {
+        return absl::ToDoubleMilliseconds(d);
+      }
     }
     at = log.find(prefix, at + 1);
   }
@@ -62,8 +66,10 @@ double AwaitIdle(const Client& client, const std::string& name, int n, Clock::ti
 
 int Main() {
   const int reps = Reps();
-  std::printf("start_bench: worker start from forkpool's fork helper vs Python "
-              "multiprocessing; medians of %d reps\n", reps);
+  std::printf(
+      "start_bench: worker start from forkpool's fork helper vs Python "
+      "multiprocessing; medians of %d reps\n",
+      reps);
 
   // 1. Daemon start to "2 workers ready".
   std::vector<double> daemon_wall_ms, daemon_logged_ms;
@@ -75,8 +81,8 @@ int Main() {
       if (Clock::now() > deadline) Die("no 'workers ready' line in the log:\n" + d.log());
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    daemon_wall_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() -
-                                                                      d.started()).count());
+    daemon_wall_ms.push_back(
+        std::chrono::duration<double, std::milli>(Clock::now() - d.started()).count());
     daemon_logged_ms.push_back(logged);
     d.Stop();
   }
@@ -101,7 +107,8 @@ int Main() {
   }
   const std::string log = daemon.log();
   for (int r = 0; r < reps; ++r) {
-    for (int n : {1, 2}) logged_ms[n].push_back(LoggedReadyMs(log, absl::StrCat("start-", n, "-", r)));
+    for (int n : {1, 2})
+      logged_ms[n].push_back(LoggedReadyMs(log, absl::StrCat("start-", n, "-", r)));
   }
 
   // 3. Recycling: every task in a fresh worker.
@@ -168,7 +175,8 @@ int Main() {
     const std::string pool = absl::StrCat("Pool(", n, ")");
     PrintComparison("CreatePool(" + std::to_string(n) + ") -> all IDLE vs py forkserver " + pool,
                     "ms", Median(ready_ms[n]),
-                    JsonNumber(py, absl::StrCat("forkserver_pool", n, "_ready_ms")), Better::kLower);
+                    JsonNumber(py, absl::StrCat("forkserver_pool", n, "_ready_ms")),
+                    Better::kLower);
     PrintReps("forkpool", ready_ms[n]);
     PrintComparison("  same vs py fork " + pool, "ms", Median(ready_ms[n]),
                     JsonNumber(py, absl::StrCat("fork_pool", n, "_ready_ms")), Better::kLower);
@@ -185,9 +193,8 @@ int Main() {
   PrintComparison("recycle, max_tasks_per_child=1, pool of 2", "tasks/s", Median(recycle_rates),
                   JsonNumber(py, "forkserver_recycle_tasks_per_s"), Better::kHigher);
   PrintReps("forkpool", recycle_rates);
-  PrintComparison("  same vs py fork Pool(2, maxtasksperchild=1)", "tasks/s",
-                  Median(recycle_rates), JsonNumber(py, "fork_recycle_tasks_per_s"),
-                  Better::kHigher);
+  PrintComparison("  same vs py fork Pool(2, maxtasksperchild=1)", "tasks/s", Median(recycle_rates),
+                  JsonNumber(py, "fork_recycle_tasks_per_s"), Better::kHigher);
   PrintComparison("recycle, pool of 1, sequential Apply", "ms/task", Median(recycle_seq_ms),
                   JsonNumber(py, "forkserver_process_start_join_ms"), Better::kLower);
   std::printf("    (vs py forkserver Process start/join per process)\n");

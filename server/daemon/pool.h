@@ -84,6 +84,9 @@ struct Pool {
   // death): drives the restart back-off.
   int failed_starts = 0;
   absl::Time created_at;
+  // When its first helper was running and when it had loaded (for the ready log).
+  absl::Time helper_started_at;
+  absl::Time loaded_at;
   bool reported_ready = false;
 };
 

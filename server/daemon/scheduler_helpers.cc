@@ -78,6 +78,7 @@ void Scheduler::OnPoolHelperStarted(const std::string& name, uint64_t attempt,
       } else {
         if (pool->helper) pool->helper->Close();  // never two helpers for one pool
         pool->helper = *channel;
+        if (!pool->loaded) pool->helper_started_at = absl::Now();
         internal::ToHelper request;
         internal::LoadPool* load = request.mutable_load_pool();
         load->set_pool(name);
@@ -139,6 +140,7 @@ void Scheduler::OnPoolLoaded(const std::string& name, uint64_t attempt,
       for (const auto& f : reply->pool_loaded().functions()) pool->functions.insert(f);
       const bool first = !pool->loaded;
       pool->loaded = true;
+      if (first) pool->loaded_at = absl::Now();
       if (pool->state != v1::POOL_STATE_READY && !first) {
         Log("pool '", name, "': loaded again by a new helper (pid ", pool->helper->pid(), ")");
       }

@@ -303,8 +303,12 @@ void Scheduler::OnWorkerMessage(Pool& pool, WorkerSlot& w, internal::FromWorker&
         }
         if (ready >= pool.settings.processes()) {
           pool.reported_ready = true;
+          const absl::Time now = absl::Now();
           Log("pool '", pool.settings.name(), "': ", ready, " workers ready in ",
-              absl::FormatDuration(absl::Now() - pool.created_at));
+              absl::FormatDuration(now - pool.created_at), " (its helper started in ",
+              absl::FormatDuration(pool.helper_started_at - pool.created_at), ", loaded in ",
+              absl::FormatDuration(pool.loaded_at - pool.helper_started_at),
+              ", workers started in ", absl::FormatDuration(now - pool.loaded_at), ")");
         }
       }
       return;

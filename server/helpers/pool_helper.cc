@@ -224,6 +224,7 @@ class PoolHelper {
 
   absl::Status Load(const internal::LoadPool& load, internal::PoolLoaded* out) {
     if (loaded_) return absl::FailedPreconditionError("a pool helper loads one pool only");
+    SetProcessTitle(absl::StrCat("forkpool-helper: pool ", load.pool()), "forkpool-helper");
     identity_.pool = load.pool();
     identity_.initializer = load.initializer();
     identity_.initargs = load.initargs();
@@ -285,7 +286,10 @@ class PoolHelper {
 void RunPoolHelper(pid_t daemon_pid, const std::string& pool) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != daemon_pid) ::_exit(1);
-  SetProcessTitle(absl::StrCat("forkpool-helper: pool ", pool), "forkpool-helper");
+  // Made in advance, it learns its pool from LoadPool.
+  SetProcessTitle(pool.empty() ? std::string("forkpool-helper: spare")
+                               : absl::StrCat("forkpool-helper: pool ", pool),
+                  "forkpool-helper");
   if (const int threads = CountThreads(); threads != 1) {
     HelperLog(kWho, absl::StrCat("started with ", threads, " threads; leaving"));
     ::_exit(1);

@@ -293,7 +293,22 @@ std::set<pid_t> WorkerPidsOf(pid_t daemon) {
 
 std::set<pid_t> HelperPidsOf(pid_t daemon) {
   std::set<pid_t> out;
-  for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-helper")) out.insert(p.pid);
+  for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-helper")) {
+    if (!IsSpareHelper(p.pid)) out.insert(p.pid);
+  }
+  return out;
+}
+
+bool IsSpareHelper(pid_t pid) {
+  return absl::StartsWith(ReadFile(absl::StrCat("/proc/", pid, "/cmdline")),
+                          "forkpool-helper: spare");
+}
+
+std::set<pid_t> SpareHelperPidsOf(pid_t daemon) {
+  std::set<pid_t> out;
+  for (const ProcInfo& p : ChildrenOf(daemon, "forkpool-helper")) {
+    if (IsSpareHelper(p.pid)) out.insert(p.pid);
+  }
   return out;
 }
 

@@ -162,7 +162,11 @@ std::vector<ProcInfo> ChildrenOf(pid_t parent, const std::string& comm = "");
 // Pids of the live `forkpool-worker` children of `daemon`, and of its live
 // `forkpool-helper` children.
 std::set<pid_t> WorkerPidsOf(pid_t daemon);
+// (HelperPidsOf leaves out the spare pool helper forkpoold keeps made in advance,
+// "forkpool-helper: spare", which loads nothing until a CreatePool takes it.)
 std::set<pid_t> HelperPidsOf(pid_t daemon);
+std::set<pid_t> SpareHelperPidsOf(pid_t daemon);
+bool IsSpareHelper(pid_t pid);
 
 // Live (non-zombie) descendants of `root` according to /proc: its children, their
 // children, and so on (not `root` itself).

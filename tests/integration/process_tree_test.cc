@@ -282,10 +282,14 @@ TEST_F(FaultTest, KilledHelperIsReplacedAndRunningWorkersSurvive) {
 // --- 6. daemon death
 // -------------------------------------------------------------------
 
-// The daemon's helpers and workers, as /proc shows them.
+// The daemon's helpers (the spare too, once there is one) and workers, as /proc
+// shows them.
 std::set<pid_t> Descendants(pid_t daemon) {
+  EXPECT_TRUE(PollUntil([&] { return SpareHelperPidsOf(daemon).size() == 1; }))
+      << "no spare pool helper";
   std::set<pid_t> out = WorkerPidsOf(daemon);
   for (pid_t h : HelperPidsOf(daemon)) out.insert(h);
+  for (pid_t h : SpareHelperPidsOf(daemon)) out.insert(h);
   return out;
 }
 
@@ -296,7 +300,7 @@ TEST_F(FaultTest, SigtermDrainsARunningTaskThenExitsZeroLeavingNothing) {
   ASSERT_THAT(task, IsOk());
   const v1::TaskResult running = AwaitRunning(*task);
   const std::set<pid_t> recorded = Descendants(daemon);
-  ASSERT_EQ(recorded.size(), 4u) << Pids(recorded);  // 2 workers, 2 helpers
+  ASSERT_EQ(recorded.size(), 5u) << Pids(recorded);  // 2 workers, root, pool, spare
   ASSERT_EQ(recorded.count(running.worker_pid()), 1u);
 
   // A waiter parked in the daemon before the signal gets the drained task's
@@ -336,7 +340,7 @@ TEST_F(FaultTest, SigkillOfTheDaemonLeavesNoHelperOrWorkerBehind) {
   ASSERT_THAT(task, IsOk());
   AwaitRunning(*task);
   const std::set<pid_t> recorded = Descendants(daemon);
-  ASSERT_EQ(recorded.size(), 5u) << Pids(recorded);  // 3 workers, 2 helpers
+  ASSERT_EQ(recorded.size(), 6u) << Pids(recorded);  // 3 workers, root, pool, spare
 
   ASSERT_EQ(::kill(daemon, SIGKILL), 0);
   absl::StatusOr<int> status = daemon_->AwaitExit(absl::Seconds(10));

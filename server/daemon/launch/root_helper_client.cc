@@ -75,13 +75,54 @@ pid_t RootHelperClient::pid() const {
 
 void RootHelperClient::StartPoolHelper(const std::string& pool,
                                        std::function<void(absl::StatusOr<HelperProcess>)> done) {
+  std::optional<HelperProcess> spare;
+  {
+    absl::MutexLock lock(&mu_);
+    spare.swap(spare_);
+  }
+  if (spare) {
+    // Its owner registers it again when it watches it.
+    children_->Remove(spare->pid);
+    loop_->Post([done, p = std::make_shared<HelperProcess>(*std::move(spare))]() mutable {
+      done(std::move(*p));
+    });
+  } else {
+    Ask(std::move(done));
+  }
+  RequestSpare();
+}
+
+void RootHelperClient::RequestSpare() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_ || spare_ || spare_requested_) return;
+    spare_requested_ = true;
+  }
+  Ask([this](absl::StatusOr<HelperProcess> p) {
+    absl::MutexLock lock(&mu_);
+    spare_requested_ = false;
+    if (!p.ok()) return;  // tried again at the next StartPoolHelper
+    // A spare is forkpoold's child that nobody watches yet: registered, so that the
+    // OrphanReaper leaves it alone.
+    children_->Add(p->pid);
+    if (stopped_ || spare_) {
+      (void)PidfdSignal(p->pidfd.get(), SIGKILL);
+      if (WaitPidfd(p->pidfd.get(), absl::Seconds(1))) (void)ReapPidfd(p->pidfd.get());
+      children_->Remove(p->pid);
+      return;
+    }
+    spare_ = *std::move(p);
+  });
+}
+
+void RootHelperClient::Ask(std::function<void(absl::StatusOr<HelperProcess>)> done) {
   std::shared_ptr<HelperChannel> channel;
   {
     absl::MutexLock lock(&mu_);
     channel = channel_;
   }
   internal::ToHelper request;
-  request.mutable_start_pool_helper()->set_pool(pool);
+  request.mutable_start_pool_helper();
   auto reply = [done](absl::StatusOr<internal::FromHelper> r, std::vector<UniqueFd> fds) {
     if (!r.ok()) {
       done(absl::UnavailableError(absl::StrCat("root helper: ", r.status().message())));
@@ -175,12 +216,19 @@ absl::StatusOr<HelperProcess> RootHelperClient::Respawn() {
 
 void RootHelperClient::Stop() {
   std::shared_ptr<HelperChannel> channel;
+  std::optional<HelperProcess> spare;
   {
     absl::MutexLock lock(&mu_);
     stopped_ = true;
     channel = std::move(channel_);
+    spare.swap(spare_);
   }
   if (channel) channel->Close();
+  if (spare) {
+    (void)PidfdSignal(spare->pidfd.get(), SIGKILL);
+    if (WaitPidfd(spare->pidfd.get(), absl::Seconds(1))) (void)ReapPidfd(spare->pidfd.get());
+    children_->Remove(spare->pid);
+  }
 }
 
 }  // namespace forkpool

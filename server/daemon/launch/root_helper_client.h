@@ -8,6 +8,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,10 @@ class RootHelperClient {
 
  private:
   void Attach(HelperProcess process);
+  // Asks the root helper for the next spare unless one is there or on its way.
+  void RequestSpare();
+  // Sends StartPoolHelper; `done` gets the new helper.
+  void Ask(std::function<void(absl::StatusOr<HelperProcess>)> done);
   void OnLost(const std::string& why);
   absl::StatusOr<HelperProcess> Respawn();
 
@@ -55,6 +60,8 @@ class RootHelperClient {
   mutable absl::Mutex mu_;
   std::shared_ptr<HelperChannel> channel_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<HelperProcess> spare_ ABSL_GUARDED_BY(mu_);
+  bool spare_requested_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<absl::Time> losses_;  // loop thread only
 };
 
