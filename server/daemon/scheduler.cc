@@ -426,19 +426,8 @@ void Scheduler::BeginDrain() {
     absl::MutexLock lock(&mu_);
     draining_ = true;
     for (auto& [name, pool] : pools_) {
-      for (const PendingWork& work : pool->pending) {
-        if (work.chunk) {
-          FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_CANCELLED,
-                               "cancelled: forkpoold is shutting down", nullptr);
-          continue;
-        }
-        Task* task = tasks_.Find(work.task_id);
-        if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
-        task->result.set_error("cancelled: forkpoold is shutting down");
-        FinishLocked(pool.get(), *task, v1::TASK_STATE_CANCELLED, &notify);
-      }
-      pool->pending.clear();
-      pool->queued = 0;
+      EndPendingLocked(*pool, v1::TASK_STATE_CANCELLED, "cancelled: forkpoold is shutting down",
+                       &notify);
     }
     // A CreatePool still loading is answered now: the server's shutdown waits for
     // every call, and a hanging library would hold it for the whole --load_timeout.

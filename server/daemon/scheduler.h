@@ -244,6 +244,9 @@ class Scheduler {
   // After a worker loss or time-out: retries the task if it may, else ends it.
   void RetryOrFinishLocked(Pool& pool, Task& task, v1::TaskState state, Notify* notify)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends every queued task and map chunk of `pool` in `state` with error `why`.
+  void EndPendingLocked(Pool& pool, v1::TaskState state, const std::string& why, Notify* notify)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends every queued and running piece of work of `pool` as CANCELLED and
   // kills its workers.
   void TerminateLocked(Pool& pool, const std::string& why, Notify* notify)

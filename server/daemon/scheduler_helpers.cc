@@ -252,20 +252,7 @@ void Scheduler::FailStrandedWorkLocked(Pool& pool, Notify* notify) {
   if (pool.state != v1::POOL_STATE_FAILED || LiveWorkersLocked(pool) > 0) return;
   const std::string why =
       absl::StrCat("pool '", pool.settings.name(), "' failed: ", pool.last_error);
-  for (const PendingWork& work : pool.pending) {
-    if (work.chunk) {
-      if (!work.chunk->job->cancelled()) {
-        FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_FAILED, why, nullptr);
-      }
-      continue;
-    }
-    Task* task = tasks_.Find(work.task_id);
-    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
-    task->result.set_error(why);
-    FinishLocked(&pool, *task, v1::TASK_STATE_FAILED, notify);
-  }
-  pool.pending.clear();
-  pool.queued = 0;
+  EndPendingLocked(pool, v1::TASK_STATE_FAILED, why, notify);
 }
 
 void Scheduler::StartMissingWorkersLocked(Pool& pool) {

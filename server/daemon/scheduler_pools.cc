@@ -126,22 +126,27 @@ absl::StatusOr<v1::PoolInfo> Scheduler::ClosePool(const std::string& name) {
   return info;
 }
 
-void Scheduler::TerminateLocked(Pool& pool, const std::string& why, Notify* notify) {
-  pool.closed = true;
+void Scheduler::EndPendingLocked(Pool& pool, v1::TaskState state, const std::string& why,
+                                 Notify* notify) {
   for (const PendingWork& work : pool.pending) {
     if (work.chunk) {
       if (!work.chunk->job->cancelled()) {
-        FailChunkItemsLocked(*work.chunk, 0, v1::TASK_STATE_CANCELLED, why, nullptr);
+        FailChunkItemsLocked(*work.chunk, 0, state, why, nullptr);
       }
       continue;
     }
     Task* task = tasks_.Find(work.task_id);
     if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
     task->result.set_error(why);
-    FinishLocked(&pool, *task, v1::TASK_STATE_CANCELLED, notify);
+    FinishLocked(&pool, *task, state, notify);
   }
   pool.pending.clear();
   pool.queued = 0;
+}
+
+void Scheduler::TerminateLocked(Pool& pool, const std::string& why, Notify* notify) {
+  pool.closed = true;
+  EndPendingLocked(pool, v1::TASK_STATE_CANCELLED, why, notify);
   for (auto& [key, w] : pool.workers) {
     if (w.state == v1::WORKER_STATE_BUSY) {
       if (w.chunk) {

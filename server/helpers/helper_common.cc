@@ -53,6 +53,25 @@ void SendToDaemon(std::string_view who, const internal::FromHelper& reply, const
   }
 }
 
+internal::ToHelper ReceiveRequest(std::string_view who) {
+  // One per process. A pool helper inherits the root helper's, empty: the root helper
+  // has read the whole (one-packet) StartPoolHelper before it clones.
+  static ControlReader* const reader = new ControlReader();
+  absl::StatusOr<Packet> packet = reader->Next(kHelperControlFd);
+  if (!packet.ok()) {
+    if (!absl::IsNotFound(packet.status())) {
+      HelperLog(who, absl::StrCat("control socket: ", packet.status().message()));
+    }
+    ::_exit(0);
+  }
+  internal::ToHelper request;
+  if (!request.ParseFromString(packet->bytes)) {
+    HelperLog(who, "unparsable control message; leaving");
+    ::_exit(1);
+  }
+  return request;
+}
+
 void SendHello(std::string_view who, std::string_view role) {
   internal::FromHelper hello;
   hello.mutable_hello()->set_version(internal::CONTROL_VERSION_2);

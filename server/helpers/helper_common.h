@@ -24,6 +24,9 @@ std::string DescribeWaitStatus(int status);
 // gone.
 void SendToDaemon(std::string_view who, const internal::FromHelper& reply, const int* fds = nullptr,
                   int nfds = 0);
+// The next request from forkpoold; leaves the helper (exit 0) when forkpoold is gone or
+// closed the socket, and (exit 1) when it breaks the protocol.
+internal::ToHelper ReceiveRequest(std::string_view who);
 // Sends this helper's HelperHello.
 void SendHello(std::string_view who, std::string_view role);
 

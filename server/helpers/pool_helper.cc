@@ -161,20 +161,8 @@ class PoolHelper {
 
   [[noreturn]] void Run() {
     SendHello(kWho, "pool");
-    ControlReader reader;
     while (true) {
-      absl::StatusOr<Packet> packet = reader.Next(kHelperControlFd);
-      if (!packet.ok()) {
-        if (!absl::IsNotFound(packet.status())) {
-          HelperLog(kWho, absl::StrCat("control socket: ", packet.status().message()));
-        }
-        ::_exit(0);  // forkpoold is gone, closed us, or broke the protocol
-      }
-      ToHelper request;
-      if (!request.ParseFromString(packet->bytes)) {
-        HelperLog(kWho, "unparsable control message; leaving");
-        ::_exit(1);
-      }
+      const ToHelper request = ReceiveRequest(kWho);
       Handle(request);
     }
   }

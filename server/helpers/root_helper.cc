@@ -115,20 +115,8 @@ void RunRootHelper(UniqueFd control, pid_t daemon_pid, const std::vector<std::st
     ::_exit(1);
   }
   SendHello(kWho, "root");
-  ControlReader reader;
   while (true) {
-    absl::StatusOr<Packet> packet = reader.Next(kHelperControlFd);
-    if (!packet.ok()) {
-      if (!absl::IsNotFound(packet.status())) {
-        HelperLog(kWho, absl::StrCat("control socket: ", packet.status().message()));
-      }
-      ::_exit(0);
-    }
-    ToHelper request;
-    if (!request.ParseFromString(packet->bytes)) {
-      HelperLog(kWho, "unparsable control message; leaving");
-      ::_exit(1);
-    }
+    const ToHelper request = ReceiveRequest(kWho);
     FromHelper reply;
     reply.set_request_id(request.request_id());
     if (request.kind_case() != ToHelper::kStartPoolHelper) {

@@ -474,6 +474,21 @@ TEST_F(FaultTest, ResultsPastTheSizeCapExpireOldestFirst) {
               StatusIs(absl::StatusCode::kNotFound, "expired"));
 }
 
+// The helper under `daemon` whose /proc/PID/maps mentions `library`, polled for; 0
+// if none appears.
+pid_t AwaitHelperMappingOf(pid_t daemon, const std::string& library) {
+  pid_t found = 0;
+  PollUntil([&] {
+    for (pid_t h : HelperPidsOf(daemon)) {
+      if (ReadFile(absl::StrCat("/proc/", h, "/maps")).find(library) != std::string::npos) {
+        found = h;
+      }
+    }
+    return found != 0;
+  });
+  return found;
+}
+
 // The root helper killed while a pool loads (a library that takes a second to
 // load): the pool's own helper is forkpoold's child, not the root helper's, so
 // the load goes on and CreatePool succeeds; a new root helper serves later
@@ -488,18 +503,10 @@ TEST_F(FaultTest, RootHelperKilledWhileAPoolLoadsTheLoadGoesOn) {
   settings.add_libraries(FORKPOOL_SLOW_LOAD_TASKS_PATH);
   absl::StatusOr<v1::PoolInfo> created;
   std::thread create([&] { created = client_->CreatePool(settings); });
-  // Its helper is inside dlopen once the library is mapped (its constructor
-  // then sleeps for a second).
-  pid_t loading = 0;
-  ASSERT_TRUE(PollUntil([&] {
-    for (pid_t h : HelperPidsOf(daemon_->pid())) {
-      if (ReadFile(absl::StrCat("/proc/", h, "/maps")).find("slow_load_tasks") !=
-          std::string::npos) {
-        loading = h;
-      }
-    }
-    return loading != 0;
-  })) << "no helper started loading the slow library";
+  // Its helper is inside dlopen once the library is mapped (its constructor then
+  // sleeps for a second).
+  const pid_t loading = AwaitHelperMappingOf(daemon_->pid(), "slow_load_tasks");
+  ASSERT_GT(loading, 0) << "no helper started loading the slow library";
   EXPECT_NE(loading, root);
   EXPECT_EQ(ReadFile(absl::StrCat("/proc/", root, "/maps")).find("slow_load_tasks"),
             std::string::npos);
@@ -525,16 +532,8 @@ TEST_F(FaultTest, PoolHelperKilledWhileLoadingFailsOnlyThatCreatePool) {
   settings.add_libraries(FORKPOOL_SLOW_LOAD_TASKS_PATH);
   absl::StatusOr<v1::PoolInfo> created;
   std::thread create([&] { created = client_->CreatePool(settings); });
-  pid_t loading = 0;
-  ASSERT_TRUE(PollUntil([&] {
-    for (pid_t h : HelperPidsOf(daemon_->pid())) {
-      if (ReadFile(absl::StrCat("/proc/", h, "/maps")).find("slow_load_tasks") !=
-          std::string::npos) {
-        loading = h;
-      }
-    }
-    return loading != 0;
-  }));
+  const pid_t loading = AwaitHelperMappingOf(daemon_->pid(), "slow_load_tasks");
+  ASSERT_GT(loading, 0);
   ASSERT_EQ(::kill(loading, SIGKILL), 0);
   create.join();
   ASSERT_THAT(created, StatusIs(absl::StatusCode::kFailedPrecondition, "while loading"));
