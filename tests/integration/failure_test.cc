@@ -327,6 +327,42 @@ TEST_F(FaultTest, ClientLeavingMidMapStopsItsWork) {
   EXPECT_THAT(client_->pool().Apply("square", "2"), IsOkAndHolds(std::string("4")));
 }
 
+// A cancelled map whose running item never gets back to the worker's loop (a task
+// that sleeps through its StopBatch): after the 5 s grace its worker is killed and
+// replaced, instead of holding a worker for nobody.
+TEST_F(FaultTest, CancelledMapItemThatDoesNotStopHasItsWorkerKilled) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
+  std::unique_ptr<v1::Tasks::Stub> stub = TasksStub(daemon_->address());
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::MapRequest request;
+  request.set_function("sleep");
+  request.set_inputs(PackWithProto(std::vector<std::string>(2, "60")));
+  request.set_chunksize(2);
+  std::unique_ptr<grpc::ClientReader<v1::MapResponse>> reader = stub->Map(context.get(), request);
+  pid_t busy = 0;
+  ASSERT_TRUE(PollUntil([&] {
+    absl::StatusOr<v1::PoolInfo> info = client_->DescribePool("default");
+    if (!info.ok() || info->busy() != 1) return false;
+    busy = info->workers(0).pid();
+    return busy != 0;
+  })) << "the map never ran";
+  const absl::Time cancelled = absl::Now();
+  context->TryCancel();
+  v1::MapResponse response;
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // Not before the grace (it was told to stop and may yet), well before the item's
+  // own 60 s.
+  EXPECT_THAT(AwaitGone({busy}, absl::Seconds(15)), IsEmpty());
+  const absl::Duration took = absl::Now() - cancelled;
+  EXPECT_GE(took, absl::Seconds(4)) << "killed before its grace";
+  EXPECT_LT(took, absl::Seconds(15));
+  EXPECT_EQ(AwaitIdleWorkers("default", 1, {busy}).size(), 1u);
+  EXPECT_THAT(daemon_->ReadLog(), HasSubstr("did not stop its cancelled map item"));
+}
+
 }  // namespace
 
 // --max_connections: past the cap a new connection is closed at once, and a
