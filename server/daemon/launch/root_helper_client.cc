@@ -99,19 +99,25 @@ void RootHelperClient::RequestSpare() {
     spare_requested_ = true;
   }
   Ask([this](absl::StatusOr<HelperProcess> p) {
-    absl::MutexLock lock(&mu_);
-    spare_requested_ = false;
-    if (!p.ok()) return;  // tried again at the next StartPoolHelper
-    // A spare is forkpoold's child that nobody watches yet: registered, so that the
-    // OrphanReaper leaves it alone.
-    children_->Add(p->pid);
-    if (stopped_ || spare_) {
-      (void)PidfdSignal(p->pidfd.get(), SIGKILL);
-      if (WaitPidfd(p->pidfd.get(), absl::Seconds(1))) (void)ReapPidfd(p->pidfd.get());
-      children_->Remove(p->pid);
-      return;
+    if (!p.ok()) {
+      absl::MutexLock lock(&mu_);
+      spare_requested_ = false;
+      return;  // tried again at the next StartPoolHelper
     }
-    spare_ = *std::move(p);
+    {
+      absl::MutexLock lock(&mu_);
+      spare_requested_ = false;
+      if (!stopped_ && !spare_) {
+        // A spare is forkpoold's child that nobody watches yet: registered, so that
+        // the OrphanReaper leaves it alone.
+        children_->Add(p->pid);
+        spare_ = *std::move(p);
+        return;
+      }
+    }
+    // Not wanted (stopping): ended and reaped here, without the lock.
+    (void)PidfdSignal(p->pidfd.get(), SIGKILL);
+    if (WaitPidfd(p->pidfd.get(), absl::Seconds(1))) (void)ReapPidfd(p->pidfd.get());
   });
 }
 
