@@ -166,12 +166,16 @@ void Scheduler::OnWorkerForked(const std::string& name, uint64_t key,
 
 void Scheduler::ReapLaterLocked(UniqueFd pidfd) {
   const int fd = pidfd.get();
+  // Owned, so that the OrphanReaper does not take (and reap) it too.
+  const pid_t pid = PidfdPid(fd).value_or(0);
+  if (pid > 0) children_->Add(pid);
   orphans_.emplace(fd, std::move(pidfd));
-  absl::Status s = loop_->Watch(fd, EPOLLIN, [this, fd](uint32_t) {
+  absl::Status s = loop_->Watch(fd, EPOLLIN, [this, fd, pid](uint32_t) {
     absl::MutexLock lock(&mu_);
     auto it = orphans_.find(fd);
     if (it == orphans_.end()) return;
     ReapPidfd(fd);
+    if (pid > 0) children_->Remove(pid);
     loop_->Unwatch(fd);
     orphans_.erase(it);
   });
