@@ -153,8 +153,8 @@ std::string WorkerProgram() {
   return absl::StrCat(DirName(std::string(exe, static_cast<size_t>(n))), "/forkpool-worker");
 }
 
-// True once no registered child but workers is left (the helpers have been
-// reaped).
+// True once every child forkpoold owns has been reaped (workers by KillAll, helpers by
+// their channels on the loop thread).
 bool HelperPidsGone(const ChildRegistry& children) { return children.empty(); }
 
 [[noreturn]] void Fail(const std::string& what, const absl::Status& status) {
