@@ -63,7 +63,7 @@ void OrphanReaper::Start() {
 }
 
 void OrphanReaper::Scan() {
-  std::set<pid_t> unknown;
+  std::map<pid_t, bool> unknown;  // pid -> named like one of ours
   if (DIR* dir = ::opendir("/proc")) {
     while (dirent* e = ::readdir(dir)) {
       int pid = 0;
@@ -72,14 +72,26 @@ void OrphanReaper::Scan() {
       std::string comm;
       if (!ReadParent(pid, &ppid, &pgid, &comm) || ppid != self_) continue;
       if (children_->Contains(pid)) continue;
-      unknown.insert(pid);
+      unknown.emplace(pid, comm.rfind("forkpool-", 0) == 0);
     }
     ::closedir(dir);
   }
   absl::MutexLock lock(&mu_);
   if (stopped_) return;
-  for (pid_t pid : unknown) {
-    if (!suspects_.count(pid) || ending_.count(pid) || children_->Contains(pid)) continue;
+  const absl::Time now = absl::Now();
+  std::map<pid_t, absl::Time> seen;
+  for (const auto& [pid, ours] : unknown) {
+    auto it = suspects_.find(pid);
+    const absl::Time first = it == suspects_.end() ? now : it->second;
+    seen.emplace(pid, first);
+    // Unknown in two scans in a row; one named like a helper or worker gets longer:
+    // it may be one just made whose helper's report the loop has not read yet (a
+    // busy machine can hold a helper that long), and killing it would fail a start.
+    const absl::Duration wait = ours ? kOwnNameGrace : kInterval;
+    if (it == suspects_.end() || now - first < wait || ending_.count(pid) ||
+        children_->Contains(pid)) {
+      continue;
+    }
     absl::StatusOr<UniqueFd> pidfd = PidfdOpen(pid);
     if (!pidfd.ok()) continue;  // gone meanwhile
     Log("ending process ", pid,
@@ -95,7 +107,7 @@ void OrphanReaper::Scan() {
     }
     ending_.emplace(pid, *std::move(pidfd));
   }
-  suspects_ = std::move(unknown);
+  suspects_ = std::move(seen);
   timer_ = loop_->AddTimer(absl::Now() + kInterval, [this] { Scan(); });
 }
 

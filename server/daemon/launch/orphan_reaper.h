@@ -26,6 +26,8 @@ class OrphanReaper {
   // row is adopted (one scan could race a worker whose helper's report is in
   // flight), so an adopted process ends within about two intervals.
   static constexpr absl::Duration kInterval = absl::Milliseconds(300);
+  // How long one named forkpool-helper or forkpool-worker must stay unknown.
+  static constexpr absl::Duration kOwnNameGrace = absl::Seconds(3);
 
   OrphanReaper(IoLoop* loop, ChildRegistry* children);
   ~OrphanReaper();
@@ -40,7 +42,8 @@ class OrphanReaper {
   ChildRegistry* const children_;
   const pid_t self_;
   absl::Mutex mu_;
-  std::set<pid_t> suspects_ ABSL_GUARDED_BY(mu_);          // unknown in the last scan
+  // Unknown in the last scan, and since when.
+  std::map<pid_t, absl::Time> suspects_ ABSL_GUARDED_BY(mu_);
   std::map<pid_t, UniqueFd> ending_ ABSL_GUARDED_BY(mu_);  // killed, awaiting reaping
   IoLoop::TimerId timer_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;

@@ -80,6 +80,12 @@ void RootHelperClient::StartPoolHelper(const std::string& pool,
     absl::MutexLock lock(&mu_);
     spare.swap(spare_);
   }
+  if (spare && WaitPidfd(spare->pidfd.get(), absl::ZeroDuration())) {
+    // The spare died waiting (something outside killed it): reaped, not handed out.
+    (void)ReapPidfd(spare->pidfd.get());
+    children_->Remove(spare->pid);
+    spare.reset();
+  }
   if (spare) {
     // Its owner registers it again when it watches it.
     children_->Remove(spare->pid);
