@@ -785,5 +785,29 @@ TEST_F(HelperIsolationTest, PoolRecreatedUnderTheSameNameGetsOneHelper) {
       << Pids(helpers);
 }
 
+// A task's forked child that left its worker's group and session (setsid, no exec: it
+// keeps the worker's name) outlives its worker: forkpoold adopts it and ends it
+// within about a second, not after the longer grace a just-made worker gets.
+TEST_F(HelperIsolationTest, ForkedChildOfADeadWorkerIsEndedWithinASecond) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1));
+  ASSERT_THAT(client_->CreatePool(Settings("fk", 1, {kExampleTasksPath, kTestTasksPath})), IsOk());
+  const std::set<pid_t> workers = AwaitIdleWorkers("fk", 1);
+  ASSERT_EQ(workers.size(), 1u);
+  absl::StatusOr<std::string> out = ApplyWithin("fk", "fork_stay", "");
+  ASSERT_THAT(out, IsOk());
+  int child = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(*out, &child)) << *out;
+  escaped_.insert(child);
+  ASSERT_TRUE(ProcessAlive(child));
+  EXPECT_EQ(ReadProc(child)->comm, "forkpool-worker");
+  // The worker dies (and its group with it); the child, in a session of its own, is
+  // left behind and adopted.
+  ASSERT_EQ(::kill(*workers.begin(), SIGKILL), 0);
+  const absl::Time killed = absl::Now();
+  EXPECT_THAT(AwaitGone({child}, absl::Seconds(10)), IsEmpty());
+  EXPECT_LT(absl::Now() - killed, absl::Milliseconds(2500));
+  EXPECT_EQ(AwaitIdleWorkers("fk", 1, workers).size(), 1u) << "the pool goes on";
+}
+
 }  // namespace
 }  // namespace forkpool::testing

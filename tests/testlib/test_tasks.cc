@@ -150,3 +150,16 @@ FORKPOOL_TASK(spew, ctx, input) {
   }
   return absl::StrCat(mib);
 }
+
+// Forks a child that leaves the worker's process group (setsid) and stays, without
+// exec, so it keeps the worker's name; returns its pid.
+FORKPOOL_TASK(fork_stay, ctx, input) {
+  const pid_t child = ::fork();
+  if (child < 0) return absl::ErrnoToStatus(errno, "fork(fork_stay)");
+  if (child == 0) {
+    ::setsid();
+    ::close_range(3, ~0U, 0);
+    for (;;) ::pause();
+  }
+  return absl::StrCat(child);
+}

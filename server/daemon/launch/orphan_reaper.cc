@@ -20,7 +20,7 @@ namespace forkpool {
 namespace {
 
 // ppid and pgid of `pid` from /proc/PID/stat; false if it is gone.
-bool ReadParent(pid_t pid, pid_t* ppid, pid_t* pgid, std::string* comm) {
+bool ReadParent(pid_t pid, pid_t* ppid, pid_t* pgid, pid_t* sid, std::string* comm) {
   char path[64];
   std::snprintf(path, sizeof(path), "/proc/%d/stat", pid);
   const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
@@ -36,8 +36,11 @@ bool ReadParent(pid_t pid, pid_t* ppid, pid_t* pgid, std::string* comm) {
   if (open_paren == nullptr || close_paren == nullptr) return false;
   comm->assign(open_paren + 1, close_paren);
   char state = 0;
-  int parent = 0, group = 0;
-  if (std::sscanf(close_paren + 1, " %c %d %d", &state, &parent, &group) != 3) return false;
+  int parent = 0, group = 0, session = 0;
+  if (std::sscanf(close_paren + 1, " %c %d %d %d", &state, &parent, &group, &session) != 4) {
+    return false;
+  }
+  *sid = session;
   // A zombie that is ours and unknown (adopted already dead) is reaped the same
   // way.
   *ppid = parent;
@@ -48,7 +51,11 @@ bool ReadParent(pid_t pid, pid_t* ppid, pid_t* pgid, std::string* comm) {
 }  // namespace
 
 OrphanReaper::OrphanReaper(IoLoop* loop, ChildRegistry* children)
-    : loop_(loop), children_(children), self_(::getpid()) {}
+    : loop_(loop),
+      children_(children),
+      self_(::getpid()),
+      self_pgid_(::getpgrp()),
+      self_sid_(::getsid(0)) {}
 
 OrphanReaper::~OrphanReaper() {
   absl::MutexLock lock(&mu_);
@@ -68,11 +75,16 @@ void OrphanReaper::Scan() {
     while (dirent* e = ::readdir(dir)) {
       int pid = 0;
       if (!absl::SimpleAtoi(e->d_name, &pid) || pid <= 0 || pid == self_) continue;
-      pid_t ppid = 0, pgid = 0;
+      pid_t ppid = 0, pgid = 0, sid = 0;
       std::string comm;
-      if (!ReadParent(pid, &ppid, &pgid, &comm) || ppid != self_) continue;
+      if (!ReadParent(pid, &ppid, &pgid, &sid, &comm) || ppid != self_) continue;
       if (children_->Contains(pid)) continue;
-      unknown.emplace(pid, comm.rfind("forkpool-", 0) == 0);
+      // Just made, a helper is still in forkpoold's process group and session, and a
+      // worker in its own group in forkpoold's session; a task's forked child of the
+      // same name (no exec) is in its dead worker's group (which forkpoold kills
+      // anyway) or, after setsid, in a session of its own.
+      const bool group_like_ours = (pgid == pid || pgid == self_pgid_) && sid == self_sid_;
+      unknown.emplace(pid, group_like_ours && comm.rfind("forkpool-", 0) == 0);
     }
     ::closedir(dir);
   }

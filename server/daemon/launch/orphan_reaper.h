@@ -41,6 +41,8 @@ class OrphanReaper {
   IoLoop* const loop_;
   ChildRegistry* const children_;
   const pid_t self_;
+  const pid_t self_pgid_;
+  const pid_t self_sid_;
   absl::Mutex mu_;
   // Unknown in the last scan, and since when.
   std::map<pid_t, absl::Time> suspects_ ABSL_GUARDED_BY(mu_);
