@@ -24,7 +24,7 @@ void Scheduler::StartPoolHelperLocked(Pool& pool) {
   // same name must not take the answers meant for its predecessor.
   const uint64_t attempt = pool.load_attempt = next_load_attempt_++;
   pool.loading_library.clear();
-  root_->StartPoolHelper(name, [this, name, attempt](absl::StatusOr<HelperProcess> p) {
+  root_->StartPoolHelper([this, name, attempt](absl::StatusOr<HelperProcess> p) {
     OnPoolHelperStarted(name, attempt, std::move(p), /*root_tries=*/3);
   });
 }
@@ -46,7 +46,7 @@ void Scheduler::OnPoolHelperStarted(const std::string& name, uint64_t attempt,
           Pool* pool = FindPoolLocked(name);
           if (pool == nullptr || pool->load_attempt != attempt) return;
           root_->StartPoolHelper(
-              name, [this, name, attempt, root_tries](absl::StatusOr<HelperProcess> p) {
+              [this, name, attempt, root_tries](absl::StatusOr<HelperProcess> p) {
                 OnPoolHelperStarted(name, attempt, std::move(p), root_tries - 1);
               });
         });

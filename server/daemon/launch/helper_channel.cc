@@ -188,8 +188,6 @@ void HelperChannel::ReadMessages() {
         Kill(absl::StrCat("speaks control version ", message.hello().version(),
                           "; forkpoold speaks ", internal::CONTROL_VERSION_2));
       }
-      absl::MutexLock lock(&mu_);
-      hello_ = true;
       continue;
     }
     {

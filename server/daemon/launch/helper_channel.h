@@ -103,13 +103,12 @@ class HelperChannel : public std::enable_shared_from_this<HelperChannel> {
   // What it writes (a library's constructor, say): logged with its name, rate-limited
   // and capped like a worker's output. Null when it shares forkpoold's stderr.
   std::unique_ptr<ChildOutput> output_;
-  ControlReader reader_;        // loop thread only
+  ControlReader reader_;  // loop thread only
 
   mutable absl::Mutex mu_;
   Callbacks callbacks_ ABSL_GUARDED_BY(mu_);
   ControlWriter writer_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool hello_ ABSL_GUARDED_BY(mu_) = false;
   bool exited_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::string kill_reason_ ABSL_GUARDED_BY(mu_);

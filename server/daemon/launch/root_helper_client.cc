@@ -73,8 +73,7 @@ pid_t RootHelperClient::pid() const {
   return channel_ ? channel_->pid() : 0;
 }
 
-void RootHelperClient::StartPoolHelper(const std::string& pool,
-                                       std::function<void(absl::StatusOr<HelperProcess>)> done) {
+void RootHelperClient::StartPoolHelper(std::function<void(absl::StatusOr<HelperProcess>)> done) {
   std::optional<HelperProcess> spare;
   {
     absl::MutexLock lock(&mu_);

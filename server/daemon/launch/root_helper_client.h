@@ -38,8 +38,7 @@ class RootHelperClient {
   absl::Status Start(HelperProcess first);
   // Asks for a new pool helper for `pool`; `done` runs on the loop thread with
   // it, or Unavailable when the root helper was lost meanwhile (try again).
-  void StartPoolHelper(const std::string& pool,
-                       std::function<void(absl::StatusOr<HelperProcess>)> done);
+  void StartPoolHelper(std::function<void(absl::StatusOr<HelperProcess>)> done);
   // Closes the root helper's socket; it leaves.
   void Stop();
   // The root helper's pid (0 while there is none).
