@@ -80,6 +80,9 @@ ABSL_FLAG(absl::Duration, stopped_grace, absl::Seconds(10),
           "a stopped "
           "worker gets no work meanwhile");
 ABSL_FLAG(int, max_workers, 2048, "most workers of all pools together");
+ABSL_FLAG(int64_t, max_initargs_bytes, 1 << 20,
+          "largest initializer argument a pool may hold (kept with the pool, sent to each "
+          "spawned worker)");
 ABSL_FLAG(std::vector<std::string>, env_deny, {},
           "environment variables helpers and workers do not inherit, comma-separated "
           "(systemd's NOTIFY_SOCKET, LISTEN_* and WATCHDOG_* never are)");
@@ -228,6 +231,8 @@ int Serve() {
   options.start_timeout = absl::GetFlag(FLAGS_start_timeout);
   options.stopped_grace = absl::GetFlag(FLAGS_stopped_grace);
   options.max_workers = std::max(1, absl::GetFlag(FLAGS_max_workers));
+  options.max_initargs_bytes =
+      static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_initargs_bytes)));
   options.nofile_soft_limit = nofile_soft_limit;
   options.worker_program = WorkerProgram();
   auto scheduler = std::make_unique<Scheduler>(loop->get(), options);

@@ -34,7 +34,7 @@ std::string StartMethodName(v1::StartMethod method) {
   }
 }
 
-absl::Status NormalizePoolSettings(v1::PoolSettings* s) {
+absl::Status NormalizePoolSettings(v1::PoolSettings* s, size_t max_initargs_bytes) {
   if (absl::Status st = ValidateName("pool", s->name()); !st.ok()) return st;
   const std::string pool = absl::StrCat("pool '", s->name(), "': ");
   if (s->processes() < 0 || s->processes() > 4096) {
@@ -93,10 +93,10 @@ absl::Status NormalizePoolSettings(v1::PoolSettings* s) {
                        "' is a relative path; give an absolute one (or a bare library name)"));
     }
   }
-  if (s->initargs().data().size() > kMaxInitargsBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(pool, "initargs of ", s->initargs().data().size(), " bytes; at most ",
-                     kMaxInitargsBytes, " (pass large data through a queue or a file)"));
+  if (s->initargs().data().size() > max_initargs_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        pool, "initargs of ", s->initargs().data().size(), " bytes; at most ", max_initargs_bytes,
+        " (--max_initargs_bytes; pass large data through a queue or a file)"));
   }
   if (!s->worker_command().empty()) {
     if (s->start_method() != v1::START_METHOD_SPAWN) {

@@ -14,11 +14,12 @@ inline constexpr char kDefaultPoolName[] = "default";
 
 // Checks `settings` and fills in defaults (processes = CPUs, start method =
 // forkserver). Errors name the pool and the field.
-// Largest initializer argument: it is kept with the pool, sent to every spawned
-// worker and shown by DescribePool.
+// Default largest initializer argument (--max_initargs_bytes): it is kept with the
+// pool, sent to every spawned worker and shown by DescribePool.
 inline constexpr size_t kMaxInitargsBytes = 1u << 20;
 
-absl::Status NormalizePoolSettings(v1::PoolSettings* settings);
+absl::Status NormalizePoolSettings(v1::PoolSettings* settings,
+                                   size_t max_initargs_bytes = kMaxInitargsBytes);
 // Checks a pool or queue name: [A-Za-z0-9_.-]{1,64}. `what` is "pool" or "queue".
 absl::Status ValidateName(const std::string& what, const std::string& name);
 // "forkserver", "spawn", "fork".

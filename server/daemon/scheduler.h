@@ -55,6 +55,8 @@ struct SchedulerOptions {
   // A cancelled map's running item that has not stopped by then has its worker
   // killed.
   absl::Duration cancel_grace = absl::Seconds(5);
+  // Largest initializer argument a pool may hold.
+  size_t max_initargs_bytes = size_t{1} << 20;
   // Most workers of all pools together; a pool past it is refused.
   int max_workers = 2048;
   // The soft RLIMIT_NOFILE forkpoold started with; workers get it back.

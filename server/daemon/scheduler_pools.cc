@@ -29,7 +29,7 @@ void Scheduler::CreatePool(v1::PoolSettings settings,
   if (settings.libraries().empty()) {
     for (const auto& lib : options_.default_libraries) settings.add_libraries(lib);
   }
-  absl::Status valid = NormalizePoolSettings(&settings);
+  absl::Status valid = NormalizePoolSettings(&settings, options_.max_initargs_bytes);
   if (!valid.ok()) {
     done(valid);
     return;

@@ -809,5 +809,16 @@ TEST_F(HelperIsolationTest, ForkedChildOfADeadWorkerIsEndedWithinASecond) {
   EXPECT_EQ(AwaitIdleWorkers("fk", 1, workers).size(), 1u) << "the pool goes on";
 }
 
+// Initializer arguments are bounded by --max_initargs_bytes: a larger one is refused
+// naming the flag, and no pool is made.
+TEST_F(HelperIsolationTest, InitargsPastTheFlagAreRefused) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(1, {"--max_initargs_bytes=1000"}));
+  v1::PoolSettings settings = Settings("big", 1, {kExampleTasksPath, kTestTasksPath}, "append_pid");
+  settings.mutable_initargs()->set_data(std::string(1001, 'x'));
+  EXPECT_THAT(client_->CreatePool(settings),
+              StatusIs(absl::StatusCode::kInvalidArgument, "--max_initargs_bytes"));
+  EXPECT_THAT(client_->DescribePool("big"), StatusIs(absl::StatusCode::kNotFound, "big"));
+}
+
 }  // namespace
 }  // namespace forkpool::testing

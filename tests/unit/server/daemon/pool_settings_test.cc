@@ -165,6 +165,16 @@ TEST(NormalizePoolSettingsTest, InitargsPastTheCapAreRefusedNamingIt) {
   EXPECT_THAT(NormalizePoolSettings(&s), IsOk());
 }
 
+TEST(NormalizePoolSettingsTest, InitargsCapIsTheCallersWhenGiven) {
+  v1::PoolSettings s = Valid();
+  s.mutable_initargs()->set_data(std::string(101, 'x'));
+  EXPECT_THAT(NormalizePoolSettings(&s, 100),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("initargs of 101 bytes; at most 100"),
+                             HasSubstr("--max_initargs_bytes"))));
+  EXPECT_THAT(NormalizePoolSettings(&s, 101), IsOk());
+}
+
 TEST(NormalizePoolSettingsTest, WorkerCommandIsForSpawnPoolsWithAnAbsoluteProgram) {
   v1::PoolSettings forkserver = Valid();
   forkserver.add_worker_command("/usr/bin/worker");
