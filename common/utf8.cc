@@ -2,10 +2,9 @@
 #include "common/utf8.h"
 
 namespace forkpool {
-namespace {
 
-// Length of the valid UTF-8 sequence at the start of `s`, or 0.
-size_t ValidSequence(absl::string_view s) {
+size_t Utf8SequenceLength(absl::string_view s) {
+  if (s.empty()) return 0;
   const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
   const unsigned char c = b(0);
   if (c < 0x80) return 1;
@@ -31,13 +30,11 @@ size_t ValidSequence(absl::string_view s) {
   return n;
 }
 
-}  // namespace
-
 std::string ValidUtf8(absl::string_view text) {
   std::string out;
   out.reserve(text.size());
   while (!text.empty()) {
-    const size_t n = ValidSequence(text);
+    const size_t n = Utf8SequenceLength(text);
     if (n == 0) {
       out.append("\xef\xbf\xbd");  // U+FFFD
       text.remove_prefix(1);

@@ -13,6 +13,11 @@ namespace forkpool {
 // invalid UTF-8 there).
 std::string ValidUtf8(absl::string_view text);
 
+// Length (1 to 4) of the valid UTF-8 sequence `text` starts with; 0 when `text` is
+// empty or starts with a byte that begins no valid sequence (a stray continuation
+// byte, an overlong form, a surrogate, past U+10FFFF, or a sequence cut short).
+size_t Utf8SequenceLength(absl::string_view text);
+
 }  // namespace forkpool
 
 #endif  // FORKPOOL_COMMON_UTF8_H_

@@ -5,7 +5,7 @@
 #include <chrono>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/str_cat.h"
+#include "server/daemon/task_options.h"
 
 namespace forkpool {
 
@@ -15,11 +15,7 @@ absl::StatusOr<absl::Time> WaitDeadline(bool has_timeout,
   const absl::Time now = absl::Now();
   absl::Time deadline = absl::InfiniteFuture();
   if (has_timeout) {
-    if (timeout.seconds() < 0 || timeout.nanos() < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "timeout must not be negative (got ", timeout.seconds(), "s ", timeout.nanos(),
-          "ns)"));
-    }
+    if (absl::Status s = ValidateDuration(timeout, "timeout"); !s.ok()) return s;
     deadline = now + absl::Seconds(timeout.seconds()) + absl::Nanoseconds(timeout.nanos());
   }
   const auto rpc = ctx.deadline();

@@ -49,7 +49,9 @@ class DeferredReactor : public grpc::ServerUnaryReactor {
 
 // How long a wait may last: `timeout` if present (absent = forever), clamped to the
 // RPC's own deadline minus a margin so the caller gets "not ready" rather than
-// DEADLINE_EXCEEDED. InvalidArgument for a negative timeout.
+// DEADLINE_EXCEEDED. InvalidArgument for a timeout that is negative, has nanos
+// outside [0, 1e9) or is longer than google.protobuf.Duration allows
+// (ValidateDuration).
 absl::StatusOr<absl::Time> WaitDeadline(bool has_timeout,
                                         const google::protobuf::Duration& timeout,
                                         const grpc::CallbackServerContext& ctx);

@@ -32,5 +32,16 @@ TEST(ValidUtf8, OverlongFormsAndSurrogatesAreInvalid) {
             std::string(kReplacement) + kReplacement + kReplacement + kReplacement);
 }
 
+TEST(Utf8SequenceLength, GivesTheLengthOfTheFirstCharacterOrZero) {
+  EXPECT_EQ(Utf8SequenceLength(""), 0u);
+  EXPECT_EQ(Utf8SequenceLength("ab"), 1u);
+  EXPECT_EQ(Utf8SequenceLength("\xc3\xbc!"), 2u);
+  EXPECT_EQ(Utf8SequenceLength("\xe2\x82\xac"), 3u);
+  EXPECT_EQ(Utf8SequenceLength("\xf0\x9f\x98\x80"), 4u);
+  EXPECT_EQ(Utf8SequenceLength("\x80"), 0u);      // a stray continuation byte
+  EXPECT_EQ(Utf8SequenceLength("\xe2\x82"), 0u);  // cut short
+  EXPECT_EQ(Utf8SequenceLength("\xc0\xaf"), 0u);  // overlong
+}
+
 }  // namespace
 }  // namespace forkpool
