@@ -3,22 +3,34 @@
 
 #include <unistd.h>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/daemon/task_options.h"
 
 namespace forkpool {
 
 absl::Status ValidateName(const std::string& what, const std::string& name) {
-  if (name.empty() || name.size() > 64) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " name '", name, "' must have 1 to 64 characters"));
+  if (name.empty() || name.size() > kMaxNameBytes) {
+    // Not echoed: it may be megabytes.
+    return absl::InvalidArgumentError(absl::StrCat(what, " name of ", name.size(),
+                                                   " bytes; it must have 1 to ", kMaxNameBytes,
+                                                   " characters"));
   }
   for (char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '_' || c == '-' || c == '.';
     if (!ok) {
       return absl::InvalidArgumentError(
-          absl::StrCat(what, " name '", name, "' may only hold letters, digits, '_', '-' and '.'"));
+          absl::StrCat(what, " name '", absl::CHexEscape(name),
+                       "' may only hold letters, digits, '_', '-' and '.'"));
     }
+  }
+  // Names become file and directory names (logs, cgroups) and command-line
+  // arguments: no "." or "..", nothing an option parser would take for a flag.
+  if (name == "." || name == ".." || name[0] == '-') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " name '", name, "' is refused: a name may not be '.' or '..' nor start with '-'"));
   }
   return absl::OkStatus();
 }
@@ -53,6 +65,22 @@ absl::Status NormalizePoolSettings(v1::PoolSettings* s, size_t max_initargs_byte
   if (s->max_queued() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(pool, "max_queued must not be negative, not ", s->max_queued()));
+  }
+  FORKPOOL_RETURN_IF_ERROR(
+      ValidateTaskOptions(s->task_defaults(), absl::StrCat(pool, "task_defaults")));
+  if (s->memory_limit_bytes() != 0 && s->memory_limit_bytes() < kMinMemoryLimitBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        pool, "memory_limit_bytes must be 0 (no cap) or at least ", kMinMemoryLimitBytes,
+        " (32 MiB: a forkserver worker needs that much address space to run), not ",
+        s->memory_limit_bytes()));
+  }
+  if (s->max_memory_per_child_bytes() != 0 &&
+      s->max_memory_per_child_bytes() < kMinMemoryPerChildBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pool, "max_memory_per_child_bytes must be 0 (never recycle) or at least ",
+                     kMinMemoryPerChildBytes,
+                     " (16 MiB: below it every worker is replaced after every task), not ",
+                     s->max_memory_per_child_bytes()));
   }
   switch (s->start_method()) {
     case v1::START_METHOD_UNSPECIFIED:

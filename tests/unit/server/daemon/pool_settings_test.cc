@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/status_matchers.h"
@@ -16,6 +17,7 @@ using ::forkpool::testing::IsOk;
 using ::forkpool::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 v1::PoolSettings Valid() {
   v1::PoolSettings s;
@@ -136,6 +138,109 @@ TEST(ValidateNameTest, ErrorsNameWhatAndTheName) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1 to 64")));
   EXPECT_THAT(ValidateName("pool", std::string(65, 'a')),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1 to 64")));
+}
+
+TEST(ValidateNameTest, DotsAndLeadingDashesAreRefusedNamingTheValue) {
+  for (const std::string name : {".", "..", "-", "--", "-rf", "-a.b"}) {
+    EXPECT_THAT(ValidateName("pool", name),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("pool name '" + name + "'"), HasSubstr("'-'"))))
+        << name;
+    EXPECT_THAT(ValidateName("queue", name),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("queue name '" + name)))
+        << name;
+  }
+  // Dots and dashes elsewhere stay allowed.
+  for (const char* name : {"a-", "a.b", "...", ".hidden", "x--y", "_-"}) {
+    EXPECT_THAT(ValidateName("pool", name), IsOk()) << name;
+  }
+}
+
+TEST(ValidateNameTest, ALongNameIsNotEchoed) {
+  const absl::Status s = ValidateName("queue", std::string(100000, 'q'));
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                          AllOf(HasSubstr("queue name of 100000 bytes"), HasSubstr("1 to 64"))));
+  EXPECT_LT(s.message().size(), 200u);
+}
+
+TEST(ValidateNameTest, ControlCharactersAreEscapedInTheError) {
+  const absl::Status s = ValidateName("pool", "a\nb\x01");
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'a\\nb\\x01'")));
+}
+
+TEST(NormalizePoolSettingsTest, DotAndDashNamesAreInvalid) {
+  for (const std::string name : {".", "..", "-", "-x"}) {
+    v1::PoolSettings s = Valid();
+    s.set_name(name);
+    EXPECT_THAT(NormalizePoolSettings(&s),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("pool name '" + name)))
+        << name;
+  }
+}
+
+TEST(NormalizePoolSettingsTest, TaskDefaultsAreValidatedAsTaskOptions) {
+  v1::PoolSettings ok = Valid();
+  ok.mutable_task_defaults()->mutable_time_limit()->set_seconds(60);
+  ok.mutable_task_defaults()->set_max_retries(3);
+  EXPECT_THAT(NormalizePoolSettings(&ok), IsOk());
+
+  v1::PoolSettings negative = Valid();
+  negative.mutable_task_defaults()->mutable_time_limit()->set_seconds(-1);
+  EXPECT_THAT(NormalizePoolSettings(&negative),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("pool 'workers': task_defaults: time_limit"),
+                             HasSubstr("negative"))));
+
+  v1::PoolSettings nanos = Valid();
+  nanos.mutable_task_defaults()->mutable_soft_time_limit()->set_nanos(1'000'000'000);
+  EXPECT_THAT(
+      NormalizePoolSettings(&nanos),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("task_defaults: soft_time_limit"), HasSubstr("nanos 1000000000"))));
+
+  v1::PoolSettings too_long = Valid();
+  too_long.mutable_task_defaults()->mutable_queue_deadline()->set_seconds(int64_t{1} << 40);
+  EXPECT_THAT(NormalizePoolSettings(&too_long),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("task_defaults: queue_deadline"), HasSubstr("too long"))));
+
+  v1::PoolSettings retries = Valid();
+  retries.mutable_task_defaults()->set_max_retries(101);
+  EXPECT_THAT(NormalizePoolSettings(&retries),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("task_defaults: max_retries"), HasSubstr("101"))));
+}
+
+TEST(NormalizePoolSettingsTest, MemoryLimitsRefuseNegativesAndTinyCaps) {
+  for (int64_t bad :
+       {int64_t{-1}, int64_t{1}, int64_t{1} << 20, kMinMemoryLimitBytes - 1, INT64_MIN}) {
+    v1::PoolSettings s = Valid();
+    s.set_memory_limit_bytes(bad);
+    EXPECT_THAT(NormalizePoolSettings(&s),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("pool 'workers': memory_limit_bytes"),
+                               HasSubstr(absl::StrCat("not ", bad)), HasSubstr("32 MiB"))))
+        << bad;
+  }
+  for (int64_t bad : {int64_t{-1}, int64_t{4096}, kMinMemoryPerChildBytes - 1}) {
+    v1::PoolSettings s = Valid();
+    s.set_max_memory_per_child_bytes(bad);
+    EXPECT_THAT(NormalizePoolSettings(&s),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("max_memory_per_child_bytes"),
+                               HasSubstr(absl::StrCat("not ", bad)), HasSubstr("16 MiB"))))
+        << bad;
+  }
+  for (int64_t good : {int64_t{0}, kMinMemoryLimitBytes, int64_t{1} << 40, INT64_MAX}) {
+    v1::PoolSettings s = Valid();
+    s.set_memory_limit_bytes(good);
+    EXPECT_THAT(NormalizePoolSettings(&s), IsOk()) << good;
+  }
+  for (int64_t good : {int64_t{0}, kMinMemoryPerChildBytes, int64_t{1} << 30}) {
+    v1::PoolSettings s = Valid();
+    s.set_max_memory_per_child_bytes(good);
+    EXPECT_THAT(NormalizePoolSettings(&s), IsOk()) << good;
+  }
 }
 
 TEST(StartMethodNameTest, NamesEachMethod) {
