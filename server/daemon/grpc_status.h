@@ -9,7 +9,9 @@
 
 namespace forkpool {
 
-// Same code (the numbering is shared), same message.
+// Same code (the numbering is shared), same message as valid UTF-8 cut to
+// kMaxStatusMessageBytes (CapText): messages echo what clients and tasks sent, and
+// a status message past the trailer limit clients accept costs them the status.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // Answers a unary call at once with `status` (the response already filled in).

@@ -26,6 +26,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/process_title.h"
+#include "common/text_limit.h"
 #include "server/daemon/io_loop.h"
 #include "server/daemon/launch/child_registry.h"
 #include "server/daemon/launch/orphan_reaper.h"
@@ -83,6 +84,17 @@ ABSL_FLAG(int, max_workers, 2048, "most workers of all pools together");
 ABSL_FLAG(int64_t, max_initargs_bytes, 1 << 20,
           "largest initializer argument a pool may hold (kept with the pool, sent to each "
           "spawned worker)");
+ABSL_FLAG(int, max_pools, forkpool::kDefaultMaxPools,
+          "most pools at once, the default pool included; CreatePool past it is "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_queues, forkpool::kDefaultMaxQueues,
+          "most shared queues at once; CreateQueue past it is RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_blocked_per_stream, forkpool::kDefaultMaxBlockedPerStream,
+          "most operations of one queue stream waiting at once (for an item or for room); "
+          "one more that would wait is RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_error_bytes, int64_t{forkpool::kDefaultMaxErrorBytes},
+          "longest error text of a task or a map item kept and sent (a longer one is cut, "
+          "saying how long it was)");
 ABSL_FLAG(std::vector<std::string>, env_deny, {},
           "environment variables helpers and workers do not inherit, comma-separated "
           "(systemd's NOTIFY_SOCKET, LISTEN_* and WATCHDOG_* never are)");
@@ -233,6 +245,8 @@ int Serve() {
   options.max_workers = std::max(1, absl::GetFlag(FLAGS_max_workers));
   options.max_initargs_bytes =
       static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_initargs_bytes)));
+  options.max_error_bytes =
+      static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_error_bytes)));
   options.nofile_soft_limit = nofile_soft_limit;
   options.worker_program = WorkerProgram();
   auto scheduler = std::make_unique<Scheduler>(loop->get(), options);
@@ -263,13 +277,14 @@ int Serve() {
   if (!pool_status.ok()) Fail("cannot start the default pool", pool_status);
 
   TaskService task_service(scheduler.get(), loop->get());
-  PoolService pool_service(scheduler.get(), loop->get());
+  PoolService pool_service(scheduler.get(), loop->get(), absl::GetFlag(FLAGS_max_pools));
   QueueLimits queue_limits;
+  queue_limits.max_queues = absl::GetFlag(FLAGS_max_queues);
   queue_limits.max_item_bytes = absl::GetFlag(FLAGS_max_queue_item_bytes);
   queue_limits.max_queue_bytes = absl::GetFlag(FLAGS_max_queue_bytes);
   QueueManager queues(loop->get(), queue_limits);
   PeerRegistry peers;
-  QueueService queue_service(&queues, &peers);
+  QueueService queue_service(&queues, &peers, absl::GetFlag(FLAGS_max_blocked_per_stream));
   scheduler->SetWorkerRequestHandler(MakeWorkerRequestHandler(&queues));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -1,5 +1,8 @@
-// PoolService and the placeholder QueueService.
+// PoolService: pool lifecycle calls, answered from the Scheduler.
 #include "server/daemon/pool_service.h"
+
+#include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "server/daemon/deferred_reactor.h"
@@ -17,12 +20,22 @@ grpc::ServerUnaryReactor* PoolService::CreatePool(grpc::CallbackServerContext* c
   reactor->set_on_cancel([reactor, claim] {
     if (claim->Claim()) reactor->Finish(grpc::Status::CANCELLED);
   });
-  scheduler_->CreatePool(request->settings(),
-                         [reactor, claim, response](absl::StatusOr<v1::PoolInfo> info) {
-                           if (!claim->Claim()) return;
-                           if (info.ok()) *response = std::move(*info);
-                           reactor->Finish(ToGrpcStatus(info.status()));
-                         });
+  auto done = [reactor, claim, response](absl::StatusOr<v1::PoolInfo> info) {
+    if (!claim->Claim()) return;
+    if (info.ok()) *response = std::move(*info);
+    reactor->Finish(ToGrpcStatus(info.status()));
+  };
+  // The Scheduler has the new pool (or has refused it) when CreatePool returns; the
+  // load goes on after.
+  absl::MutexLock lock(&create_mu_);
+  const size_t pools = scheduler_->ListPools().size();
+  if (pools >= static_cast<size_t>(std::max(0, max_pools_))) {
+    done(absl::ResourceExhaustedError(absl::StrCat(
+        "forkpoold runs ", pools, " pools, the most it allows (--max_pools=", max_pools_,
+        "); delete one first")));
+    return reactor;
+  }
+  scheduler_->CreatePool(request->settings(), std::move(done));
   return reactor;
 }
 

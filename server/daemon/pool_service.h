@@ -2,15 +2,23 @@
 #ifndef FORKPOOL_SERVER_DAEMON_POOL_SERVICE_H_
 #define FORKPOOL_SERVER_DAEMON_POOL_SERVICE_H_
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "forkpool/v1/forkpool.grpc.pb.h"
 #include "server/daemon/scheduler.h"
 
 namespace forkpool {
 
+// Default of --max_pools: most pools at once, the default pool included.
+inline constexpr int kDefaultMaxPools = 256;
+
 // Thread-safe; gRPC calls it from its own threads.
 class PoolService final : public v1::Pools::CallbackService {
  public:
-  PoolService(Scheduler* scheduler, IoLoop* loop) : scheduler_(scheduler), loop_(loop) {}
+  // CreatePool answers RESOURCE_EXHAUSTED while `max_pools` pools exist (pools being
+  // deleted not counted: their workers are already being stopped).
+  PoolService(Scheduler* scheduler, IoLoop* loop, int max_pools = kDefaultMaxPools)
+      : scheduler_(scheduler), loop_(loop), max_pools_(max_pools) {}
 
   grpc::ServerUnaryReactor* CreatePool(grpc::CallbackServerContext* ctx,
                                        const v1::CreatePoolRequest* request,
@@ -37,6 +45,10 @@ class PoolService final : public v1::Pools::CallbackService {
  private:
   Scheduler* const scheduler_;
   IoLoop* const loop_;
+  const int max_pools_;
+  // Held from counting the pools until the Scheduler holds the new one, so that
+  // concurrent CreatePools cannot pass the cap together.
+  absl::Mutex create_mu_;
 };
 
 }  // namespace forkpool

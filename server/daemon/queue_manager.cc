@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/daemon/pool_settings.h"
 
 namespace forkpool {
@@ -60,6 +61,11 @@ absl::StatusOr<v1::QueueInfo> QueueManager::Create(const std::string& name, int6
     return absl::AlreadyExistsError(absl::StrCat(
         "queue '", name, "' already exists", exist_ok ? " with another maxsize" : ""));
   }
+  if (queues_.size() >= static_cast<size_t>(std::max(0, limits_.max_queues))) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("forkpoold holds ", queues_.size(), " queues, the most it allows (",
+                     "--max_queues=", limits_.max_queues, "); delete one first"));
+  }
   auto q = std::make_unique<Queue>();
   q->name = name;
   q->maxsize = maxsize;
@@ -69,6 +75,7 @@ absl::StatusOr<v1::QueueInfo> QueueManager::Create(const std::string& name, int6
 }
 
 absl::Status QueueManager::Delete(const std::string& name) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateName("queue", name));
   Closures out;
   {
     absl::MutexLock lock(&mu_);
@@ -100,6 +107,7 @@ std::vector<v1::QueueInfo> QueueManager::List() {
 }
 
 absl::StatusOr<v1::QueueInfo> QueueManager::Info(const std::string& name) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateName("queue", name));
   absl::MutexLock lock(&mu_);
   Queue* q = FindLocked(name);
   if (q == nullptr) return MissingLocked(name);
@@ -111,15 +119,17 @@ bool QueueManager::HasRoomLocked(const Queue& q, size_t count) const {
 }
 
 uint64_t QueueManager::Put(const std::string& name, std::vector<v1::Payload> items,
-                           absl::Time deadline, PutDone done) {
+                           absl::Time deadline, PutDone done, const absl::Status& refuse_wait) {
   Closures out;
   uint64_t id = 0;
+  absl::Status error = ValidateName("queue", name);
   {
     absl::MutexLock lock(&mu_);
-    Queue* q = FindLocked(name);
-    absl::Status error;
+    Queue* q = error.ok() ? FindLocked(name) : nullptr;
     int64_t bytes = 0;
-    if (q == nullptr) {
+    if (!error.ok()) {
+      // A name no queue can have.
+    } else if (q == nullptr) {
       error = MissingLocked(name);
     } else if (items.empty()) {
       error = absl::InvalidArgumentError(absl::StrCat("put to queue '", name, "' has no items"));
@@ -154,6 +164,8 @@ uint64_t QueueManager::Put(const std::string& name, std::vector<v1::Payload> ite
       ServeLocked(*q, &out);
     } else if (deadline <= absl::Now()) {
       out.push_back([done = std::move(done)] { done(absl::OkStatus(), /*full=*/true); });
+    } else if (!refuse_wait.ok()) {
+      out.push_back([done = std::move(done), refuse_wait] { done(refuse_wait, false); });
     } else {
       id = next_waiter_++;
       Putter p{id, std::move(items), bytes, std::move(done)};
@@ -168,14 +180,16 @@ uint64_t QueueManager::Put(const std::string& name, std::vector<v1::Payload> ite
 }
 
 uint64_t QueueManager::Get(const std::string& name, int max_items, absl::Time deadline,
-                           absl::Duration lease, GetDone done) {
+                           absl::Duration lease, GetDone done, const absl::Status& refuse_wait) {
   Closures out;
   uint64_t id = 0;
+  absl::Status error = ValidateName("queue", name);
   {
     absl::MutexLock lock(&mu_);
-    Queue* q = FindLocked(name);
-    absl::Status error;
-    if (q == nullptr) {
+    Queue* q = error.ok() ? FindLocked(name) : nullptr;
+    if (!error.ok()) {
+      // A name no queue can have.
+    } else if (q == nullptr) {
       error = MissingLocked(name);
     } else if (max_items < 0) {
       error = absl::InvalidArgumentError(
@@ -196,6 +210,8 @@ uint64_t QueueManager::Get(const std::string& name, int max_items, absl::Time de
       ServeLocked(*q, &out);
     } else if (deadline <= absl::Now()) {
       out.push_back([done = std::move(done)] { done(std::vector<v1::QueueItem>()); });
+    } else if (!refuse_wait.ok()) {
+      out.push_back([done = std::move(done), refuse_wait] { done(refuse_wait); });
     } else {
       id = next_waiter_++;
       Getter g{id, max_items, lease, std::move(done)};
@@ -338,6 +354,7 @@ void QueueManager::OnLeaseExpired(const std::string& name, const std::string& le
 
 absl::StatusOr<std::vector<std::string>> QueueManager::Ack(
     const std::string& name, const std::vector<std::string>& lease_ids) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateName("queue", name));
   absl::MutexLock lock(&mu_);
   Queue* q = FindLocked(name);
   if (q == nullptr) return MissingLocked(name);

@@ -22,7 +22,12 @@
 
 namespace forkpool {
 
+// Default of QueueLimits::max_queues (--max_queues).
+inline constexpr int kDefaultMaxQueues = 10000;
+
 struct QueueLimits {
+  // Most queues at once (--max_queues).
+  int max_queues = kDefaultMaxQueues;
   // Largest item, in bytes.
   int64_t max_item_bytes = 4 << 20;
   // Most bytes one queue may hold (queued and leased).
@@ -55,7 +60,10 @@ class QueueManager {
   QueueManager(IoLoop* loop, QueueLimits limits);
   ~QueueManager();
 
-  // Creates a queue (ALREADY_EXISTS, or OK with exist_ok and the same maxsize).
+  // Creates a queue (ALREADY_EXISTS, or OK with exist_ok and the same maxsize;
+  // RESOURCE_EXHAUSTED when limits.max_queues exist). Every method that takes a
+  // queue name answers INVALID_ARGUMENT for a name ValidateName refuses (and NOT_FOUND
+  // for a valid one no queue has).
   absl::StatusOr<v1::QueueInfo> Create(const std::string& name, int64_t maxsize, bool exist_ok);
   // Deletes a queue; its blocked getters and putters get NOT_FOUND naming it.
   absl::Status Delete(const std::string& name);
@@ -64,13 +72,16 @@ class QueueManager {
 
   // Puts `items` in order, all or none, waiting until `deadline` for room. Calls
   // `done` exactly once. Returns a waiter id for CancelWaiter (0 if `done` already ran).
+  // When `refuse_wait` is not OK and the put would have to wait, `done` gets
+  // `refuse_wait` at once instead (the caller's cap on its waiters).
   uint64_t Put(const std::string& name, std::vector<v1::Payload> items, absl::Time deadline,
-               PutDone done);
+               PutDone done, const absl::Status& refuse_wait = absl::OkStatus());
   // Gets up to `max_items` (0 = 1), waiting until `deadline` for the first. With a
   // positive `lease`, items are leased until Ack or the lease ends. Calls `done`
   // exactly once, unless cancelled first. Returns a waiter id (0 if done ran).
-  uint64_t Get(const std::string& name, int max_items, absl::Time deadline,
-               absl::Duration lease, GetDone done);
+  // `refuse_wait` as for Put.
+  uint64_t Get(const std::string& name, int max_items, absl::Time deadline, absl::Duration lease,
+               GetDone done, const absl::Status& refuse_wait = absl::OkStatus());
   // Withdraws a waiting put or get (its `done` will not run).
   void CancelWaiter(const std::string& name, uint64_t waiter_id);
   // Removes leased items for good; returns the lease ids no longer held.

@@ -6,19 +6,41 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/text_limit.h"
 #include "server/daemon/deferred_reactor.h"
-#include "server/daemon/peer_connection.h"
 #include "server/daemon/grpc_status.h"
+#include "server/daemon/peer_connection.h"
 #include "server/daemon/scheduler_internal.h"
+#include "server/daemon/task_options.h"
 
 namespace forkpool {
 namespace {
 
 using internal_scheduler::ToDuration;
+
+// A get's lease: a valid Duration (ValidateDuration); its bound is the
+// QueueManager's.
+absl::StatusOr<absl::Duration> LeaseOf(const v1::QueueGetRequest& request) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateDuration(request.lease(), "lease"));
+  return ToDuration(request.lease());
+}
+
+// A stream operation's status, its message as ToGrpcStatus would send it.
+void SetStatus(const absl::Status& status, v1::QueueStreamResponse* message) {
+  message->set_code(static_cast<int>(status.code()));
+  if (!status.ok()) {
+    const absl::string_view text = status.message();
+    message->set_message(
+        CapText(std::string_view(text.data(), text.size()), kMaxStatusMessageBytes));
+  }
+}
 
 std::vector<StoredItem> PlainItems(const std::vector<v1::QueueItem>& items) {
   std::vector<StoredItem> plain;
@@ -43,35 +65,34 @@ class GetReactor : public grpc::ServerUnaryReactor {
         waiter_(std::make_shared<std::atomic<uint64_t>>(0)) {}
 
   void Start(const v1::QueueGetRequest& request, v1::QueueGetResponse* response,
-             absl::Time deadline) {
+             absl::Time deadline, absl::Duration lease) {
     std::shared_ptr<CallClaim> claim = claim_;
     GetReactor* self = this;
     // The reply may be finished (and this reactor deleted) inside Get: keep only a
     // shared handle to store the waiter id through.
     std::shared_ptr<std::atomic<uint64_t>> waiter = waiter_;
     waiter->store(0);
-    const uint64_t id = queues_->Get(queue_, request.max_items(), deadline, ToDuration(request.lease()),
-                           [claim, self, response](absl::StatusOr<std::vector<v1::QueueItem>> items) {
-                             if (!claim->Claim()) return false;
-                             if (items.ok() && !items->empty() &&
-                                 ClientGone(self->ctx_->peer(), self->peers_)) {
-                               // Its client died while it waited: the items stay queued.
-                               self->Finish(grpc::Status(grpc::StatusCode::CANCELLED,
-                                                         "the client has gone"));
-                               return false;
-                             }
-                             if (!items.ok()) {
-                               self->Finish(ToGrpcStatus(items.status()));
-                               return true;
-                             }
-                             response->set_empty(items->empty());
-                             self->delivered_ = PlainItems(*items);
-                             for (auto& item : *items) {
-                               *response->add_items() = std::move(item);
-                             }
-                             self->Finish(grpc::Status::OK);
-                             return true;
-                           });
+    const uint64_t id = queues_->Get(
+        queue_, request.max_items(), deadline, lease,
+        [claim, self, response](absl::StatusOr<std::vector<v1::QueueItem>> items) {
+          if (!claim->Claim()) return false;
+          if (items.ok() && !items->empty() && ClientGone(self->ctx_->peer(), self->peers_)) {
+            // Its client died while it waited: the items stay queued.
+            self->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client has gone"));
+            return false;
+          }
+          if (!items.ok()) {
+            self->Finish(ToGrpcStatus(items.status()));
+            return true;
+          }
+          response->set_empty(items->empty());
+          self->delivered_ = PlainItems(*items);
+          for (auto& item : *items) {
+            *response->add_items() = std::move(item);
+          }
+          self->Finish(grpc::Status::OK);
+          return true;
+        });
     waiter->store(id);
   }
 
@@ -104,12 +125,14 @@ class GetReactor : public grpc::ServerUnaryReactor {
 };
 
 // Many single operations on one stream, each answered with its correlation id as it
-// completes. Blocked gets on the stream do not hold up other operations.
+// completes. Blocked gets on the stream do not hold up other operations. At most
+// `max_blocked` operations wait at once; a correlation id may be reused once its
+// operation has been answered, not while it is in flight.
 class QueueStreamReactor
     : public grpc::ServerBidiReactor<v1::QueueStreamRequest, v1::QueueStreamResponse> {
  public:
-  QueueStreamReactor(QueueManager* queues, grpc::CallbackServerContext* ctx)
-      : queues_(queues), ctx_(ctx), state_(std::make_shared<State>()) {
+  QueueStreamReactor(QueueManager* queues, grpc::CallbackServerContext* ctx, int max_blocked)
+      : queues_(queues), ctx_(ctx), max_blocked_(max_blocked), state_(std::make_shared<State>()) {
     state_->reactor = this;
     StartRead(&in_);
   }
@@ -200,19 +223,28 @@ class QueueStreamReactor
     bool read_paused ABSL_GUARDED_BY(mu) = false;
     bool cancelled ABSL_GUARDED_BY(mu) = false;
     int outstanding ABSL_GUARDED_BY(mu) = 0;  // operations not yet answered
-    std::map<uint64_t, std::pair<std::string, uint64_t>> waiters ABSL_GUARDED_BY(mu);
+    // The operations not yet answered, by correlation id: their queue and, once the
+    // QueueManager has made them wait, their waiter id (0 before).
+    std::map<uint64_t, std::pair<std::string, uint64_t>> in_flight ABSL_GUARDED_BY(mu);
+    // Entries of in_flight with a waiter id.
+    int blocked ABSL_GUARDED_BY(mu) = 0;
   };
 
   void RequeueLocked(Pending p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mu) {
     if (!p.plain.empty()) state_->requeue.push_back(std::move(p));
   }
 
-  // Queues an answer; false if the stream is over (the caller keeps its items).
+  // Queues the answer of an operation in flight; false if the stream is over (the
+  // caller keeps its items).
   static bool Answer(const std::shared_ptr<State>& state, Pending p) {
     {
       absl::MutexLock lock(&state->mu);
       --state->outstanding;
-      state->waiters.erase(p.message.correlation_id());
+      auto it = state->in_flight.find(p.message.correlation_id());
+      if (it != state->in_flight.end()) {
+        if (it->second.second != 0) --state->blocked;
+        state->in_flight.erase(it);
+      }
       if (state->reactor == nullptr || state->finished || state->cancelled) return false;
       state->out.push_back(std::move(p));
     }
@@ -231,8 +263,11 @@ class QueueStreamReactor
       r = state->reactor;
       if (r == nullptr || state->finished || state->writing) return;
       if (state->cancelled) {
-        for (auto& [corr, w] : state->waiters) to_cancel.push_back(w);
-        state->waiters.clear();
+        for (auto& [corr, w] : state->in_flight) {
+          if (w.second != 0) to_cancel.push_back(w);
+        }
+        state->in_flight.clear();
+        state->blocked = 0;
         for (auto& p : state->out) requeue.push_back(std::move(p));
         state->out.clear();
         for (auto& p : state->requeue) requeue.push_back(std::move(p));
@@ -262,18 +297,86 @@ class QueueStreamReactor
     }
   }
 
+  // Answers an operation that was never in flight (a repeated correlation id), leaving
+  // the bookkeeping of the one in flight alone.
+  static void Refuse(const std::shared_ptr<State>& state, uint64_t corr, const absl::Status& s) {
+    {
+      absl::MutexLock lock(&state->mu);
+      if (state->reactor == nullptr || state->finished || state->cancelled) return;
+      Pending p;
+      p.message.set_correlation_id(corr);
+      SetStatus(s, &p.message);
+      state->out.push_back(std::move(p));
+    }
+    Pump(state);
+  }
+
+  // Records waiter `id` (0: none) of operation `corr` while that is in flight. If it
+  // is not (answered meanwhile, or the stream was cancelled before the id was known),
+  // withdraws the waiter: harmless when it was served, and no waiter outlives a
+  // cancelled stream.
+  void Waiting(uint64_t corr, const std::string& queue, uint64_t id) {
+    if (id == 0) return;
+    {
+      absl::MutexLock lock(&state_->mu);
+      auto it = state_->in_flight.find(corr);
+      if (it != state_->in_flight.end()) {
+        it->second.second = id;
+        ++state_->blocked;
+        return;
+      }
+    }
+    queues_->CancelWaiter(queue, id);
+  }
+
   void Handle(const v1::QueueStreamRequest& req) {
     const uint64_t corr = req.correlation_id();
     std::shared_ptr<State> state = state_;
+    std::string queue;
+    switch (req.op_case()) {
+      case v1::QueueStreamRequest::kPut:
+        queue = req.put().queue();
+        break;
+      case v1::QueueStreamRequest::kGet:
+        queue = req.get().queue();
+        break;
+      case v1::QueueStreamRequest::kAck:
+        queue = req.ack().queue();
+        break;
+      default:
+        break;
+    }
+    // Whether this operation may wait: only this thread (the stream's reads come one
+    // at a time) adds waiters, so the count cannot pass the cap.
+    absl::Status refuse_wait;
+    bool repeated = false;
     {
       absl::MutexLock lock(&state->mu);
-      ++state->outstanding;
+      // Cancelled meanwhile: its waiters were withdrawn; start nothing new.
+      if (state->cancelled || state->finished) return;
+      repeated = !state->in_flight.emplace(corr, std::make_pair(queue, uint64_t{0})).second;
+      if (!repeated) {
+        ++state->outstanding;
+        if (state->blocked >= max_blocked_) {
+          refuse_wait = absl::ResourceExhaustedError(absl::StrCat(
+              "this stream already has ", state->blocked,
+              " blocked operations, the most one stream may have (--max_blocked_per_stream=",
+              max_blocked_, "); wait for some to be answered, or give this one a timeout of 0"));
+        }
+      }
+    }
+    if (repeated) {
+      Refuse(state, corr,
+             absl::InvalidArgumentError(absl::StrCat(
+                 "correlation_id ", corr,
+                 " is already in flight on this stream; an id may be reused only after its "
+                 "operation has been answered")));
+      return;
     }
     auto fail = [&](const absl::Status& s) {
       Pending p;
       p.message.set_correlation_id(corr);
-      p.message.set_code(static_cast<int>(s.code()));
-      p.message.set_message(std::string(s.message()));
+      SetStatus(s, &p.message);
       Answer(state, std::move(p));
     };
     switch (req.op_case()) {
@@ -283,20 +386,17 @@ class QueueStreamReactor
             WaitDeadline(put.has_timeout(), put.timeout(), *ctx_);
         if (!deadline.ok()) return fail(deadline.status());
         std::vector<v1::Payload> items(put.items().begin(), put.items().end());
-        const std::string queue = put.queue();
-        uint64_t id = queues_->Put(queue, std::move(items), *deadline,
-                                   [state, corr](absl::Status s, bool full) {
-                                     Pending p;
-                                     p.message.set_correlation_id(corr);
-                                     p.message.set_code(static_cast<int>(s.code()));
-                                     p.message.set_message(std::string(s.message()));
-                                     if (s.ok()) p.message.mutable_put()->set_full(full);
-                                     Answer(state, std::move(p));
-                                   });
-        if (id != 0) {
-          absl::MutexLock lock(&state->mu);
-          state->waiters[corr] = {queue, id};
-        }
+        const uint64_t id = queues_->Put(
+            queue, std::move(items), *deadline,
+            [state, corr](absl::Status s, bool full) {
+              Pending p;
+              p.message.set_correlation_id(corr);
+              SetStatus(s, &p.message);
+              if (s.ok()) p.message.mutable_put()->set_full(full);
+              Answer(state, std::move(p));
+            },
+            refuse_wait);
+        Waiting(corr, queue, id);
         return;
       }
       case v1::QueueStreamRequest::kGet: {
@@ -304,16 +404,16 @@ class QueueStreamReactor
         absl::StatusOr<absl::Time> deadline =
             WaitDeadline(get.has_timeout(), get.timeout(), *ctx_);
         if (!deadline.ok()) return fail(deadline.status());
-        const std::string queue = get.queue();
-        uint64_t id = queues_->Get(
-            queue, get.max_items(), *deadline, ToDuration(get.lease()),
+        absl::StatusOr<absl::Duration> lease = LeaseOf(get);
+        if (!lease.ok()) return fail(lease.status());
+        const uint64_t id = queues_->Get(
+            queue, get.max_items(), *deadline, *lease,
             [state, corr, queue](absl::StatusOr<std::vector<v1::QueueItem>> items) {
               Pending p;
               p.message.set_correlation_id(corr);
               p.queue = queue;
               if (!items.ok()) {
-                p.message.set_code(static_cast<int>(items.status().code()));
-                p.message.set_message(std::string(items.status().message()));
+                SetStatus(items.status(), &p.message);
               } else {
                 p.plain = PlainItems(*items);
                 auto* r = p.message.mutable_get();
@@ -321,17 +421,15 @@ class QueueStreamReactor
                 for (auto& item : *items) *r->add_items() = std::move(item);
               }
               return Answer(state, std::move(p));
-            });
-        if (id != 0) {
-          absl::MutexLock lock(&state->mu);
-          state->waiters[corr] = {queue, id};
-        }
+            },
+            refuse_wait);
+        Waiting(corr, queue, id);
         return;
       }
       case v1::QueueStreamRequest::kAck: {
         const v1::AckRequest& ack = req.ack();
         std::vector<std::string> ids(ack.lease_ids().begin(), ack.lease_ids().end());
-        absl::StatusOr<std::vector<std::string>> unknown = queues_->Ack(ack.queue(), ids);
+        absl::StatusOr<std::vector<std::string>> unknown = queues_->Ack(queue, ids);
         if (!unknown.ok()) return fail(unknown.status());
         Pending p;
         p.message.set_correlation_id(corr);
@@ -348,6 +446,7 @@ class QueueStreamReactor
 
   QueueManager* const queues_;
   grpc::CallbackServerContext* const ctx_;
+  const int max_blocked_;
   std::shared_ptr<State> state_;
   v1::QueueStreamRequest in_;
 };
@@ -427,14 +526,16 @@ grpc::ServerUnaryReactor* QueueService::Get(grpc::CallbackServerContext* ctx,
   absl::StatusOr<absl::Time> deadline =
       WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
   if (!deadline.ok()) return Answer(ctx, deadline.status());
+  absl::StatusOr<absl::Duration> lease = LeaseOf(*request);
+  if (!lease.ok()) return Answer(ctx, lease.status());
   auto* reactor = new GetReactor(queues_, peers_, ctx, request->queue());
-  reactor->Start(*request, response, *deadline);
+  reactor->Start(*request, response, *deadline, *lease);
   return reactor;
 }
 
 grpc::ServerBidiReactor<v1::QueueStreamRequest, v1::QueueStreamResponse>* QueueService::Stream(
     grpc::CallbackServerContext* ctx) {
-  return new QueueStreamReactor(queues_, ctx);
+  return new QueueStreamReactor(queues_, ctx, max_blocked_per_stream_);
 }
 
 }  // namespace forkpool

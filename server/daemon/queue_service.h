@@ -9,11 +9,19 @@
 
 namespace forkpool {
 
+// Default of --max_blocked_per_stream: most operations of one Queues.Stream waiting
+// at once (for an item or for room).
+inline constexpr int kDefaultMaxBlockedPerStream = 1024;
+
 // Thread-safe; gRPC calls it from its own threads.
 class QueueService final : public v1::Queues::CallbackService {
  public:
-  // `peers` (may be null) tells whether a getter's client still runs.
-  QueueService(QueueManager* queues, const PeerRegistry* peers) : queues_(queues), peers_(peers) {}
+  // `peers` (may be null) tells whether a getter's client still runs. An operation
+  // of a stream that already has `max_blocked_per_stream` waiting ones, and would
+  // have to wait too, is answered RESOURCE_EXHAUSTED.
+  QueueService(QueueManager* queues, const PeerRegistry* peers,
+               int max_blocked_per_stream = kDefaultMaxBlockedPerStream)
+      : queues_(queues), peers_(peers), max_blocked_per_stream_(max_blocked_per_stream) {}
 
   grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* ctx,
                                         const v1::CreateQueueRequest* request,
@@ -39,6 +47,7 @@ class QueueService final : public v1::Queues::CallbackService {
  private:
   QueueManager* const queues_;
   const PeerRegistry* const peers_;
+  const int max_blocked_per_stream_;
 };
 
 }  // namespace forkpool

@@ -59,6 +59,8 @@ struct SchedulerOptions {
   size_t max_initargs_bytes = size_t{1} << 20;
   // Most workers of all pools together; a pool past it is refused.
   int max_workers = 2048;
+  // Longest task or map item error text kept (CapText; kDefaultMaxErrorBytes).
+  size_t max_error_bytes = size_t{16} << 10;
   // The soft RLIMIT_NOFILE forkpoold started with; workers get it back.
   uint64_t nofile_soft_limit = 0;
   // The worker program of spawn pools without a worker_command.

@@ -1,22 +1,29 @@
 // Integration tests of the multiprocessing.Pool-shaped C++ API (Map, ImapUnordered,
 // ApplyAsync, MapAsync, Starmap, ScopedPool, close / join / terminate) against a real
 // forkpoold: the Python multiprocessing seed example, translated.
+#include <atomic>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "map_test_util.h"
 
 namespace forkpool {
 namespace {
 
+using ::forkpool::testing::ChildrenOf;
 using ::forkpool::testing::IsOk;
 using ::forkpool::testing::IsOkAndHolds;
 using ::forkpool::testing::Numbers;
+using ::forkpool::testing::OpenFds;
 using ::forkpool::testing::PollUntil;
 using ::forkpool::testing::ProcessAlive;
+using ::forkpool::testing::SpareHelperPidsOf;
 using ::forkpool::testing::StatusIs;
 using ::forkpool::testing::WorkerPids;
 using ::testing::UnorderedElementsAreArray;
@@ -202,6 +209,114 @@ TEST_F(PoolApiTest, MapOfUnknownFunctionIsNotFound) {
   stream.force_stream = true;
   EXPECT_THAT(client_->pool().Map("sqaure", Numbers(3), stream),
               StatusIs(absl::StatusCode::kNotFound, "sqaure"));
+}
+
+// Pools are capped (--max_pools, default 256, the default pool included): 500
+// CreatePools from 4 threads make exactly 255 pools and are refused past that,
+// naming the flag. Deleting them gives back every process and fd they took.
+TEST_F(PoolApiTest, PoolCountIsCappedAndDeletingThePoolsGivesBackFdsAndProcesses) {
+  const pid_t daemon = daemon_->pid();
+  ASSERT_EQ(AwaitIdleWorkers("default", 2).size(), 2u);
+  // The spare pool helper forkpoold keeps made is part of the baseline: wait for it.
+  ASSERT_TRUE(PollUntil([&] { return SpareHelperPidsOf(daemon).size() == 1; }));
+  const size_t fds_before = OpenFds(daemon).size();
+  const size_t children_before = ChildrenOf(daemon).size();
+  ASSERT_GT(fds_before, 0u);
+  ASSERT_GT(children_before, 0u);
+
+  constexpr int kCalls = 500;
+  constexpr int kThreads = 4;
+  std::atomic<int> next{0}, made{0}, refused{0}, other{0};
+  absl::Mutex mu;
+  std::string other_error;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = next++; i < kCalls; i = next++) {
+        absl::StatusOr<v1::PoolInfo> info =
+            client_->CreatePool(ExamplePool(absl::StrCat("p", i), 1));
+        if (info.ok()) {
+          ++made;
+        } else if (info.status().code() == absl::StatusCode::kResourceExhausted &&
+                   absl::StrContains(info.status().message(), "--max_pools=256")) {
+          ++refused;
+        } else {
+          ++other;
+          absl::MutexLock lock(&mu);
+          other_error = std::string(info.status().message());
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(made.load(), 255);
+  EXPECT_EQ(refused.load(), kCalls - 255);
+  EXPECT_EQ(other.load(), 0) << other_error;
+  absl::StatusOr<v1::ListPoolsResponse> list = client_->ListPools();
+  ASSERT_THAT(list, IsOk());
+  EXPECT_EQ(list->pools_size(), 256);
+  // The cap is real: each pool has its helper and its worker, as the OS sees them.
+  EXPECT_GE(ChildrenOf(daemon).size(), children_before + 2 * 255);
+  EXPECT_THAT(client_->CreatePool(ExamplePool("one-more", 1)),
+              StatusIs(absl::StatusCode::kResourceExhausted, "--max_pools"));
+
+  for (const v1::PoolInfo& pool : list->pools()) {
+    if (pool.settings().name() == "default") continue;
+    ASSERT_THAT(client_->DeletePool(pool.settings().name()), IsOk());
+  }
+  // Every helper and worker of the deleted pools is gone, and every fd forkpoold
+  // held for them (sockets, pidfds, output pipes) is closed.
+  EXPECT_TRUE(
+      PollUntil([&] { return ChildrenOf(daemon).size() == children_before; }, absl::Seconds(60)))
+      << ChildrenOf(daemon).size() << " children; " << children_before << " before";
+  EXPECT_TRUE(PollUntil([&] { return OpenFds(daemon).size() == fds_before; }, absl::Seconds(60)))
+      << OpenFds(daemon).size() << " fds; " << fds_before << " before";
+  // Room again.
+  EXPECT_THAT(client_->CreatePool(ExamplePool("again", 1)), IsOk());
+}
+
+// A status message that echoes a client's huge string is cut at the service edge:
+// the client gets the real status, not its transport's complaint about the
+// trailer (percent-encoded, a non-ASCII byte takes 3).
+TEST_F(PoolApiTest, StatusMessagesEchoingHugeInputKeepTheirCode) {
+  std::string accented;
+  for (int i = 0; i < 50000; ++i) accented += "\xc3\xa9";
+  for (const std::string& name : {std::string(100000, 'x'), accented}) {
+    const absl::Status status = client_->DescribePool(name).status();
+    EXPECT_THAT(status, StatusIs(absl::StatusCode::kNotFound, "unknown pool '"))
+        << status.ToString().substr(0, 300);
+    EXPECT_THAT(status, StatusIs(absl::StatusCode::kNotFound,
+                                 absl::StrCat("[truncated: ", name.size() + 15, " bytes in all]")));
+    EXPECT_LT(status.message().size(), 4096u);
+  }
+}
+
+// Pool settings are checked at CreatePool, each error naming the field and value.
+TEST_F(PoolApiTest, CreatePoolRefusesBadNamesDurationsAndMemoryCaps) {
+  for (const char* name : {".", "..", "-", "-rf"}) {
+    EXPECT_THAT(
+        client_->CreatePool(ExamplePool(name, 1)),
+        StatusIs(absl::StatusCode::kInvalidArgument, absl::StrCat("pool name '", name, "'")));
+  }
+  v1::PoolSettings negative = ExamplePool("neg", 1);
+  negative.mutable_task_defaults()->mutable_time_limit()->set_seconds(-5);
+  EXPECT_THAT(client_->CreatePool(negative),
+              StatusIs(absl::StatusCode::kInvalidArgument, "task_defaults: time_limit"));
+  v1::PoolSettings nanos = ExamplePool("nanos", 1);
+  nanos.mutable_task_defaults()->mutable_queue_deadline()->set_nanos(1'000'000'000);
+  EXPECT_THAT(client_->CreatePool(nanos),
+              StatusIs(absl::StatusCode::kInvalidArgument, "nanos 1000000000"));
+  v1::PoolSettings tiny = ExamplePool("tiny", 1);
+  tiny.set_memory_limit_bytes(1 << 20);
+  EXPECT_THAT(client_->CreatePool(tiny),
+              StatusIs(absl::StatusCode::kInvalidArgument, "memory_limit_bytes"));
+  v1::PoolSettings minus = ExamplePool("minus", 1);
+  minus.set_max_memory_per_child_bytes(-1);
+  EXPECT_THAT(client_->CreatePool(minus),
+              StatusIs(absl::StatusCode::kInvalidArgument, "max_memory_per_child_bytes"));
+  absl::StatusOr<v1::ListPoolsResponse> list = client_->ListPools();
+  ASSERT_THAT(list, IsOk());
+  EXPECT_EQ(list->pools_size(), 1) << "a refused pool was left";
 }
 
 }  // namespace

@@ -63,9 +63,13 @@ int ThreadCount(pid_t pid) {
 
 class QueueTest : public ::testing::Test {
  protected:
+  // More forkpoold flags for a fixture's daemon.
+  virtual std::vector<std::string> ExtraFlags() const { return {}; }
+
   void SetUp() override {
     DaemonOptions options;
     options.processes = 2;
+    options.extra_flags = ExtraFlags();
     absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(options);
     ASSERT_THAT(daemon, IsOk());
     daemon_ = std::move(*daemon);
@@ -415,6 +419,244 @@ TEST_F(QueueTest, ThousandBlockedGettersHoldNoThreads) {
   bool fine;
   while (cq.Next(&tag, &fine)) {
   }
+}
+
+// --- Bounds: whatever a client sends, what it can make forkpoold hold is capped.
+
+// Queue names are checked on every call, not only at CreateQueue: a huge name is
+// INVALID_ARGUMENT that does not echo it; ".", ".." and names starting with '-' are
+// refused.
+TEST_F(QueueTest, NamesAreBoundedOnEveryCall) {
+  const std::string huge(100000, 'q');
+  Queue q = client_->queue(huge);
+  std::vector<absl::Status> answers = {client_->CreateQueue(huge).status(),
+                                       q.Put("x"),
+                                       q.Get(absl::ZeroDuration()).status(),
+                                       q.Info().status(),
+                                       q.Ack({"l-1"}).status(),
+                                       client_->DeleteQueue(huge)};
+  absl::StatusOr<std::unique_ptr<QueueStream>> stream = client_->queue("any").OpenStream();
+  ASSERT_THAT(stream, IsOk());
+  answers.push_back((*stream)->Put(huge, "x"));
+  answers.push_back((*stream)->Get(huge, absl::ZeroDuration()).status());
+  for (size_t i = 0; i < answers.size(); ++i) {
+    EXPECT_THAT(answers[i],
+                StatusIs(absl::StatusCode::kInvalidArgument, "queue name of 100000 bytes"))
+        << "call " << i;
+    EXPECT_LT(answers[i].message().size(), 300u) << "call " << i;
+  }
+  for (const char* name : {".", "..", "-", "-q"}) {
+    EXPECT_THAT(client_->CreateQueue(name), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                     absl::StrCat("queue name '", name, "'")));
+  }
+  EXPECT_THAT(client_->CreateQueue(std::string(64, 'n')), IsOk());
+  EXPECT_THAT(client_->CreateQueue(std::string(65, 'n')),
+              StatusIs(absl::StatusCode::kInvalidArgument, "1 to 64"));
+  absl::StatusOr<std::vector<v1::QueueInfo>> list = client_->ListQueues();
+  ASSERT_THAT(list, IsOk());
+  EXPECT_EQ(list->size(), 1u);
+}
+
+// Durations are checked: nanos outside [0, 1e9) or a negative timeout or lease is
+// INVALID_ARGUMENT naming the field, on unary calls and on the stream.
+TEST_F(QueueTest, MalformedDurationsAreInvalid) {
+  ASSERT_THAT(client_->CreateQueue("d"), IsOk());
+  auto channel = grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials());
+  std::unique_ptr<v1::Queues::Stub> stub = v1::Queues::NewStub(channel);
+  struct Case {
+    int64_t seconds;
+    int32_t nanos;
+    bool lease;
+    std::string expect;
+  };
+  for (const Case& c : {Case{0, 1'000'000'000, false, "timeout has nanos 1000000000"},
+                        Case{1, -1, false, "timeout has nanos -1"},
+                        Case{-1, 0, false, "timeout must not be negative"},
+                        Case{int64_t{1} << 50, 0, false, "timeout of 1125899906842624 s"},
+                        Case{0, 2'000'000'000, true, "lease has nanos 2000000000"},
+                        Case{-3, 0, true, "lease must not be negative"}}) {
+    v1::QueueGetRequest request;
+    request.set_queue("d");
+    google::protobuf::Duration* d = c.lease ? request.mutable_lease() : request.mutable_timeout();
+    d->set_seconds(c.seconds);
+    d->set_nanos(c.nanos);
+    if (c.lease) request.mutable_timeout();  // zero: do not wait
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::QueueGetResponse response;
+    const grpc::Status status = stub->Get(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.expect;
+    EXPECT_THAT(status.error_message(), HasSubstr(c.expect));
+
+    grpc::ClientContext stream_context;
+    // Bounded: a daemon that let the get wait would otherwise hang the test.
+    stream_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto stream = stub->Stream(&stream_context);
+    v1::QueueStreamRequest op;
+    op.set_correlation_id(5);
+    *op.mutable_get() = request;
+    ASSERT_TRUE(stream->Write(op));
+    v1::QueueStreamResponse answer;
+    ASSERT_TRUE(stream->Read(&answer));
+    EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT)) << c.expect;
+    EXPECT_THAT(answer.message(), HasSubstr(c.expect));
+    stream->WritesDone();
+    EXPECT_TRUE(stream->Finish().ok());
+  }
+  EXPECT_EQ(Info("d").waiting_getters(), 0);
+}
+
+// One stream holds at most --max_blocked_per_stream (default 1,024) waiting
+// operations: one more that would wait is RESOURCE_EXHAUSTED naming the flag, while
+// operations that need not wait, and other streams, go on; an answered one frees its
+// slot; the stream's end withdraws all its waiters.
+TEST_F(QueueTest, BlockedOperationsPerStreamAreCapped) {
+  ASSERT_THAT(client_->CreateQueue("wait"), IsOk());
+  ASSERT_THAT(client_->CreateQueue("other"), IsOk());
+  ASSERT_THAT(client_->CreateQueue("full", 1), IsOk());
+  ASSERT_THAT(client_->queue("full").Put("only"), IsOk());
+  absl::StatusOr<std::unique_ptr<QueueStream>> stream = client_->queue("wait").OpenStream();
+  ASSERT_THAT(stream, IsOk());
+  std::vector<QueueOp> gets = (*stream)->StartGets("wait", 1024);  // no timeout
+  ASSERT_TRUE(AwaitGetters("wait", 1024)) << "waiting: " << Info("wait").waiting_getters();
+
+  // Answered at once (bounded, so that a daemon that lets them wait fails the test).
+  QueueOp over_get = (*stream)->StartGet("wait");
+  QueueOp over_put = (*stream)->StartPut("full", "more");
+  ASSERT_TRUE(PollUntil([&] { return over_get.Ready() && over_put.Ready(); }));
+  EXPECT_THAT(over_get.Wait().status,
+              StatusIs(absl::StatusCode::kResourceExhausted, "--max_blocked_per_stream=1024"));
+  EXPECT_THAT(over_put.Wait().status,
+              StatusIs(absl::StatusCode::kResourceExhausted, "--max_blocked_per_stream"));
+  EXPECT_EQ(Info("wait").waiting_getters(), 1024);
+  EXPECT_EQ(Info("full").waiting_putters(), 0);
+  EXPECT_EQ(Info("full").size(), 1);
+  // What need not wait still runs on this stream.
+  EXPECT_THAT((*stream)->Put("other", "x"), IsOk());
+  EXPECT_THAT((*stream)->Get("other", absl::ZeroDuration()), IsOkAndHolds(std::string("x")));
+  EXPECT_THAT((*stream)->Get("other", absl::ZeroDuration()),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, "is empty"));
+  // The cap is per stream.
+  absl::StatusOr<std::unique_ptr<QueueStream>> second = client_->queue("wait").OpenStream();
+  ASSERT_THAT(second, IsOk());
+  QueueOp elsewhere = (*second)->StartGet("wait");
+  ASSERT_TRUE(AwaitGetters("wait", 1025));
+  // An answered get frees its slot (getters are served in arrival order).
+  ASSERT_THAT(client_->queue("wait").Put("item"), IsOk());
+  ASSERT_TRUE(PollUntil([&] { return gets[0].Ready(); }));
+  ASSERT_THAT(gets[0].Wait().status, IsOk());
+  EXPECT_EQ(gets[0].Wait().items.at(0).data, "item");
+  QueueOp again = (*stream)->StartGet("wait");
+  ASSERT_TRUE(AwaitGetters("wait", 1025)) << "waiting: " << Info("wait").waiting_getters();
+  EXPECT_FALSE(again.Ready());
+  // Ending the streams withdraws every waiter they had: none is left behind.
+  stream->reset();
+  second->reset();
+  EXPECT_TRUE(AwaitGetters("wait", 0)) << "waiting: " << Info("wait").waiting_getters();
+  ASSERT_THAT(client_->queue("wait").Put("kept"), IsOk());
+  EXPECT_EQ(Info("wait").size(), 1);
+}
+
+// A correlation id repeated while its operation is in flight is INVALID_ARGUMENT for
+// the repeat (answered with that id); the first goes on and is answered as usual, and
+// no second waiter is made that the stream's end would leave behind.
+TEST_F(QueueTest, RepeatedCorrelationIdInFlightIsInvalidAndLeavesNoWaiter) {
+  ASSERT_THAT(client_->CreateQueue("dup"), IsOk());
+  auto channel = grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials());
+  std::unique_ptr<v1::Queues::Stub> stub = v1::Queues::NewStub(channel);
+  grpc::ClientContext context;
+  // Bounded: an answer that never comes fails the test instead of hanging it.
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto stream = stub->Stream(&context);
+  v1::QueueStreamRequest get;
+  get.set_correlation_id(7);
+  get.mutable_get()->set_queue("dup");  // no timeout
+  ASSERT_TRUE(stream->Write(get));
+  ASSERT_TRUE(AwaitGetters("dup", 1));
+
+  v1::QueueStreamResponse answer;
+  ASSERT_TRUE(stream->Write(get));
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(answer.correlation_id(), 7u);
+  EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(answer.message(), HasSubstr("correlation_id 7 is already in flight"));
+  EXPECT_EQ(Info("dup").waiting_getters(), 1);
+  v1::QueueStreamRequest put;
+  put.set_correlation_id(7);
+  put.mutable_put()->set_queue("dup");
+  put.mutable_put()->add_items()->set_data("refused");
+  ASSERT_TRUE(stream->Write(put));
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_EQ(Info("dup").size(), 0) << "the refused put put something";
+
+  // The first is answered as usual; after that its id may be used again.
+  ASSERT_THAT(client_->queue("dup").Put("x"), IsOk());
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(answer.correlation_id(), 7u);
+  EXPECT_EQ(answer.code(), 0) << answer.message();
+  ASSERT_EQ(answer.get().items_size(), 1);
+  EXPECT_EQ(answer.get().items(0).payload().data(), "x");
+  get.mutable_get()->mutable_timeout();  // zero: answered at once
+  ASSERT_TRUE(stream->Write(get));
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(answer.correlation_id(), 7u);
+  EXPECT_EQ(answer.code(), 0) << answer.message();
+  EXPECT_TRUE(answer.get().empty());
+
+  // Two blocked gets with one id, then the stream ends: no waiter is left to take
+  // the next item.
+  get.set_correlation_id(8);
+  get.mutable_get()->clear_timeout();
+  ASSERT_TRUE(stream->Write(get));
+  ASSERT_TRUE(stream->Write(get));
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(answer.correlation_id(), 8u);
+  EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  ASSERT_TRUE(AwaitGetters("dup", 1));
+  context.TryCancel();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(AwaitGetters("dup", 0)) << "waiting: " << Info("dup").waiting_getters();
+  ASSERT_THAT(client_->queue("dup").Put("kept"), IsOk());
+  EXPECT_EQ(Info("dup").size(), 1);
+}
+
+// A daemon with smaller caps, to reach them quickly.
+class QueueLimitTest : public QueueTest {
+ protected:
+  std::vector<std::string> ExtraFlags() const override {
+    return {"--max_queues=50", "--max_blocked_per_stream=10"};
+  }
+};
+
+// --max_queues: past it CreateQueue is RESOURCE_EXHAUSTED naming the flag; a repeat
+// with exist_ok still succeeds, and deleting one makes room.
+TEST_F(QueueLimitTest, QueueCountIsCappedNamingTheFlag) {
+  for (int i = 0; i < 50; ++i) ASSERT_THAT(client_->CreateQueue(absl::StrCat("q", i)), IsOk());
+  EXPECT_THAT(client_->CreateQueue("q50"),
+              StatusIs(absl::StatusCode::kResourceExhausted, "--max_queues=50"));
+  EXPECT_THAT(client_->CreateQueue("q7", 0, /*exist_ok=*/true), IsOk());
+  absl::StatusOr<std::vector<v1::QueueInfo>> list = client_->ListQueues();
+  ASSERT_THAT(list, IsOk());
+  EXPECT_EQ(list->size(), 50u);
+  ASSERT_THAT(client_->DeleteQueue("q0"), IsOk());
+  EXPECT_THAT(client_->CreateQueue("q50"), IsOk());
+  EXPECT_THAT(client_->CreateQueue("q51"),
+              StatusIs(absl::StatusCode::kResourceExhausted, "--max_queues"));
+}
+
+// --max_blocked_per_stream is the flag's value.
+TEST_F(QueueLimitTest, BlockedPerStreamCapIsTheFlags) {
+  ASSERT_THAT(client_->CreateQueue("w"), IsOk());
+  absl::StatusOr<std::unique_ptr<QueueStream>> stream = client_->queue("w").OpenStream();
+  ASSERT_THAT(stream, IsOk());
+  std::vector<QueueOp> gets = (*stream)->StartGets("w", 10);
+  ASSERT_TRUE(AwaitGetters("w", 10));
+  QueueOp over = (*stream)->StartGet("w", 1, absl::Seconds(30));
+  ASSERT_TRUE(PollUntil([&] { return over.Ready(); }, absl::Seconds(10)));
+  EXPECT_THAT(over.Wait().status,
+              StatusIs(absl::StatusCode::kResourceExhausted, "--max_blocked_per_stream=10"));
+  EXPECT_EQ(Info("w").waiting_getters(), 10);
 }
 
 // Spawns `forkpool --address A queue get NAME` (waits forever) with stdout to `out`.
