@@ -3,14 +3,15 @@
 #define FORKPOOL_SERVER_DAEMON_POOL_SERVICE_H_
 
 #include "forkpool/v1/forkpool.grpc.pb.h"
-#include "server/daemon/scheduler.h"
+#include "server/daemon/executor/pool_registry.h"
+#include "server/daemon/io_loop.h"
 
 namespace forkpool {
 
 // Thread-safe; gRPC calls it from its own threads.
 class PoolService final : public v1::Pools::CallbackService {
  public:
-  PoolService(Scheduler* scheduler, IoLoop* loop) : scheduler_(scheduler), loop_(loop) {}
+  PoolService(PoolRegistry* pools, IoLoop* loop) : pools_(pools), loop_(loop) {}
 
   grpc::ServerUnaryReactor* CreatePool(grpc::CallbackServerContext* ctx,
                                        const v1::CreatePoolRequest* request,
@@ -35,7 +36,7 @@ class PoolService final : public v1::Pools::CallbackService {
                                           v1::PoolInfo* response) override;
 
  private:
-  Scheduler* const scheduler_;
+  PoolRegistry* const pools_;
   IoLoop* const loop_;
 };
 

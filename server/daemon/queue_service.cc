@@ -11,14 +11,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/daemon/deferred_reactor.h"
-#include "server/daemon/peer_connection.h"
 #include "server/daemon/grpc_status.h"
-#include "server/daemon/scheduler_internal.h"
+#include "server/daemon/peer_connection.h"
 
 namespace forkpool {
 namespace {
 
-using internal_scheduler::ToDuration;
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
 
 std::vector<StoredItem> PlainItems(const std::vector<v1::QueueItem>& items) {
   std::vector<StoredItem> plain;
@@ -50,28 +51,27 @@ class GetReactor : public grpc::ServerUnaryReactor {
     // shared handle to store the waiter id through.
     std::shared_ptr<std::atomic<uint64_t>> waiter = waiter_;
     waiter->store(0);
-    const uint64_t id = queues_->Get(queue_, request.max_items(), deadline, ToDuration(request.lease()),
-                           [claim, self, response](absl::StatusOr<std::vector<v1::QueueItem>> items) {
-                             if (!claim->Claim()) return false;
-                             if (items.ok() && !items->empty() &&
-                                 ClientGone(self->ctx_->peer(), self->peers_)) {
-                               // Its client died while it waited: the items stay queued.
-                               self->Finish(grpc::Status(grpc::StatusCode::CANCELLED,
-                                                         "the client has gone"));
-                               return false;
-                             }
-                             if (!items.ok()) {
-                               self->Finish(ToGrpcStatus(items.status()));
-                               return true;
-                             }
-                             response->set_empty(items->empty());
-                             self->delivered_ = PlainItems(*items);
-                             for (auto& item : *items) {
-                               *response->add_items() = std::move(item);
-                             }
-                             self->Finish(grpc::Status::OK);
-                             return true;
-                           });
+    const uint64_t id = queues_->Get(
+        queue_, request.max_items(), deadline, ToDuration(request.lease()),
+        [claim, self, response](absl::StatusOr<std::vector<v1::QueueItem>> items) {
+          if (!claim->Claim()) return false;
+          if (items.ok() && !items->empty() && ClientGone(self->ctx_->peer(), self->peers_)) {
+            // Its client died while it waited: the items stay queued.
+            self->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client has gone"));
+            return false;
+          }
+          if (!items.ok()) {
+            self->Finish(ToGrpcStatus(items.status()));
+            return true;
+          }
+          response->set_empty(items->empty());
+          self->delivered_ = PlainItems(*items);
+          for (auto& item : *items) {
+            *response->add_items() = std::move(item);
+          }
+          self->Finish(grpc::Status::OK);
+          return true;
+        });
     waiter->store(id);
   }
 
@@ -279,8 +279,7 @@ class QueueStreamReactor
     switch (req.op_case()) {
       case v1::QueueStreamRequest::kPut: {
         const v1::PutRequest& put = req.put();
-        absl::StatusOr<absl::Time> deadline =
-            WaitDeadline(put.has_timeout(), put.timeout(), *ctx_);
+        absl::StatusOr<absl::Time> deadline = WaitDeadline(put.has_timeout(), put.timeout(), *ctx_);
         if (!deadline.ok()) return fail(deadline.status());
         std::vector<v1::Payload> items(put.items().begin(), put.items().end());
         const std::string queue = put.queue();
@@ -301,27 +300,26 @@ class QueueStreamReactor
       }
       case v1::QueueStreamRequest::kGet: {
         const v1::QueueGetRequest& get = req.get();
-        absl::StatusOr<absl::Time> deadline =
-            WaitDeadline(get.has_timeout(), get.timeout(), *ctx_);
+        absl::StatusOr<absl::Time> deadline = WaitDeadline(get.has_timeout(), get.timeout(), *ctx_);
         if (!deadline.ok()) return fail(deadline.status());
         const std::string queue = get.queue();
-        uint64_t id = queues_->Get(
-            queue, get.max_items(), *deadline, ToDuration(get.lease()),
-            [state, corr, queue](absl::StatusOr<std::vector<v1::QueueItem>> items) {
-              Pending p;
-              p.message.set_correlation_id(corr);
-              p.queue = queue;
-              if (!items.ok()) {
-                p.message.set_code(static_cast<int>(items.status().code()));
-                p.message.set_message(std::string(items.status().message()));
-              } else {
-                p.plain = PlainItems(*items);
-                auto* r = p.message.mutable_get();
-                r->set_empty(items->empty());
-                for (auto& item : *items) *r->add_items() = std::move(item);
-              }
-              return Answer(state, std::move(p));
-            });
+        uint64_t id =
+            queues_->Get(queue, get.max_items(), *deadline, ToDuration(get.lease()),
+                         [state, corr, queue](absl::StatusOr<std::vector<v1::QueueItem>> items) {
+                           Pending p;
+                           p.message.set_correlation_id(corr);
+                           p.queue = queue;
+                           if (!items.ok()) {
+                             p.message.set_code(static_cast<int>(items.status().code()));
+                             p.message.set_message(std::string(items.status().message()));
+                           } else {
+                             p.plain = PlainItems(*items);
+                             auto* r = p.message.mutable_get();
+                             r->set_empty(items->empty());
+                             for (auto& item : *items) *r->add_items() = std::move(item);
+                           }
+                           return Answer(state, std::move(p));
+                         });
         if (id != 0) {
           absl::MutexLock lock(&state->mu);
           state->waiters[corr] = {queue, id};
@@ -412,12 +410,11 @@ grpc::ServerUnaryReactor* QueueService::Put(grpc::CallbackServerContext* ctx,
     reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "queue put cancelled by the client"));
   });
   std::vector<v1::Payload> items(request->items().begin(), request->items().end());
-  waiter->store(queues_->Put(queue, std::move(items), *deadline,
-                             [=](absl::Status s, bool full) {
-                               if (!claim->Claim()) return;
-                               response->set_full(full);
-                               reactor->Finish(ToGrpcStatus(s));
-                             }));
+  waiter->store(queues_->Put(queue, std::move(items), *deadline, [=](absl::Status s, bool full) {
+    if (!claim->Claim()) return;
+    response->set_full(full);
+    reactor->Finish(ToGrpcStatus(s));
+  }));
   return reactor;
 }
 

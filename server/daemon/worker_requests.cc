@@ -15,9 +15,8 @@ absl::Time Deadline(bool has, const google::protobuf::Duration& d) {
 
 }  // namespace
 
-Scheduler::WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues) {
-  return [queues](const std::string& method, const std::string& body,
-                  Scheduler::WorkerReply reply) {
+WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues) {
+  return [queues](const std::string& method, const std::string& body, WorkerReply reply) {
     if (method == "queue.put") {
       v1::PutRequest put;
       if (!put.ParseFromString(body)) {
@@ -42,8 +41,7 @@ Scheduler::WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues) {
       // Leases need an Ack path inside tasks; a task's get is plain (at most once),
       // and an item whose worker died before the answer reached it goes back.
       queues->Get(get.queue(), get.max_items(), Deadline(get.has_timeout(), get.timeout()),
-                  absl::ZeroDuration(),
-                  [reply](absl::StatusOr<std::vector<v1::QueueItem>> items) {
+                  absl::ZeroDuration(), [reply](absl::StatusOr<std::vector<v1::QueueItem>> items) {
                     if (!items.ok()) return reply(items.status(), "");
                     v1::QueueGetResponse r;
                     r.set_empty(items->empty());

@@ -1,8 +1,9 @@
 // MapJob: one Map or MapStream call's items: which are answered, which are waiting to
 // leave, in input order or as they complete, and how many are in flight.
-#ifndef FORKPOOL_SERVER_DAEMON_MAP_JOB_H_
-#define FORKPOOL_SERVER_DAEMON_MAP_JOB_H_
+#ifndef FORKPOOL_SERVER_DAEMON_BROKER_MAP_JOB_H_
+#define FORKPOOL_SERVER_DAEMON_BROKER_MAP_JOB_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -40,8 +41,8 @@ class MapJob {
  public:
   // `wake` is called (without MapJob's lock) when a batch is ready to take or the job
   // has ended; it must not block.
-  MapJob(std::string id, std::string pool, std::string function, std::string codec,
-         bool ordered, std::function<void()> wake);
+  MapJob(std::string id, std::string pool, std::string function, std::string codec, bool ordered,
+         std::function<void()> wake);
 
   const std::string& id() const { return id_; }
   const std::string& pool() const { return pool_; }
@@ -50,6 +51,10 @@ class MapJob {
   // Limits and retries for every item (set before the job starts).
   const v1::TaskOptions& options() const { return options_; }
   void set_options(const v1::TaskOptions& options) { options_ = options; }
+
+  // The generation of the pool the job was admitted to (0 before).
+  uint64_t generation() const { return generation_.load(); }
+  void set_generation(uint64_t gen) { generation_.store(gen); }
 
   // Items accepted so far: the next input's index.
   uint64_t accepted() const;
@@ -75,11 +80,11 @@ class MapJob {
   bool cancelled() const;
 
  private:
-
   const std::string id_, pool_, function_, codec_;
   const bool ordered_;
   const std::function<void()> wake_;
   v1::TaskOptions options_;
+  std::atomic<uint64_t> generation_{0};
 
   mutable absl::Mutex mu_;
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
@@ -119,4 +124,4 @@ struct MapChunk {
 
 }  // namespace forkpool
 
-#endif  // FORKPOOL_SERVER_DAEMON_MAP_JOB_H_
+#endif  // FORKPOOL_SERVER_DAEMON_BROKER_MAP_JOB_H_

@@ -1,5 +1,5 @@
 // MapJob implementation.
-#include "server/daemon/map_job.h"
+#include "server/daemon/broker/map_job.h"
 
 #include <algorithm>
 #include <iterator>
@@ -116,8 +116,8 @@ MapRun SplitFront(MapRun& run, size_t max_bytes) {
   PackedItemReader reader(run.outputs);
   std::string_view output;
   uint64_t n = 0;
-  size_t cut = 0;    // end of the last item taken
-  size_t bytes = 0;  // its outputs and errors
+  size_t cut = 0;     // end of the last item taken
+  size_t bytes = 0;   // its outputs and errors
   size_t errors = 0;  // errors of the items taken
   while (reader.Next(&output)) {
     const uint64_t index = run.first_index + n;
@@ -139,9 +139,9 @@ MapRun SplitFront(MapRun& run, size_t max_bytes) {
   run.outputs.erase(0, cut);
   run.first_index += n;
   run.count -= n;
-  front.errors.assign(std::make_move_iterator(run.errors.begin()),
-                      std::make_move_iterator(run.errors.begin() +
-                                              static_cast<std::ptrdiff_t>(errors)));
+  front.errors.assign(
+      std::make_move_iterator(run.errors.begin()),
+      std::make_move_iterator(run.errors.begin() + static_cast<std::ptrdiff_t>(errors)));
   run.errors.erase(run.errors.begin(), run.errors.begin() + static_cast<std::ptrdiff_t>(errors));
   return front;
 }

@@ -1,6 +1,6 @@
-// Tests for server/daemon/map_job.h: runs of results leave in input order (ordered) or
+// Tests for server/daemon/broker/map_job.h: runs of results leave in input order (ordered) or
 // as they come, duplicates are dropped, and responses stay under the byte cap.
-#include "server/daemon/map_job.h"
+#include "server/daemon/broker/map_job.h"
 
 #include <string>
 #include <utility>
