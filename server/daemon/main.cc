@@ -66,6 +66,9 @@ ABSL_FLAG(absl::Duration, grace, absl::Seconds(10),
           "on SIGTERM, how long running tasks may take to finish before they "
           "are killed");
 ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks and queued map items per pool");
+ABSL_FLAG(int64_t, max_map_unsent_bytes, 64 << 20,
+          "most bytes of results one map may hold for a client that does not read them; past "
+          "it the map's chunks wait");
 ABSL_FLAG(int64_t, max_results, 1000000,
           "most finished tasks whose results are kept; past it the oldest go before their TTL");
 ABSL_FLAG(int, poison_threshold, 3,
@@ -235,6 +238,8 @@ int Serve() {
       static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_results)));
   broker_options.max_queued_per_pool = absl::GetFlag(FLAGS_max_queued);
   broker_options.poison_threshold = std::max(1, absl::GetFlag(FLAGS_poison_threshold));
+  broker_options.max_map_unsent_bytes =
+      static_cast<size_t>(std::max<int64_t>(1 << 20, absl::GetFlag(FLAGS_max_map_unsent_bytes)));
   TaskBroker broker(loop->get(), broker_options, std::make_unique<MemoryTaskStore>());
   ChildRegistry children;
   auto root_helper = std::make_unique<RootHelperClient>(loop->get(), &children, env_deny);

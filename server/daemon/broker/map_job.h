@@ -35,6 +35,10 @@ struct MapRun {
   uint64_t input_bytes = 0;
 };
 
+// What one run waiting to leave costs beyond its bytes (the run, its queue or
+// reorder node), counted against a map's bounds.
+inline constexpr uint64_t kMapRunOverheadBytes = sizeof(MapRun) + 64;
+
 // Thread-safe. The Scheduler adds results (under its own lock, which may be held:
 // MapJob's lock is taken after it); the call's reactor takes batches to write.
 class MapJob {
@@ -75,6 +79,13 @@ class MapJob {
   // taken by the writer (the streaming map's memory bound).
   uint64_t InFlightBytes() const;
 
+  // Results waiting to leave may hold at most `limit` bytes before the
+  // broker stops dispatching the job's chunks (0: no limit); `on_room` runs
+  // (without the job's lock) when a parked job has drained to half of it.
+  void SetUnsentLimit(uint64_t limit, std::function<void()> on_room);
+  // Parks the job if its unsent results are over the limit; true if parked.
+  bool TryPark();
+
   // Marks the job cancelled: queued chunks are dropped, running ones stopped.
   void Cancel();
   bool cancelled() const;
@@ -94,14 +105,25 @@ class MapJob {
   uint64_t next_in_order_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t input_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // inputs not yet answered
   uint64_t result_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // outputs not yet taken
+  std::optional<v1::MapResponse> TakeBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds one run none of whose items was answered before.
   void AddFreshRunLocked(MapRun run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Whether item `index` was answered (ABSL: within the accepted ones).
+  bool SeenLocked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkSeenLocked(uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Ordered maps: runs after a gap, by first index.
   std::map<uint64_t, MapRun> reorder_ ABSL_GUARDED_BY(mu_);
   std::deque<MapRun> ready_ ABSL_GUARDED_BY(mu_);  // may leave now
-  std::vector<bool> seen_ ABSL_GUARDED_BY(mu_);    // answered indexes
+  // Answered indexes from seen_base_ on (every one below it is answered): a
+  // window over the items in flight, so a map streamed for hours stays small.
+  uint64_t seen_base_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<bool> seen_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t unsent_limit_ ABSL_GUARDED_BY(mu_) = 0;
+  bool parked_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> on_room_ ABSL_GUARDED_BY(mu_);
 };
 
 // A run of consecutive items of one job, dispatched to one worker as one batch.
@@ -115,6 +137,9 @@ struct MapChunk {
   size_t begin = 0;  // index in `inputs` of the chunk's first item
   int count = 0;
   int attempt = 1;
+  // While queued: taken `split` items at a time (0: whole), so that a map of
+  // millions of items is one queue entry, not millions.
+  int split = 0;
 
   // The chunk's inputs, packed.
   std::string_view packed() const {

@@ -113,6 +113,12 @@ void TaskBroker::EndPending(uint64_t gen, v1::TaskState state, const std::string
     task->result.set_error(why);
     FinishLocked(*task, state, notify);
   }
+  for (auto& [job, chunks] : q->parked) {
+    for (const PendingWork& work : chunks) {
+      if (!work.chunk->job->cancelled()) FailChunkItems(*work.chunk, 0, state, why, nullptr);
+    }
+  }
+  q->parked.clear();
   q->queued = 0;
   q->dead = 0;
 }
@@ -138,7 +144,8 @@ PoolCounts TaskBroker::Counts(uint64_t gen) const {
 bool TaskBroker::Idle(uint64_t gen) const {
   absl::MutexLock lock(&mu_);
   auto it = pools_.find(gen);
-  return it == pools_.end() || (it->second.queued == 0 && it->second.pending->empty());
+  return it == pools_.end() ||
+         (it->second.queued == 0 && it->second.pending->empty() && it->second.parked.empty());
 }
 
 void TaskBroker::CountItems(uint64_t gen, int64_t done, int64_t failed) {

@@ -43,6 +43,10 @@ struct BrokerOptions {
   size_t max_input_bytes = 16u << 20;
   // A task that has killed this many workers is quarantined ("poison task").
   int poison_threshold = 3;
+  // Most bytes of results one map may hold waiting for its client to read
+  // them; past it its chunks wait (a client that never reads holds this much,
+  // not the whole map).
+  size_t max_map_unsent_bytes = 64u << 20;
 };
 
 struct SubmitOutcome {
@@ -214,6 +218,8 @@ class TaskBroker {
     // Entries of `pending` whose task ended before dispatch (skipped there;
     // compacted when they outnumber the live ones).
     int64_t dead = 0;
+    // Chunks of maps whose unsent results are over their bound, by job.
+    std::map<const MapJob*, std::vector<PendingWork>> parked;
     PoolCounts counts;
   };
 
@@ -245,6 +251,11 @@ class TaskBroker {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::TaskOptions EffectiveLocked(const PoolQueue& q, const v1::TaskOptions& own) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets a new map's result bound and admits it to pool `gen`.
+  void AdmitMapLocked(const std::shared_ptr<MapJob>& job, uint64_t gen)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A parked map has room for results again: its chunks are queued again.
+  void Unpark(const std::weak_ptr<MapJob>& job);
   void OnQueueDeadline(const std::string& task_id);
   void Sweep();
   // Calls the pool's consumer (without the lock).

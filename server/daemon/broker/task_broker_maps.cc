@@ -14,18 +14,43 @@ void TaskBroker::QueueChunksLocked(PoolQueue& q, const std::shared_ptr<MapJob>& 
                                    uint64_t first_index,
                                    const std::shared_ptr<const PackedItems>& inputs, size_t begin,
                                    int count, uint32_t chunksize) {
-  const int size = std::max<int>(
+  // One entry for all of them, cut into chunks as workers take them.
+  auto chunk = std::make_shared<MapChunk>();
+  chunk->job = job;
+  chunk->first_index = first_index;
+  chunk->inputs = inputs;
+  chunk->begin = begin;
+  chunk->count = count;
+  chunk->split = std::max<int>(
       1, static_cast<int>(std::min<uint32_t>(chunksize, static_cast<uint32_t>(count))));
-  for (int offset = 0; offset < count; offset += size) {
-    auto chunk = std::make_shared<MapChunk>();
-    chunk->job = job;
-    chunk->first_index = first_index + static_cast<uint64_t>(offset);
-    chunk->inputs = inputs;
-    chunk->begin = begin + static_cast<size_t>(offset);
-    chunk->count = std::min(size, count - offset);
-    q.queued += chunk->count;
-    q.pending->PushBack(PendingWork{std::string(), std::move(chunk)});
+  q.queued += count;
+  q.pending->PushBack(PendingWork{std::string(), std::move(chunk)});
+}
+
+void TaskBroker::AdmitMapLocked(const std::shared_ptr<MapJob>& job, uint64_t gen) {
+  job->set_generation(gen);
+  std::weak_ptr<MapJob> weak = job;
+  job->SetUnsentLimit(options_.max_map_unsent_bytes, [this, weak] { Unpark(weak); });
+}
+
+void TaskBroker::Unpark(const std::weak_ptr<MapJob>& weak) {
+  std::shared_ptr<MapJob> job = weak.lock();
+  if (!job) return;
+  std::weak_ptr<WorkConsumer> consumer;
+  {
+    absl::MutexLock lock(&mu_);
+    PoolQueue* q = FindQueueLocked(job->generation());
+    if (q == nullptr) return;
+    auto it = q->parked.find(job.get());
+    if (it == q->parked.end()) return;
+    // Back to the front, in their order: they were due.
+    for (auto w = it->second.rbegin(); w != it->second.rend(); ++w) {
+      q->pending->PushFront(std::move(*w));
+    }
+    q->parked.erase(it);
+    consumer = q->entry.consumer;
   }
+  Kick(consumer);
 }
 
 void TaskBroker::RequeueChunkRestLocked(PoolQueue& q, const MapChunk& chunk, int from) {
@@ -62,7 +87,7 @@ absl::Status TaskBroker::StartMap(const std::shared_ptr<MapJob>& job, std::strin
       const int per = 4 * std::max(1, q->entry.processes);
       chunksize = static_cast<uint32_t>(std::max(1, (n + per - 1) / per));
     }
-    job->set_generation(gen);
+    AdmitMapLocked(job, gen);
     job->AddAccepted(static_cast<uint64_t>(n), /*end=*/true, inputs.size());
     QueueChunksLocked(*q, job, 0, items, 0, n, chunksize);
     consumer = q->entry.consumer;
@@ -75,7 +100,7 @@ absl::Status TaskBroker::OpenMap(const std::shared_ptr<MapJob>& job) {
   absl::MutexLock lock(&mu_);
   uint64_t gen = 0;
   FORKPOOL_RETURN_IF_ERROR(AdmitLocked(job->pool(), job->function(), 0, &gen).status());
-  job->set_generation(gen);
+  AdmitMapLocked(job, gen);
   return absl::OkStatus();
 }
 
@@ -123,6 +148,10 @@ void TaskBroker::CancelMap(const std::shared_ptr<MapJob>& job) {
       q->queued -= w.chunk->count;
       return true;
     });
+    if (auto it = q->parked.find(job.get()); it != q->parked.end()) {
+      for (const PendingWork& w : it->second) q->queued -= w.chunk->count;
+      q->parked.erase(it);
+    }
     consumer = q->entry.consumer;
   }
   // Running chunks are told to stop, without the broker's lock.

@@ -32,6 +32,25 @@ std::optional<Dispatch> TaskBroker::TakeWork(uint64_t gen, uint64_t worker_key, 
         q->queued -= work->chunk->count;
         continue;
       }
+      // A map whose client does not read its results waits, holding at most
+      // its bound.
+      if (work->chunk->job->TryPark()) {
+        q->parked[work->chunk->job.get()].push_back(*std::move(work));
+        continue;
+      }
+      MapChunk& queued = *work->chunk;
+      if (queued.split > 0 && queued.count > queued.split) {
+        // Cut the next chunk off the front; the rest stays first in line.
+        auto next = std::make_shared<MapChunk>(queued);
+        next->count = queued.split;
+        next->split = 0;
+        queued.first_index += static_cast<uint64_t>(queued.split);
+        queued.begin += static_cast<size_t>(queued.split);
+        queued.count -= queued.split;
+        q->pending->PushFront(*std::move(work));
+        work = PendingWork{std::string(), std::move(next)};
+      }
+      work->chunk->split = 0;
       const MapJob& job = *work->chunk->job;
       const v1::TaskOptions eff = EffectiveLocked(*q, job.options());
       d.task_id = job.id();

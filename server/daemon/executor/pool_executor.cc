@@ -236,7 +236,8 @@ v1::PoolInfo PoolExecutor::InfoLocked() const {
   info.set_closed(closed_);
   info.set_last_error(last_error_);
   info.set_state(state_);
-  info.set_helper_pid(has_helper_ ? deps_.launcher->helper_pid() : 0);
+  // While loading too: a load that hangs shows whose it is.
+  info.set_helper_pid(deps_.launcher->helper_pid());
   return info;
 }
 
