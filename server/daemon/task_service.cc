@@ -10,6 +10,7 @@
 #include "server/daemon/deferred_reactor.h"
 #include "server/daemon/grpc_status.h"
 #include "server/daemon/map_reactors.h"
+#include "server/daemon/result_reply.h"
 
 namespace forkpool {
 namespace {
@@ -89,18 +90,31 @@ grpc::ServerUnaryReactor* TaskService::Apply(grpc::CallbackServerContext* ctx,
 }
 
 grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
-                                           const v1::GetRequest* request,
-                                           v1::GetResponse* response) {
+                                           const grpc::ByteBuffer* request_bytes,
+                                           grpc::ByteBuffer* response) {
+  // Raw bytes in and out: the reply carries the result's output as a slice of
+  // the broker's one copy (ResultReply), however many wait for it.
+  v1::GetRequest request_msg;
+  {
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (request_bytes->Dump(&slices).ok()) {
+      for (const grpc::Slice& slice : slices) {
+        bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+      }
+    }
+    if (!request_msg.ParseFromString(bytes)) {
+      return Answer(ctx, absl::InvalidArgumentError("malformed GetRequest"));
+    }
+  }
+  const v1::GetRequest* request = &request_msg;
   absl::StatusOr<absl::Duration> wait =
       WaitTimeout(request->has_timeout(), request->timeout(), *ctx);
   if (!wait.ok()) return Answer(ctx, wait.status());
   const std::string id = request->task_id();
   if (*wait <= absl::ZeroDuration()) {
-    absl::StatusOr<v1::TaskResult> r = broker_->GetResult(id);
-    if (r.ok()) {
-      response->set_ready(IsTerminal(r->state()));
-      *response->mutable_result() = *r;
-    }
+    absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker_->GetResult(id);
+    if (r.ok()) *response = GetResponseBytes(IsTerminal((*r)->state()), *r);
     return Answer(ctx, r.status());
   }
 
@@ -122,8 +136,7 @@ grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
       [=](std::shared_ptr<const v1::TaskResult> result) {
         if (!claim->Claim()) return;
         loop->CancelTimer(timer->load());
-        response->set_ready(true);
-        *response->mutable_result() = *result;
+        *response = GetResponseBytes(true, std::move(result));
         reactor->Finish(grpc::Status::OK);
       },
       &wid);
@@ -134,8 +147,7 @@ grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
   }
   if (*now != nullptr) {
     if (claim->Claim()) {
-      response->set_ready(true);
-      *response->mutable_result() = **now;
+      *response = GetResponseBytes(true, *now);
       reactor->Finish(grpc::Status::OK);
     }
     return reactor;
@@ -145,11 +157,8 @@ grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
       if (!claim->Claim()) return;
       broker->Unwatch(id, waiter_id->load());
       // Not ready is an answer, not an error; the task keeps running.
-      absl::StatusOr<v1::TaskResult> r = broker->GetResult(id);
-      if (r.ok()) {
-        response->set_ready(IsTerminal(r->state()));
-        *response->mutable_result() = *r;
-      }
+      absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker->GetResult(id);
+      if (r.ok()) *response = GetResponseBytes(IsTerminal((*r)->state()), *r);
       reactor->Finish(ToGrpcStatus(r.status()));
     }));
     // The waiter may have won before the timer existed.
@@ -187,7 +196,7 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
       WaitTimeout(request->has_timeout(), request->timeout(), *ctx);
   if (!wait.ok()) return Answer(ctx, wait.status());
   for (const std::string& id : request->task_ids()) {
-    absl::StatusOr<v1::TaskResult> r = broker_->GetResult(id);
+    absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker_->GetResult(id);
     if (!r.ok()) return Answer(ctx, r.status());
   }
 
@@ -218,16 +227,17 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
     size_t result_bytes = 0;
     bool results_fit = include_results;
     for (const std::string& tid : *ids) {
-      absl::StatusOr<v1::TaskResult> r = broker->GetResult(tid);
+      absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker->GetResult(tid);
       // A result that expired meanwhile has ended too.
-      if (!r.ok() || IsTerminal(r->state())) {
+      if (!r.ok() || IsTerminal((*r)->state())) {
         response->add_done(tid);
         ++done;
         // Results stay in `done` order: the first one that does not fit (or has
-        // expired) ends the list; the caller fetches the rest with Get.
-        if (results_fit && r.ok() && result_bytes + r->ByteSizeLong() <= kMaxWaitResultBytes) {
-          result_bytes += r->ByteSizeLong();
-          *response->add_results() = std::move(*r);
+        // expired) ends the list; the caller fetches the rest with Get. Copied
+        // once, outside the broker's lock.
+        if (results_fit && r.ok() && result_bytes + (*r)->ByteSizeLong() <= kMaxWaitResultBytes) {
+          result_bytes += (*r)->ByteSizeLong();
+          *response->add_results() = **r;
         } else {
           results_fit = false;
         }

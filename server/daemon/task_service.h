@@ -10,7 +10,8 @@
 namespace forkpool {
 
 // Thread-safe; gRPC calls it from its own threads.
-class TaskService final : public v1::Tasks::CallbackService {
+// Get is a raw method (bytes in and out) so that its reply shares the result.
+class TaskService final : public v1::Tasks::WithRawCallbackMethod_Get<v1::Tasks::CallbackService> {
  public:
   TaskService(TaskBroker* broker, IoLoop* loop) : broker_(broker), loop_(loop) {}
 
@@ -22,8 +23,8 @@ class TaskService final : public v1::Tasks::CallbackService {
   grpc::ServerUnaryReactor* SubmitMany(grpc::CallbackServerContext* ctx,
                                        const v1::SubmitManyRequest* request,
                                        v1::SubmitManyResponse* response) override;
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
-                                v1::GetResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx, const v1::WaitRequest* request,
                                  v1::WaitResponse* response) override;
   grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* ctx,

@@ -21,6 +21,7 @@ namespace {
 using ::forkpool::testing::Daemon;
 using ::forkpool::testing::DaemonOptions;
 using ::forkpool::testing::IsOk;
+
 using ::forkpool::testing::kExampleTasksPath;
 using ::forkpool::testing::PollUntil;
 using ::forkpool::testing::ProcessAlive;
@@ -30,9 +31,9 @@ using ::testing::HasSubstr;
 
 class CoreLimitsTest : public ::testing::Test {
  protected:
-  void Start(std::vector<std::string> flags = {}) {
+  void Start(std::vector<std::string> flags = {}, int processes = 2) {
     DaemonOptions options;
-    options.processes = 2;
+    options.processes = processes;
     options.extra_flags = std::move(flags);
     absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(options);
     ASSERT_THAT(daemon, IsOk());
@@ -48,6 +49,7 @@ class CoreLimitsTest : public ::testing::Test {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
     args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 * 1024);
+    args.SetMaxReceiveMessageSize(64 << 20);
     return v1::Tasks::NewStub(
         grpc::CreateCustomChannel(daemon_->address(), grpc::InsecureChannelCredentials(), args));
   }
@@ -140,6 +142,54 @@ TEST_F(CoreLimitsTest, APoolDeletedAndMadeAgainDuringItsLoadIsNeverConfusedWithI
   EXPECT_EQ(*out, "81");
   EXPECT_TRUE(PollUntil([&] { return !ProcessAlive(hanging_helper); }))
       << "the first helper (pid " << hanging_helper << ") still runs";
+}
+
+TEST_F(CoreLimitsTest, SixtyGetsOfOneBigResultCostOneCopy) {
+  ASSERT_NO_FATAL_FAILURE(Start({}, /*processes=*/1));
+  // The only worker is busy, so the big task waits and all 60 Gets wait on it.
+  absl::StatusOr<AsyncResult> blocker = client_->pool().ApplyAsync("sleep", "1.5");
+  ASSERT_THAT(blocker, IsOk());
+  const std::string big(15 << 20, 'x');
+  absl::StatusOr<AsyncResult> task = client_->pool().ApplyAsync("echo", big);
+  ASSERT_THAT(task, IsOk());
+  const int64_t before = RssKiB();
+  constexpr int kGets = 60;
+  std::vector<std::thread> getters;
+  std::atomic<int> right{0};
+  std::atomic<int64_t> peak{before};
+  for (int i = 0; i < kGets; ++i) {
+    getters.emplace_back([&] {
+      auto stub = Stub();
+      grpc::ClientContext ctx;
+      v1::GetRequest request;
+      request.set_task_id(task->id());
+      request.mutable_timeout()->set_seconds(30);
+      v1::GetResponse response;
+      grpc::Status s = stub->Get(&ctx, request, &response);
+      if (s.ok() && response.ready() && response.result().output().data() == big &&
+          response.result().state() == v1::TASK_STATE_SUCCEEDED &&
+          response.result().task_id() == task->id()) {
+        right.fetch_add(1);
+      }
+    });
+  }
+  std::atomic<bool> sampling{true};
+  std::thread sampler([&] {
+    while (sampling.load()) {
+      peak.store(std::max(peak.load(), RssKiB()));
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+  });
+  for (std::thread& t : getters) t.join();
+  sampling.store(false);
+  sampler.join();
+  EXPECT_EQ(right.load(), kGets);
+  // The input (held until it ran) and the result: some 30 MiB, plus gRPC's
+  // buffers; 60 copies of the result would be 900 MiB.
+  EXPECT_LT(peak.load() - before, 120 * 1024)
+      << "daemon RSS grew from " << before << " KiB to " << peak.load() << " KiB";
+  std::cerr << kGets << " Gets of a 15 MiB result: daemon RSS " << before << " -> peak "
+            << peak.load() << " KiB\n";
 }
 
 TEST_F(CoreLimitsTest, AUnaryMapWhoseClientDoesNotReadHoldsABoundedAmount) {

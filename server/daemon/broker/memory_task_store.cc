@@ -75,8 +75,9 @@ void MemoryTaskStore::ForgetKey(Task& task) {
 
 void MemoryTaskStore::Finished(Task& task, MonoTime now) {
   task.input.reset();
+  task.kept_bytes = KeptBytes(task);
   finished_.emplace_back(now, task.result.task_id());
-  kept_bytes_ += KeptBytes(task);
+  kept_bytes_ += task.kept_bytes;
 }
 
 size_t MemoryTaskStore::Sweep(MonoTime now, absl::Duration ttl, size_t max_bytes,
@@ -87,7 +88,7 @@ size_t MemoryTaskStore::Sweep(MonoTime now, absl::Duration ttl, size_t max_bytes
           (max_count > 0 && finished_.size() > max_count))) {
     auto it = tasks_.find(finished_.front().second);
     if (it != tasks_.end()) {
-      kept_bytes_ -= std::min(kept_bytes_, KeptBytes(it->second));
+      kept_bytes_ -= std::min(kept_bytes_, it->second.kept_bytes);
       ForgetKey(it->second);
       tasks_.erase(it);
       ++n;

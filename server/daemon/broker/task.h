@@ -20,7 +20,14 @@ namespace forkpool {
 using TaskWaiter = std::function<void(std::shared_ptr<const v1::TaskResult>)>;
 
 struct Task {
-  v1::TaskResult result;  // id, state, output, error, timestamps, ...
+  // Id, state, output, error, timestamps, ... while the task lives; once it
+  // has ended only its id and state, the rest being in `final_result`.
+  v1::TaskResult result;
+  // The terminal result, shared by every reader (waiters, Get, Wait) instead
+  // of copied for each.
+  std::shared_ptr<const v1::TaskResult> final_result;
+  // What keeping it costs (set when it ends), for the store's caps.
+  size_t kept_bytes = 0;
   // Shared with the dispatch that carries it to a worker; dropped when it ends.
   std::shared_ptr<const std::string> input;
   std::string codec;

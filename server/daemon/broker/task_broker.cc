@@ -395,13 +395,16 @@ void TaskBroker::FinishLocked(Task& task, v1::TaskState state, Notify* notify) {
   *task.result.mutable_finished_at() = ToProto(clock_->WallNow());
   task.worker_key = 0;
   store_->Finished(task, clock_->Now());
-  if (!task.waiters.empty()) {
-    auto snapshot = std::make_shared<const v1::TaskResult>(task.result);
-    for (auto& [id, waiter] : task.waiters) {
-      notify->push_back([snapshot, w = std::move(waiter)] { w(snapshot); });
-    }
-    task.waiters.clear();
+  // One copy from now on, shared by every reader; the task keeps its id and
+  // state.
+  task.final_result = std::make_shared<const v1::TaskResult>(std::move(task.result));
+  task.result = v1::TaskResult();
+  task.result.set_task_id(task.final_result->task_id());
+  task.result.set_state(state);
+  for (auto& [id, waiter] : task.waiters) {
+    notify->push_back([snapshot = task.final_result, w = std::move(waiter)] { w(snapshot); });
   }
+  task.waiters.clear();
   store_->Updated(task);
   if (store_->kept_bytes() > options_.max_result_bytes ||
       store_->kept_count() > options_.max_results) {
@@ -424,11 +427,13 @@ void TaskBroker::OnQueueDeadline(const std::string& task_id) {
   RunNotify(notify);
 }
 
-absl::StatusOr<v1::TaskResult> TaskBroker::GetResult(const std::string& task_id) {
+absl::StatusOr<std::shared_ptr<const v1::TaskResult>> TaskBroker::GetResult(
+    const std::string& task_id) {
   absl::MutexLock lock(&mu_);
   Task* task = store_->Find(task_id);
   if (task == nullptr) return store_->Missing(task_id);
-  return task->result;
+  if (task->final_result) return task->final_result;
+  return std::make_shared<const v1::TaskResult>(task->result);
 }
 
 absl::StatusOr<std::shared_ptr<const v1::TaskResult>> TaskBroker::Watch(const std::string& task_id,
@@ -437,9 +442,7 @@ absl::StatusOr<std::shared_ptr<const v1::TaskResult>> TaskBroker::Watch(const st
   absl::MutexLock lock(&mu_);
   Task* task = store_->Find(task_id);
   if (task == nullptr) return store_->Missing(task_id);
-  if (IsTerminal(task->result.state())) {
-    return std::make_shared<const v1::TaskResult>(task->result);
-  }
+  if (task->final_result) return task->final_result;
   *waiter_id = next_waiter_++;
   task->waiters.emplace_back(*waiter_id, std::move(waiter));
   return std::shared_ptr<const v1::TaskResult>();

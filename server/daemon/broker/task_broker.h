@@ -146,8 +146,9 @@ class TaskBroker {
   // Accepts several tasks of one function, all or none; a key repeated within
   // the request is one task.
   absl::StatusOr<std::vector<std::string>> SubmitMany(const v1::SubmitManyRequest& request);
-  // A snapshot of the task's result; NOT_FOUND saying "expired" or "unknown".
-  absl::StatusOr<v1::TaskResult> GetResult(const std::string& task_id);
+  // The task's result (for an ended task the one shared copy, for a live one
+  // a snapshot); NOT_FOUND saying "expired" or "unknown".
+  absl::StatusOr<std::shared_ptr<const v1::TaskResult>> GetResult(const std::string& task_id);
   // The terminal result if the task has ended; otherwise registers `waiter`,
   // stores its id in `*waiter_id` and returns null.
   absl::StatusOr<std::shared_ptr<const v1::TaskResult>> Watch(const std::string& task_id,

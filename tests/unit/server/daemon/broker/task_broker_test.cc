@@ -63,8 +63,8 @@ class TaskBrokerTest : public ::testing::Test {
     return out.ok() ? out->task_id : "";
   }
   v1::TaskState State(const std::string& id) {
-    absl::StatusOr<v1::TaskResult> r = broker_->GetResult(id);
-    return r.ok() ? r->state() : v1::TASK_STATE_UNSPECIFIED;
+    absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker_->GetResult(id);
+    return r.ok() ? (*r)->state() : v1::TASK_STATE_UNSPECIFIED;
   }
   // Runs the next pending task on worker `key` and answers it.
   std::string RunNext(uint64_t key, const std::string& output) {
@@ -195,10 +195,10 @@ TEST_F(TaskBrokerTest, FailuresRetryOnlyWhenAskedAndLostWorkersUpToPoison) {
     broker_->TaskFailed(id2, 10 + i, v1::TASK_STATE_WORKER_LOST, "worker lost: SIGSEGV", nullptr,
                         true, &notify);
   }
-  absl::StatusOr<v1::TaskResult> r = broker_->GetResult(id2);
+  absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker_->GetResult(id2);
   ASSERT_TRUE(r.ok());
-  EXPECT_EQ(r->state(), v1::TASK_STATE_FAILED);
-  EXPECT_THAT(r->error(), HasSubstr("poison task: it killed 2 workers"));
+  EXPECT_EQ((*r)->state(), v1::TASK_STATE_FAILED);
+  EXPECT_THAT((*r)->error(), HasSubstr("poison task: it killed 2 workers"));
 }
 
 TEST_F(TaskBrokerTest, AQueueDeadlineRunsOnTheMonotonicClock) {
@@ -253,6 +253,10 @@ TEST_F(TaskBrokerTest, EveryWaiterSharesOneCopyOfTheResult) {
   EXPECT_EQ(seen[0].get(), seen[1].get());
   EXPECT_EQ(seen[1].get(), seen[2].get());
   EXPECT_EQ(seen[0]->output().data().size(), 1u << 20);
+  // A Get afterwards reads the same copy.
+  absl::StatusOr<std::shared_ptr<const v1::TaskResult>> got = broker_->GetResult(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->get(), seen[0].get());
 }
 
 TEST_F(TaskBrokerTest, AMapsItemsCountAgainstMaxQueued) {

@@ -81,9 +81,9 @@ class PoolExecutorTest : public ::testing::Test {
   }
 
   v1::TaskResult Result(const std::string& id) {
-    absl::StatusOr<v1::TaskResult> r = broker_->GetResult(id);
+    absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker_->GetResult(id);
     EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : v1::TaskResult();
+    return r.ok() ? **r : v1::TaskResult();
   }
 
   FakeClock clock_;
