@@ -69,6 +69,9 @@ ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks and queued map items
 ABSL_FLAG(int64_t, max_map_unsent_bytes, 64 << 20,
           "most bytes of results one map may hold for a client that does not read them; past "
           "it the map's chunks wait");
+ABSL_FLAG(int64_t, max_client_bytes, int64_t{4} << 30,
+          "most bytes clients may make forkpoold hold in all (queued task inputs, kept results, "
+          "map inputs and unsent results); past it new work is refused (0: no bound)");
 ABSL_FLAG(int64_t, max_results, 1000000,
           "most finished tasks whose results are kept; past it the oldest go before their TTL");
 ABSL_FLAG(int, poison_threshold, 3,
@@ -240,7 +243,10 @@ int Serve() {
   broker_options.poison_threshold = std::max(1, absl::GetFlag(FLAGS_poison_threshold));
   broker_options.max_map_unsent_bytes =
       static_cast<size_t>(std::max<int64_t>(1 << 20, absl::GetFlag(FLAGS_max_map_unsent_bytes)));
-  TaskBroker broker(loop->get(), broker_options, std::make_unique<MemoryTaskStore>());
+  MemoryBudget client_bytes(
+      static_cast<uint64_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_client_bytes))));
+  TaskBroker broker(loop->get(), broker_options, std::make_unique<MemoryTaskStore>(),
+                    &client_bytes);
   ChildRegistry children;
   auto root_helper = std::make_unique<RootHelperClient>(loop->get(), &children, env_deny);
   if (absl::Status s = root_helper->Start(*std::move(helper)); !s.ok()) {

@@ -15,6 +15,24 @@ MapJob::MapJob(std::string id, std::string pool, std::string function, std::stri
       ordered_(ordered),
       wake_(std::move(wake)) {}
 
+MapJob::~MapJob() {
+  absl::MutexLock lock(&mu_);
+  if (budget_ != nullptr) budget_->Release(charged_);
+}
+
+void MapJob::SetBudget(MemoryBudget* budget) {
+  absl::MutexLock lock(&mu_);
+  budget_ = budget;
+  SyncBudgetLocked();
+}
+
+void MapJob::SyncBudgetLocked() {
+  if (budget_ == nullptr) return;
+  const uint64_t now = input_bytes_ + result_bytes_;
+  budget_->Adjust(static_cast<int64_t>(now) - static_cast<int64_t>(charged_));
+  charged_ = now;
+}
+
 uint64_t MapJob::accepted() const {
   absl::MutexLock lock(&mu_);
   return accepted_;
@@ -26,6 +44,7 @@ void MapJob::AddAccepted(uint64_t n, bool end, uint64_t input_bytes) {
     absl::MutexLock lock(&mu_);
     accepted_ += n;
     input_bytes_ += input_bytes;
+    SyncBudgetLocked();
     if (end) input_ended_ = true;
     seen_.resize(accepted_ - seen_base_, false);
     // An end with everything already taken finishes the job.
@@ -77,6 +96,7 @@ void MapJob::AddRun(MapRun run) {
       }
       if (part.has_value()) AddFreshRunLocked(std::move(*part));
     }
+    SyncBudgetLocked();
   }
   wake_();
 }
@@ -184,6 +204,7 @@ std::optional<v1::MapResponse> MapJob::TakeBatch() {
   {
     absl::MutexLock lock(&mu_);
     batch = TakeBatchLocked();
+    SyncBudgetLocked();
     if (parked_ && result_bytes_ <= unsent_limit_ / 2) {
       parked_ = false;
       on_room = on_room_;
@@ -246,6 +267,7 @@ void MapJob::Cancel() {
   ready_.clear();
   reorder_.clear();
   result_bytes_ = 0;
+  SyncBudgetLocked();
 }
 
 bool MapJob::cancelled() const {

@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/packed_items.h"
 #include "forkpool/v1/forkpool.pb.h"
+#include "server/daemon/broker/memory_budget.h"
 
 namespace forkpool {
 
@@ -47,6 +48,8 @@ class MapJob {
   // has ended; it must not block.
   MapJob(std::string id, std::string pool, std::string function, std::string codec, bool ordered,
          std::function<void()> wake);
+  // Gives back what it holds to its budget.
+  ~MapJob();
 
   const std::string& id() const { return id_; }
   const std::string& pool() const { return pool_; }
@@ -83,6 +86,8 @@ class MapJob {
   // broker stops dispatching the job's chunks (0: no limit); `on_room` runs
   // (without the job's lock) when a parked job has drained to half of it.
   void SetUnsentLimit(uint64_t limit, std::function<void()> on_room);
+  // Counts what the job holds (InFlightBytes) in `budget` from now on.
+  void SetBudget(MemoryBudget* budget);
   // Parks the job if its unsent results are over the limit; true if parked.
   bool TryPark();
 
@@ -124,6 +129,10 @@ class MapJob {
   uint64_t unsent_limit_ ABSL_GUARDED_BY(mu_) = 0;
   bool parked_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> on_room_ ABSL_GUARDED_BY(mu_);
+  MemoryBudget* budget_ ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t charged_ ABSL_GUARDED_BY(mu_) = 0;  // what budget_ counts for it
+  // Brings budget_ up to date with input_bytes_ + result_bytes_.
+  void SyncBudgetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 
 // A run of consecutive items of one job, dispatched to one worker as one batch.

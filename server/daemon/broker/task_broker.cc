@@ -48,8 +48,12 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
 
 }  // namespace
 
-TaskBroker::TaskBroker(Clock* clock, BrokerOptions options, std::unique_ptr<TaskStore> store)
-    : clock_(clock), options_(options), store_(std::move(store)) {
+TaskBroker::TaskBroker(Clock* clock, BrokerOptions options, std::unique_ptr<TaskStore> store,
+                       MemoryBudget* budget)
+    : clock_(clock),
+      options_(options),
+      budget_(budget != nullptr ? budget : &own_budget_),
+      store_(std::move(store)) {
   absl::MutexLock lock(&mu_);
   sweep_timer_ = clock_->AddTimerAfter(absl::Seconds(1), [this] { Sweep(); });
 }
@@ -68,10 +72,16 @@ void TaskBroker::Kick(const std::weak_ptr<WorkConsumer>& consumer) {
   if (std::shared_ptr<WorkConsumer> c = consumer.lock()) c->WorkAdded();
 }
 
-void TaskBroker::Sweep() {
-  absl::MutexLock lock(&mu_);
+void TaskBroker::SweepStoreLocked() {
+  const size_t before = store_->kept_bytes();
   store_->Sweep(clock_->Now(), options_.result_ttl, options_.max_result_bytes,
                 options_.max_results);
+  budget_->Release(before - std::min(before, store_->kept_bytes()));
+}
+
+void TaskBroker::Sweep() {
+  absl::MutexLock lock(&mu_);
+  SweepStoreLocked();
   sweep_timer_ = clock_->AddTimerAfter(absl::Seconds(1), [this] { Sweep(); });
 }
 
@@ -279,6 +289,7 @@ absl::StatusOr<SubmitOutcome> TaskBroker::Submit(const v1::TaskSpec& spec, Submi
     }
     uint64_t gen = 0;
     FORKPOOL_ASSIGN_OR_RETURN(PoolQueue * q, AdmitLocked(spec.pool(), spec.function(), 1, &gen));
+    FORKPOOL_RETURN_IF_ERROR(budget_->Reserve(spec.input().data().size(), "a task input"));
     Task& task = AddTaskLocked(gen, *q, spec.function(),
                                std::make_shared<const std::string>(spec.input().data()),
                                spec.input().codec(), spec.options(), spec.request_id(), hash, mode);
@@ -340,6 +351,11 @@ absl::StatusOr<std::vector<std::string>> TaskBroker::SubmitMany(
     PoolQueue* q = nullptr;
     if (fresh > 0) {
       FORKPOOL_ASSIGN_OR_RETURN(q, AdmitLocked(request.pool(), request.function(), fresh, &gen));
+      uint64_t bytes = 0;
+      for (int i = 0; i < n; ++i) {
+        if (existing[i] == nullptr && same_as[i] < 0) bytes += request.inputs(i).size();
+      }
+      FORKPOOL_RETURN_IF_ERROR(budget_->Reserve(bytes, absl::StrCat(fresh, " task inputs")));
     }
     for (int i = 0; i < n; ++i) {
       if (existing[i] != nullptr) {
@@ -394,7 +410,10 @@ void TaskBroker::FinishLocked(Task& task, v1::TaskState state, Notify* notify) {
   task.result.set_state(state);
   *task.result.mutable_finished_at() = ToProto(clock_->WallNow());
   task.worker_key = 0;
+  // Its input goes, its result stays (until the TTL).
+  if (task.input) budget_->Release(task.input->size());
   store_->Finished(task, clock_->Now());
+  budget_->Force(task.kept_bytes);
   // One copy from now on, shared by every reader; the task keeps its id and
   // state.
   task.final_result = std::make_shared<const v1::TaskResult>(std::move(task.result));
@@ -408,8 +427,7 @@ void TaskBroker::FinishLocked(Task& task, v1::TaskState state, Notify* notify) {
   store_->Updated(task);
   if (store_->kept_bytes() > options_.max_result_bytes ||
       store_->kept_count() > options_.max_results) {
-    store_->Sweep(clock_->Now(), options_.result_ttl, options_.max_result_bytes,
-                  options_.max_results);
+    SweepStoreLocked();
   }
 }
 

@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "forkpool/v1/forkpool.pb.h"
 #include "server/daemon/broker/map_job.h"
+#include "server/daemon/broker/memory_budget.h"
 #include "server/daemon/broker/pending_queue.h"
 #include "server/daemon/broker/task.h"
 #include "server/daemon/broker/task_store.h"
@@ -112,7 +113,10 @@ class TaskBroker {
  public:
   using Notify = std::vector<std::function<void()>>;
 
-  TaskBroker(Clock* clock, BrokerOptions options, std::unique_ptr<TaskStore> store);
+  // `budget` (shared with the queues; null: unbounded) counts queued inputs,
+  // kept results and maps.
+  TaskBroker(Clock* clock, BrokerOptions options, std::unique_ptr<TaskStore> store,
+             MemoryBudget* budget = nullptr);
   ~TaskBroker();
   TaskBroker(const TaskBroker&) = delete;
   TaskBroker& operator=(const TaskBroker&) = delete;
@@ -263,8 +267,13 @@ class TaskBroker {
   static void Kick(const std::weak_ptr<WorkConsumer>& consumer);
   static void RunNotify(Notify& notify);
 
+  // Sweeps the store (TTL and caps) and gives what went back to the budget.
+  void SweepStoreLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   Clock* const clock_;
   const BrokerOptions options_;
+  MemoryBudget own_budget_{0};
+  MemoryBudget* const budget_;
 
   mutable absl::Mutex mu_;
   std::unique_ptr<TaskStore> store_ ABSL_GUARDED_BY(mu_);

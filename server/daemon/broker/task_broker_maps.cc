@@ -29,6 +29,7 @@ void TaskBroker::QueueChunksLocked(PoolQueue& q, const std::shared_ptr<MapJob>& 
 
 void TaskBroker::AdmitMapLocked(const std::shared_ptr<MapJob>& job, uint64_t gen) {
   job->set_generation(gen);
+  job->SetBudget(budget_);
   std::weak_ptr<MapJob> weak = job;
   job->SetUnsentLimit(options_.max_map_unsent_bytes, [this, weak] { Unpark(weak); });
 }
@@ -82,6 +83,8 @@ absl::Status TaskBroker::StartMap(const std::shared_ptr<MapJob>& job, std::strin
     uint64_t gen = 0;
     // Its items count against the pool's max_queued like tasks.
     FORKPOOL_ASSIGN_OR_RETURN(PoolQueue * q, AdmitLocked(job->pool(), job->function(), n, &gen));
+    // The job counts its inputs and unsent results in the budget itself.
+    FORKPOOL_RETURN_IF_ERROR(budget_->Check(inputs.size(), "a map's inputs"));
     if (chunksize == 0) {
       // multiprocessing's rule: about four chunks per worker.
       const int per = 4 * std::max(1, q->entry.processes);
@@ -114,6 +117,7 @@ absl::Status TaskBroker::AddMapInputs(const std::shared_ptr<MapJob>& job,
     uint64_t gen = 0;
     FORKPOOL_ASSIGN_OR_RETURN(PoolQueue * q, AdmitLocked(job->pool(), job->function(), n, &gen));
     if (job->cancelled()) return absl::CancelledError("the map was cancelled");
+    FORKPOOL_RETURN_IF_ERROR(budget_->Check(inputs->RangeBytes(begin, end), "a map's inputs"));
     if (gen != job->generation()) {
       return absl::NotFoundError(
           absl::StrCat("pool '", job->pool(), "' was deleted (and made again) during the map"));

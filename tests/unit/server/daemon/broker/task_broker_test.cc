@@ -39,8 +39,9 @@ class TaskBrokerTest : public ::testing::Test {
  protected:
   static constexpr uint64_t kGen = 3;
 
-  void Make(BrokerOptions options = {}, int64_t max_queued = 0) {
-    broker_ = std::make_unique<TaskBroker>(&clock_, options, std::make_unique<MemoryTaskStore>());
+  void Make(BrokerOptions options = {}, int64_t max_queued = 0, MemoryBudget* budget = nullptr) {
+    broker_ =
+        std::make_unique<TaskBroker>(&clock_, options, std::make_unique<MemoryTaskStore>(), budget);
     PoolEntry e;
     e.name = "p";
     e.consumer = consumer_;
@@ -266,6 +267,32 @@ TEST_F(TaskBrokerTest, AMapsItemsCountAgainstMaxQueued) {
   for (const char* item : {"1", "2", "3", "4"}) AppendPackedItem(item, &inputs);
   EXPECT_THAT(broker_->StartMap(job, inputs, 1),
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("limit is 3")));
+}
+
+TEST_F(TaskBrokerTest, TheClientByteBudgetRefusesNewWorkAndFreesAsInputsAndResultsGo) {
+  MemoryBudget budget(10'000);
+  BrokerOptions o;
+  o.result_ttl = absl::Seconds(30);
+  Make(o, 0, &budget);
+  MustSubmit(Spec(std::string(4000, 'a')));
+  MustSubmit(Spec(std::string(4000, 'b')));
+  EXPECT_EQ(budget.used(), 8000u);
+  EXPECT_THAT(broker_->Submit(Spec(std::string(4000, 'c')), SubmitMode::kDetached),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max_client_bytes")));
+  // A map's inputs are refused by the same budget.
+  auto job = std::make_shared<MapJob>("m-1", "p", "square", "", true, [] {});
+  EXPECT_THAT(broker_->StartMap(job, std::string(3000, '\n'), 1),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max_client_bytes")));
+  // The first runs: its input goes, its small result stays until the TTL.
+  RunNext(1, "ok");
+  EXPECT_LT(budget.used(), 6000u);
+  EXPECT_GT(budget.used(), 4000u);
+  MustSubmit(Spec(std::string(4000, 'c')));
+  clock_.Advance(absl::Seconds(31));
+  RunNext(2, "ok");
+  RunNext(3, "ok");
+  clock_.Advance(absl::Seconds(31));
+  EXPECT_EQ(budget.used(), 0u);
 }
 
 TEST_F(TaskBrokerTest, AnUnloadedOrUnknownPoolIsNotFound) {
