@@ -63,6 +63,8 @@ grpc::ByteBuffer GetResponseBytes(bool ready, std::shared_ptr<const v1::TaskResu
     google::protobuf::util::FieldMaskUtil::MergeMessageTo(
         *result, AllButOutputData(), google::protobuf::util::FieldMaskUtil::MergeOptions(),
         head.mutable_result());
+    // The mask's "output.codec" makes an output even where there was none.
+    if (!result->has_output()) head.mutable_result()->clear_output();
   }
   std::string bytes = head.SerializeAsString();
   std::vector<grpc::Slice> slices;
