@@ -9,25 +9,32 @@
 
 namespace forkpool {
 
-absl::StatusOr<absl::Time> WaitDeadline(bool has_timeout,
-                                        const google::protobuf::Duration& timeout,
-                                        const grpc::CallbackServerContext& ctx) {
-  const absl::Time now = absl::Now();
-  absl::Time deadline = absl::InfiniteFuture();
+absl::StatusOr<absl::Duration> WaitTimeout(bool has_timeout,
+                                           const google::protobuf::Duration& timeout,
+                                           const grpc::CallbackServerContext& ctx) {
+  absl::Duration wait = absl::InfiniteDuration();
   if (has_timeout) {
     if (absl::Status s = ValidateDuration(timeout, "timeout"); !s.ok()) return s;
-    deadline = now + absl::Seconds(timeout.seconds()) + absl::Nanoseconds(timeout.nanos());
+    wait = absl::Seconds(timeout.seconds()) + absl::Nanoseconds(timeout.nanos());
   }
   const auto rpc = ctx.deadline();
   if (rpc != std::chrono::system_clock::time_point::max()) {
-    const absl::Time rpc_deadline = absl::FromChrono(rpc);
+    // gRPC gives the RPC's deadline on the system clock; only the time left
+    // is used, and from here on the wait runs on the monotonic clock.
+    const absl::Duration left = absl::FromChrono(rpc) - absl::Now();
     // Leave time for the answer to travel: a tenth of what is left, 2 to 100 ms.
-    const absl::Duration left = rpc_deadline - now;
     const absl::Duration margin =
         std::clamp(left / 10, absl::Milliseconds(2), absl::Milliseconds(100));
-    deadline = std::min(deadline, rpc_deadline - margin);
+    wait = std::min(wait, left - margin);
   }
-  return deadline;
+  return wait;
+}
+
+absl::StatusOr<absl::Time> WaitDeadline(bool has_timeout, const google::protobuf::Duration& timeout,
+                                        const grpc::CallbackServerContext& ctx) {
+  absl::StatusOr<absl::Duration> wait = WaitTimeout(has_timeout, timeout, ctx);
+  if (!wait.ok()) return wait.status();
+  return absl::Now() + *wait;
 }
 
 }  // namespace forkpool

@@ -47,13 +47,18 @@ class DeferredReactor : public grpc::ServerUnaryReactor {
   std::function<void()> on_cancel_;
 };
 
-// How long a wait may last: `timeout` if present (absent = forever), clamped to the
-// RPC's own deadline minus a margin so the caller gets "not ready" rather than
-// DEADLINE_EXCEEDED. InvalidArgument for a timeout that is negative, has nanos
-// outside [0, 1e9) or is longer than google.protobuf.Duration allows
-// (ValidateDuration).
-absl::StatusOr<absl::Time> WaitDeadline(bool has_timeout,
-                                        const google::protobuf::Duration& timeout,
+// How long a wait may last (zero or less: not at all): `timeout` if present
+// (absent = forever), clamped to the RPC's own deadline minus a margin so the
+// caller gets "not ready" rather than DEADLINE_EXCEEDED. A duration, so that
+// the wait runs on the monotonic clock. InvalidArgument for a timeout that is
+// negative, has nanos outside [0, 1e9) or is longer than google.protobuf.Duration
+// allows (ValidateDuration).
+absl::StatusOr<absl::Duration> WaitTimeout(bool has_timeout,
+                                           const google::protobuf::Duration& timeout,
+                                           const grpc::CallbackServerContext& ctx);
+// WaitTimeout as a point on the wall clock, for the queue manager, whose waits
+// still take wall deadlines (IoLoop turns them into monotonic ones at once).
+absl::StatusOr<absl::Time> WaitDeadline(bool has_timeout, const google::protobuf::Duration& timeout,
                                         const grpc::CallbackServerContext& ctx);
 
 }  // namespace forkpool

@@ -24,9 +24,7 @@ uint64_t EventToken(uint32_t generation, int fd) {
   return (static_cast<uint64_t>(generation) << 32) | static_cast<uint32_t>(fd);
 }
 int TokenFd(uint64_t token) { return static_cast<int>(token & 0xffffffffu); }
-uint32_t TokenGeneration(uint64_t token) {
-  return static_cast<uint32_t>(token >> 32);
-}
+uint32_t TokenGeneration(uint64_t token) { return static_cast<uint32_t>(token >> 32); }
 
 }  // namespace
 
@@ -47,8 +45,7 @@ absl::StatusOr<std::unique_ptr<IoLoop>> IoLoop::Create() {
       return absl::ErrnoToStatus(errno, "epoll_ctl(io loop internal fd)");
     }
   }
-  return std::unique_ptr<IoLoop>(
-      new IoLoop(std::move(epoll), std::move(wake), std::move(timer)));
+  return std::unique_ptr<IoLoop>(new IoLoop(std::move(epoll), std::move(wake), std::move(timer)));
 }
 
 IoLoop::IoLoop(UniqueFd epoll, UniqueFd wake, UniqueFd timer)
@@ -91,8 +88,7 @@ absl::Status IoLoop::Watch(int fd, uint32_t events, FdCallback cb) {
   // An entry left by an fd closed without Unwatch is replaced. If that file is
   // still open elsewhere (a dup, a child), epoll keeps its registration, and
   // its events, carrying the old generation, are dropped.
-  watches_[fd] =
-      WatchEntry{generation, std::make_shared<FdCallback>(std::move(cb))};
+  watches_[fd] = WatchEntry{generation, std::make_shared<FdCallback>(std::move(cb))};
   return absl::OkStatus();
 }
 
@@ -100,8 +96,7 @@ absl::Status IoLoop::Modify(int fd, uint32_t events) {
   absl::MutexLock lock(&mu_);
   auto it = watches_.find(fd);
   if (it == watches_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("epoll_ctl(MOD fd ", fd, "): not watched"));
+    return absl::NotFoundError(absl::StrCat("epoll_ctl(MOD fd ", fd, "): not watched"));
   }
   epoll_event ev{};
   ev.events = events;
@@ -126,7 +121,13 @@ void IoLoop::Post(std::function<void()> fn) {
   Wake();
 }
 
-IoLoop::MonoTime IoLoop::MonoNow() {
+MonoTime MonotonicNow() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return MonoTime::FromSinceZero(absl::DurationFromTimespec(ts));
+}
+
+IoLoop::MonoDuration IoLoop::MonoNow() {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return absl::DurationFromTimespec(ts);
@@ -137,7 +138,7 @@ IoLoop::TimerId IoLoop::AddTimer(absl::Time deadline, std::function<void()> fn) 
   // is over-estimated by the time between the reads: timers can be late by
   // that, never early.
   const absl::Time wall = absl::Now();
-  const MonoTime mono = MonoNow();
+  const MonoDuration mono = MonoNow();
   absl::Duration offset = mono - (wall - absl::UnixEpoch());
   absl::MutexLock lock(&mu_);
   // That read-to-read time varies by some 100 ns from call to call; taken as it
@@ -151,7 +152,15 @@ IoLoop::TimerId IoLoop::AddTimer(absl::Time deadline, std::function<void()> fn) 
   }
   wall_to_mono_ = offset;
   // Infinite deadlines stay infinite (Duration arithmetic saturates).
-  const MonoTime when = (deadline - absl::UnixEpoch()) + offset;
+  return AddMonoTimerLocked((deadline - absl::UnixEpoch()) + offset, std::move(fn));
+}
+
+IoLoop::TimerId IoLoop::AddTimer(MonoTime deadline, std::function<void()> fn) {
+  absl::MutexLock lock(&mu_);
+  return AddMonoTimerLocked(deadline.since_zero(), std::move(fn));
+}
+
+IoLoop::TimerId IoLoop::AddMonoTimerLocked(MonoDuration when, std::function<void()> fn) {
   const TimerId id = next_timer_++;
   timers_.emplace(std::make_pair(when, id), std::move(fn));
   timer_deadlines_.emplace(id, when);
@@ -176,14 +185,12 @@ void IoLoop::Wake() {
 
 void IoLoop::ArmTimerLocked() {
   itimerspec spec{};  // all zero: disarmed
-  armed_for_ =
-      timers_.empty() ? absl::InfiniteDuration() : timers_.begin()->first.first;
+  armed_for_ = timers_.empty() ? absl::InfiniteDuration() : timers_.begin()->first.first;
   if (armed_for_ != absl::InfiniteDuration()) {
     // A deadline at or before the clock's zero (from InfinitePast, or a
     // long-past wall time) cannot be given to timerfd: any past time fires at
     // once, and 0 would disarm.
-    spec.it_value =
-        absl::ToTimespec(std::max(armed_for_, absl::Nanoseconds(1)));
+    spec.it_value = absl::ToTimespec(std::max(armed_for_, absl::Nanoseconds(1)));
   }
   if (::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &spec, nullptr) != 0) {
     std::fprintf(stderr, "forkpoold: timerfd_settime: %s\n", std::strerror(errno));
@@ -194,7 +201,7 @@ void IoLoop::RunDueTimers() {
   std::vector<std::function<void()>> due;
   {
     absl::MutexLock lock(&mu_);
-    const MonoTime now = MonoNow();
+    const MonoDuration now = MonoNow();
     while (!timers_.empty() && timers_.begin()->first.first <= now) {
       auto node = timers_.extract(timers_.begin());
       timer_deadlines_.erase(node.key().second);

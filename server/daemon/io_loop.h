@@ -17,19 +17,20 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
+#include "server/daemon/clock.h"
 
 namespace forkpool {
 
 // Thread-safe: Watch, Unwatch, Post, AddTimer and CancelTimer may be called from any
 // thread. Callbacks run on the loop's thread, with no IoLoop lock held, so they may
 // call back into the loop.
-class IoLoop {
+class IoLoop : public Clock {
  public:
   using FdCallback = std::function<void(uint32_t events)>;
-  using TimerId = uint64_t;
+  using TimerId = Clock::TimerId;
 
   static absl::StatusOr<std::unique_ptr<IoLoop>> Create();
-  ~IoLoop();
+  ~IoLoop() override;
 
   // Starts the loop's thread. Returns at once.
   void Start();
@@ -60,8 +61,12 @@ class IoLoop {
   // forward of the wall clock. Timers with equal deadlines run in the order
   // they were added.
   TimerId AddTimer(absl::Time deadline, std::function<void()> fn);
-  // Cancels a timer; harmless if it has fired or was cancelled.
-  void CancelTimer(TimerId id);
+
+  // Clock: timers run on the loop's thread.
+  MonoTime Now() override { return MonotonicNow(); }
+  absl::Time WallNow() override { return absl::Now(); }
+  TimerId AddTimer(MonoTime deadline, std::function<void()> fn) override;
+  void CancelTimer(TimerId id) override;
 
  private:
   // A watched fd: its callback and the generation its epoll events carry.
@@ -71,14 +76,16 @@ class IoLoop {
     std::shared_ptr<FdCallback> cb;
   };
   // Timer deadlines are durations on CLOCK_MONOTONIC (since its zero).
-  using MonoTime = absl::Duration;
+  using MonoDuration = absl::Duration;
 
   IoLoop(UniqueFd epoll, UniqueFd wake, UniqueFd timer);
   void Run();
   void Wake();
   void ArmTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  TimerId AddMonoTimerLocked(MonoDuration when, std::function<void()> fn)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunDueTimers();
-  static MonoTime MonoNow();
+  static MonoDuration MonoNow();
 
   const UniqueFd epoll_;
   const UniqueFd wake_;   // eventfd
@@ -93,11 +100,10 @@ class IoLoop {
   uint32_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(mu_);
   // (monotonic deadline, id) -> callback; id breaks ties in creation order.
-  std::map<std::pair<MonoTime, TimerId>, std::function<void()>> timers_
-      ABSL_GUARDED_BY(mu_);
-  std::unordered_map<TimerId, MonoTime> timer_deadlines_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<MonoDuration, TimerId>, std::function<void()>> timers_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<TimerId, MonoDuration> timer_deadlines_ ABSL_GUARDED_BY(mu_);
   TimerId next_timer_ ABSL_GUARDED_BY(mu_) = 1;
-  MonoTime armed_for_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
+  MonoDuration armed_for_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
   // CLOCK_MONOTONIC minus absl::Now() (since the epoch), as AddTimer last used
   // it.
   absl::Duration wall_to_mono_ ABSL_GUARDED_BY(mu_) = -absl::InfiniteDuration();

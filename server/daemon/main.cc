@@ -27,8 +27,14 @@
 #include "absl/time/time.h"
 #include "common/process_title.h"
 #include "common/text_limit.h"
+#include "server/daemon/broker/memory_task_store.h"
+#include "server/daemon/broker/task_broker.h"
+#include "server/daemon/executor/pool_registry.h"
+#include "server/daemon/executor/worker_census.h"
 #include "server/daemon/io_loop.h"
 #include "server/daemon/launch/child_registry.h"
+#include "server/daemon/launch/helper_launcher.h"
+#include "server/daemon/launch/late_reaper.h"
 #include "server/daemon/launch/orphan_reaper.h"
 #include "server/daemon/launch/root_helper_client.h"
 #include "server/daemon/listener.h"
@@ -39,7 +45,6 @@
 #include "server/daemon/process_util.h"
 #include "server/daemon/queue_manager.h"
 #include "server/daemon/queue_service.h"
-#include "server/daemon/scheduler.h"
 #include "server/daemon/task_service.h"
 #include "server/daemon/worker_requests.h"
 #include "server/helpers/helper_common.h"
@@ -61,7 +66,15 @@ ABSL_FLAG(int64_t, max_result_bytes, int64_t{1} << 30,
 ABSL_FLAG(absl::Duration, grace, absl::Seconds(10),
           "on SIGTERM, how long running tasks may take to finish before they "
           "are killed");
-ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks per pool");
+ABSL_FLAG(int64_t, max_queued, 1000000, "most pending tasks and queued map items per pool");
+ABSL_FLAG(int64_t, max_map_unsent_bytes, 64 << 20,
+          "most bytes of results one map may hold for a client that does not read them; past "
+          "it the map's chunks wait");
+ABSL_FLAG(int64_t, max_client_bytes, int64_t{4} << 30,
+          "most bytes clients may make forkpoold hold in all (queued task inputs, kept results, "
+          "map inputs and unsent results); past it new work is refused (0: no bound)");
+ABSL_FLAG(int64_t, max_results, 1000000,
+          "most finished tasks whose results are kept; past it the oldest go before their TTL");
 ABSL_FLAG(int, poison_threshold, 3,
           "a task that has killed this many workers fails as a poison task");
 ABSL_FLAG(int64_t, max_queue_item_bytes, 4 << 20, "largest item a shared queue accepts");
@@ -232,30 +245,52 @@ int Serve() {
   }
   absl::StatusOr<std::unique_ptr<IoLoop>> loop = IoLoop::Create();
   if (!loop.ok()) Fail("cannot start the I/O loop", loop.status());
-  SchedulerOptions options;
-  options.result_ttl = absl::GetFlag(FLAGS_result_ttl);
-  options.max_result_bytes =
+  BrokerOptions broker_options;
+  broker_options.result_ttl = absl::GetFlag(FLAGS_result_ttl);
+  broker_options.max_result_bytes =
       static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_result_bytes)));
-  options.max_queued_per_pool = absl::GetFlag(FLAGS_max_queued);
-  options.default_libraries = libraries;
-  options.poison_threshold = std::max(1, absl::GetFlag(FLAGS_poison_threshold));
-  options.load_timeout = absl::GetFlag(FLAGS_load_timeout);
-  options.start_timeout = absl::GetFlag(FLAGS_start_timeout);
-  options.stopped_grace = absl::GetFlag(FLAGS_stopped_grace);
-  options.max_workers = std::max(1, absl::GetFlag(FLAGS_max_workers));
-  options.max_initargs_bytes =
-      static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_initargs_bytes)));
-  options.max_error_bytes =
+  broker_options.max_results =
+      static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_results)));
+  broker_options.max_queued_per_pool = absl::GetFlag(FLAGS_max_queued);
+  broker_options.max_error_bytes =
       static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_error_bytes)));
-  options.nofile_soft_limit = nofile_soft_limit;
-  options.worker_program = WorkerProgram();
-  auto scheduler = std::make_unique<Scheduler>(loop->get(), options);
+  broker_options.poison_threshold = std::max(1, absl::GetFlag(FLAGS_poison_threshold));
+  broker_options.max_map_unsent_bytes =
+      static_cast<size_t>(std::max<int64_t>(1 << 20, absl::GetFlag(FLAGS_max_map_unsent_bytes)));
+  MemoryBudget client_bytes(
+      static_cast<uint64_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_client_bytes))));
+  TaskBroker broker(loop->get(), broker_options, std::make_unique<MemoryTaskStore>(),
+                    &client_bytes);
   ChildRegistry children;
   auto root_helper = std::make_unique<RootHelperClient>(loop->get(), &children, env_deny);
   if (absl::Status s = root_helper->Start(*std::move(helper)); !s.ok()) {
     Fail("cannot watch the root helper", s);
   }
-  scheduler->AttachHelpers(root_helper.get(), &children);
+  LateReaper late_reaper(loop->get(), &children);
+  HelperLauncherDeps launcher_deps{loop->get(), root_helper.get(), &children, &late_reaper};
+  HelperLauncherOptions launcher_options;
+  launcher_options.load_timeout = absl::GetFlag(FLAGS_load_timeout);
+  launcher_options.nofile_soft_limit = nofile_soft_limit;
+  launcher_options.worker_program = WorkerProgram();
+  RegistryOptions registry_options;
+  registry_options.default_libraries = libraries;
+  registry_options.max_workers = std::max(1, absl::GetFlag(FLAGS_max_workers));
+  registry_options.max_initargs_bytes =
+      static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_initargs_bytes)));
+  ExecutorOptions executor_options;
+  executor_options.start_timeout = absl::GetFlag(FLAGS_start_timeout);
+  executor_options.stopped_grace = absl::GetFlag(FLAGS_stopped_grace);
+  WorkerCensus census;
+  PoolRegistry pools(loop->get(), &broker, &census, registry_options, executor_options,
+                     [&](const v1::PoolSettings& settings) -> std::shared_ptr<WorkerLauncher> {
+                       return HelperLauncher::Create(launcher_deps, settings, launcher_options);
+                     });
+  QueueLimits queue_limits;
+  queue_limits.max_queues = absl::GetFlag(FLAGS_max_queues);
+  queue_limits.max_item_bytes = absl::GetFlag(FLAGS_max_queue_item_bytes);
+  queue_limits.max_queue_bytes = absl::GetFlag(FLAGS_max_queue_bytes);
+  QueueManager queues(loop->get(), queue_limits);
+  pools.SetWorkerRequestHandler(MakeWorkerRequestHandler(&queues));
   OrphanReaper orphans(loop->get(), &children);
   orphans.Start();
   (*loop)->Start();
@@ -268,7 +303,7 @@ int Serve() {
   absl::Notification loaded;
   absl::Status pool_status;
   v1::PoolInfo pool_info;
-  scheduler->CreatePool(settings, [&](absl::StatusOr<v1::PoolInfo> info) {
+  pools.CreatePool(settings, [&](absl::StatusOr<v1::PoolInfo> info) {
     pool_status = info.status();
     if (info.ok()) pool_info = *info;
     loaded.Notify();
@@ -276,16 +311,10 @@ int Serve() {
   loaded.WaitForNotification();
   if (!pool_status.ok()) Fail("cannot start the default pool", pool_status);
 
-  TaskService task_service(scheduler.get(), loop->get());
-  PoolService pool_service(scheduler.get(), loop->get(), absl::GetFlag(FLAGS_max_pools));
-  QueueLimits queue_limits;
-  queue_limits.max_queues = absl::GetFlag(FLAGS_max_queues);
-  queue_limits.max_item_bytes = absl::GetFlag(FLAGS_max_queue_item_bytes);
-  queue_limits.max_queue_bytes = absl::GetFlag(FLAGS_max_queue_bytes);
-  QueueManager queues(loop->get(), queue_limits);
+  TaskService task_service(&broker, loop->get());
+  PoolService pool_service(&pools, loop->get(), absl::GetFlag(FLAGS_max_pools));
   PeerRegistry peers;
   QueueService queue_service(&queues, &peers, absl::GetFlag(FLAGS_max_blocked_per_stream));
-  scheduler->SetWorkerRequestHandler(MakeWorkerRequestHandler(&queues));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -323,18 +352,18 @@ int Serve() {
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
   server->GetHealthCheckService()->SetServingStatus(false);
   const absl::Time drain_start = absl::Now();
-  scheduler->BeginDrain();
-  if (!scheduler->AwaitRunning(absl::Now() + absl::GetFlag(FLAGS_grace))) {
+  pools.BeginDrain();
+  if (!pools.AwaitRunning(absl::Now() + absl::GetFlag(FLAGS_grace))) {
     Log("grace period over; killing the tasks still running");
   }
   const absl::Time drained = absl::Now();
-  scheduler->KillAll(absl::Now() + absl::Seconds(5));
+  pools.KillAll(absl::Now() + absl::Seconds(5));
   (*listener)->Stop();
   const absl::Time killed = absl::Now();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   const absl::Time grpc_stopped = absl::Now();
-  scheduler->CloseHelpers();
+  pools.CloseHelpers();
   root_helper->Stop();
   // Helpers leave on EOF and the loop reaps them; what is left dies with
   // forkpoold (PR_SET_PDEATHSIG).

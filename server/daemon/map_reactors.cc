@@ -18,8 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/ids.h"
 #include "common/packed_items.h"
+#include "server/daemon/broker/map_job.h"
 #include "server/daemon/grpc_status.h"
-#include "server/daemon/map_job.h"
 
 namespace forkpool {
 namespace {
@@ -70,14 +70,14 @@ struct WakeToken {
 template <typename Base>
 class MapWriter : public Base, public Pumpable {
  public:
-  MapWriter(Scheduler* scheduler, IoLoop* loop)
-      : scheduler_(scheduler), loop_(loop), token_(std::make_shared<WakeToken>()) {
+  MapWriter(TaskBroker* broker, IoLoop* loop)
+      : broker_(broker), loop_(loop), token_(std::make_shared<WakeToken>()) {
     absl::MutexLock lock(&token_->mu);
     token_->target = this;
   }
 
   // Takes the next batch and writes it, or finishes the call. Any thread; never
-  // called with the Scheduler's lock held (job wakes go through the loop).
+  // called with the broker's lock held (job wakes go through the loop).
   void Pump() override {
     std::optional<grpc::Status> finish;
     {
@@ -146,7 +146,7 @@ class MapWriter : public Base, public Pumpable {
 
  protected:
   // A wake from the job: coalesced, and run on the loop thread so that it never runs
-  // under the Scheduler's lock (which the job's results are added under).
+  // under the broker's lock (which the job's results are added under).
   std::shared_ptr<MapJob> MakeJob(const std::string& pool, const std::string& function,
                                   const std::string& codec, bool ordered) {
     std::shared_ptr<WakeToken> token = token_;
@@ -177,7 +177,7 @@ class MapWriter : public Base, public Pumpable {
       absl::MutexLock lock(&mu_);
       job = job_;
     }
-    if (job != nullptr && !job->cancelled()) scheduler_->CancelMap(job);
+    if (job != nullptr && !job->cancelled()) broker_->CancelMap(job);
   }
 
   void SetJob(std::shared_ptr<MapJob> job) {
@@ -192,7 +192,7 @@ class MapWriter : public Base, public Pumpable {
   // Called after each write completes (the stream reactor reads more then).
   virtual void AfterWrite() {}
 
-  Scheduler* const scheduler_;
+  TaskBroker* const broker_;
   IoLoop* const loop_;
 
  private:
@@ -209,14 +209,14 @@ class MapWriter : public Base, public Pumpable {
 
 class MapReactor final : public MapWriter<grpc::ServerWriteReactor<v1::MapResponse>> {
  public:
-  MapReactor(Scheduler* scheduler, IoLoop* loop, const v1::MapRequest* request)
-      : MapWriter(scheduler, loop) {
+  MapReactor(TaskBroker* broker, IoLoop* loop, const v1::MapRequest* request)
+      : MapWriter(broker, loop) {
     std::shared_ptr<MapJob> job =
         MakeJob(request->pool(), request->function(), request->codec(), request->ordered());
     job->set_options(request->options());
     SetJob(job);
     // The request, and so the inputs the chunks point into, lives until OnDone.
-    absl::Status s = scheduler_->StartMap(job, request->inputs(), request->chunksize());
+    absl::Status s = broker_->StartMap(job, request->inputs(), request->chunksize());
     if (!s.ok()) {
       Fail(s);
       return;
@@ -228,7 +228,7 @@ class MapReactor final : public MapWriter<grpc::ServerWriteReactor<v1::MapRespon
 class MapStreamReactor final
     : public MapWriter<grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>> {
  public:
-  MapStreamReactor(Scheduler* scheduler, IoLoop* loop) : MapWriter(scheduler, loop) {
+  MapStreamReactor(TaskBroker* broker, IoLoop* loop) : MapWriter(broker, loop) {
     reading_ = true;
     StartRead(&in_);
   }
@@ -248,7 +248,7 @@ class MapStreamReactor final
           // Indexed once here; chunks then point into these bytes.
           absl::StatusOr<std::shared_ptr<const PackedItems>> items =
               PackedItems::Own(std::move(*in_.mutable_inputs()->mutable_inputs()),
-                               scheduler_->max_input_bytes(), "MapStream inputs");
+                               broker_->max_input_bytes(), "MapStream inputs");
           if (!items.ok()) {
             bad_inputs = items.status();
           } else if ((*items)->size() > 0) {
@@ -288,7 +288,7 @@ class MapStreamReactor final
         std::shared_ptr<MapJob> job =
             MakeJob(open.pool(), open.function(), open.codec(), open.ordered());
         job->set_options(open.options());
-        absl::Status s = scheduler_->OpenMap(job);
+        absl::Status s = broker_->OpenMap(job);
         if (!s.ok()) {
           Fail(s);
           return;
@@ -330,7 +330,7 @@ class MapStreamReactor final
     Pump();
   }
 
-  // Hands buffered inputs to the scheduler while the window has room, then reads
+  // Hands buffered inputs to the broker while the window has room, then reads
   // more once the buffer is empty. Called after reads and after writes.
   void Feed() {
     std::shared_ptr<MapJob> j = job();
@@ -345,7 +345,7 @@ class MapStreamReactor final
       while (room > 0 && !pending_.empty() && status.ok()) {
         PendingInputs& front = pending_.front();
         const size_t n = std::min(room, front.items->size() - front.next);
-        status = scheduler_->AddMapInputs(j, front.items, front.next, front.next + n, chunksize_);
+        status = broker_->AddMapInputs(j, front.items, front.next, front.next + n, chunksize_);
         front.next += n;
         room -= n;
         if (front.next == front.items->size()) pending_.pop_front();
@@ -390,14 +390,14 @@ class MapStreamReactor final
 
 }  // namespace
 
-grpc::ServerWriteReactor<v1::MapResponse>* NewMapReactor(Scheduler* scheduler, IoLoop* loop,
+grpc::ServerWriteReactor<v1::MapResponse>* NewMapReactor(TaskBroker* broker, IoLoop* loop,
                                                          const v1::MapRequest* request) {
-  return new MapReactor(scheduler, loop, request);
+  return new MapReactor(broker, loop, request);
 }
 
 grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>* NewMapStreamReactor(
-    Scheduler* scheduler, IoLoop* loop) {
-  return new MapStreamReactor(scheduler, loop);
+    TaskBroker* broker, IoLoop* loop) {
+  return new MapStreamReactor(broker, loop);
 }
 
 }  // namespace forkpool

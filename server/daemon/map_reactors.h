@@ -1,5 +1,5 @@
 // The reactors of Tasks.Map (server streaming) and Tasks.MapStream (bidirectional):
-// they feed a MapJob's inputs to the Scheduler and write its results in batches,
+// they feed a MapJob's inputs to the broker and write its results in batches,
 // one write in flight at a time.
 #ifndef FORKPOOL_SERVER_DAEMON_MAP_REACTORS_H_
 #define FORKPOOL_SERVER_DAEMON_MAP_REACTORS_H_
@@ -7,8 +7,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "forkpool/v1/forkpool.grpc.pb.h"
+#include "server/daemon/broker/task_broker.h"
 #include "server/daemon/io_loop.h"
-#include "server/daemon/scheduler.h"
 
 namespace forkpool {
 
@@ -19,10 +19,10 @@ inline constexpr uint32_t kDefaultMapWindow = 262144;
 inline constexpr uint64_t kMaxMapStreamBytes = 32u << 20;
 
 // Each creates a reactor that deletes itself in OnDone.
-grpc::ServerWriteReactor<v1::MapResponse>* NewMapReactor(Scheduler* scheduler, IoLoop* loop,
+grpc::ServerWriteReactor<v1::MapResponse>* NewMapReactor(TaskBroker* broker, IoLoop* loop,
                                                          const v1::MapRequest* request);
 grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>* NewMapStreamReactor(
-    Scheduler* scheduler, IoLoop* loop);
+    TaskBroker* broker, IoLoop* loop);
 
 }  // namespace forkpool
 

@@ -1,4 +1,4 @@
-// PoolService: pool lifecycle calls, answered from the Scheduler.
+// PoolService: pool lifecycle calls, answered from the PoolRegistry.
 #include "server/daemon/pool_service.h"
 
 #include <algorithm>
@@ -25,31 +25,31 @@ grpc::ServerUnaryReactor* PoolService::CreatePool(grpc::CallbackServerContext* c
     if (info.ok()) *response = std::move(*info);
     reactor->Finish(ToGrpcStatus(info.status()));
   };
-  // The Scheduler has the new pool (or has refused it) when CreatePool returns; the
+  // The registry has the new pool (or has refused it) when CreatePool returns; the
   // load goes on after.
   absl::MutexLock lock(&create_mu_);
-  const size_t pools = scheduler_->ListPools().size();
+  const size_t pools = pools_->ListPools().size();
   if (pools >= static_cast<size_t>(std::max(0, max_pools_))) {
     done(absl::ResourceExhaustedError(absl::StrCat(
         "forkpoold runs ", pools, " pools, the most it allows (--max_pools=", max_pools_,
         "); delete one first")));
     return reactor;
   }
-  scheduler_->CreatePool(request->settings(), std::move(done));
+  pools_->CreatePool(request->settings(), std::move(done));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* PoolService::ListPools(grpc::CallbackServerContext* ctx,
                                                  const v1::ListPoolsRequest* request,
                                                  v1::ListPoolsResponse* response) {
-  for (auto& info : scheduler_->ListPools()) *response->add_pools() = std::move(info);
+  for (auto& info : pools_->ListPools()) *response->add_pools() = std::move(info);
   return Answer(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* PoolService::DescribePool(grpc::CallbackServerContext* ctx,
                                                     const v1::DescribePoolRequest* request,
                                                     v1::PoolInfo* response) {
-  absl::StatusOr<v1::PoolInfo> info = scheduler_->DescribePool(request->name());
+  absl::StatusOr<v1::PoolInfo> info = pools_->DescribePool(request->name());
   if (info.ok()) *response = std::move(*info);
   return Answer(ctx, info.status());
 }
@@ -57,13 +57,13 @@ grpc::ServerUnaryReactor* PoolService::DescribePool(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* PoolService::DeletePool(grpc::CallbackServerContext* ctx,
                                                   const v1::DeletePoolRequest* request,
                                                   v1::DeletePoolResponse*) {
-  return Answer(ctx, scheduler_->DeletePool(request->name()));
+  return Answer(ctx, pools_->DeletePool(request->name()));
 }
 
 grpc::ServerUnaryReactor* PoolService::ClosePool(grpc::CallbackServerContext* ctx,
                                                  const v1::ClosePoolRequest* request,
                                                  v1::PoolInfo* response) {
-  absl::StatusOr<v1::PoolInfo> info = scheduler_->ClosePool(request->name());
+  absl::StatusOr<v1::PoolInfo> info = pools_->ClosePool(request->name());
   if (info.ok()) *response = std::move(*info);
   return Answer(ctx, info.status());
 }
@@ -71,7 +71,7 @@ grpc::ServerUnaryReactor* PoolService::ClosePool(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* PoolService::TerminatePool(grpc::CallbackServerContext* ctx,
                                                      const v1::TerminatePoolRequest* request,
                                                      v1::PoolInfo* response) {
-  absl::StatusOr<v1::PoolInfo> info = scheduler_->TerminatePool(request->name());
+  absl::StatusOr<v1::PoolInfo> info = pools_->TerminatePool(request->name());
   if (info.ok()) *response = std::move(*info);
   return Answer(ctx, info.status());
 }
@@ -79,16 +79,16 @@ grpc::ServerUnaryReactor* PoolService::TerminatePool(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* PoolService::JoinPool(grpc::CallbackServerContext* ctx,
                                                 const v1::JoinPoolRequest* request,
                                                 v1::PoolInfo* response) {
-  absl::StatusOr<absl::Time> deadline =
-      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
-  if (!deadline.ok()) return Answer(ctx, deadline.status());
+  absl::StatusOr<absl::Duration> wait =
+      WaitTimeout(request->has_timeout(), request->timeout(), *ctx);
+  if (!wait.ok()) return Answer(ctx, wait.status());
   auto* reactor = new DeferredReactor();
   auto claim = reactor->claim();
-  Scheduler* scheduler = scheduler_;
+  PoolRegistry* pools = pools_;
   const std::string name = request->name();
   // Answers with the pool as it is; a timeout is not an error (its workers show).
   auto answer = [=] {
-    absl::StatusOr<v1::PoolInfo> info = scheduler->DescribePool(name);
+    absl::StatusOr<v1::PoolInfo> info = pools->DescribePool(name);
     if (info.ok()) *response = std::move(*info);
     reactor->Finish(ToGrpcStatus(info.status()));
   };
@@ -96,15 +96,15 @@ grpc::ServerUnaryReactor* PoolService::JoinPool(grpc::CallbackServerContext* ctx
     if (claim->Claim())
       reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "JoinPool cancelled"));
   });
-  absl::Status s = scheduler_->JoinPool(name, [=] {
+  absl::Status s = pools_->JoinPool(name, [=] {
     if (claim->Claim()) answer();
   });
   if (!s.ok()) {
     reactor->FinishOnce(ToGrpcStatus(s));
     return reactor;
   }
-  if (*deadline != absl::InfiniteFuture()) {
-    IoLoop::TimerId id = loop_->AddTimer(*deadline, [=] {
+  if (*wait != absl::InfiniteDuration()) {
+    IoLoop::TimerId id = loop_->AddTimerAfter(*wait, [=] {
       if (claim->Claim()) answer();
     });
     if (claim->claimed.load()) loop_->CancelTimer(id);

@@ -5,7 +5,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "forkpool/v1/forkpool.grpc.pb.h"
-#include "server/daemon/scheduler.h"
+#include "server/daemon/executor/pool_registry.h"
+#include "server/daemon/io_loop.h"
 
 namespace forkpool {
 
@@ -17,8 +18,8 @@ class PoolService final : public v1::Pools::CallbackService {
  public:
   // CreatePool answers RESOURCE_EXHAUSTED while `max_pools` pools exist (pools being
   // deleted not counted: their workers are already being stopped).
-  PoolService(Scheduler* scheduler, IoLoop* loop, int max_pools = kDefaultMaxPools)
-      : scheduler_(scheduler), loop_(loop), max_pools_(max_pools) {}
+  PoolService(PoolRegistry* pools, IoLoop* loop, int max_pools = kDefaultMaxPools)
+      : pools_(pools), loop_(loop), max_pools_(max_pools) {}
 
   grpc::ServerUnaryReactor* CreatePool(grpc::CallbackServerContext* ctx,
                                        const v1::CreatePoolRequest* request,
@@ -43,10 +44,10 @@ class PoolService final : public v1::Pools::CallbackService {
                                           v1::PoolInfo* response) override;
 
  private:
-  Scheduler* const scheduler_;
+  PoolRegistry* const pools_;
   IoLoop* const loop_;
   const int max_pools_;
-  // Held from counting the pools until the Scheduler holds the new one, so that
+  // Held from counting the pools until the registry holds the new one, so that
   // concurrent CreatePools cannot pass the cap together.
   absl::Mutex create_mu_;
 };

@@ -17,13 +17,14 @@
 #include "server/daemon/deferred_reactor.h"
 #include "server/daemon/grpc_status.h"
 #include "server/daemon/peer_connection.h"
-#include "server/daemon/scheduler_internal.h"
 #include "server/daemon/task_options.h"
 
 namespace forkpool {
 namespace {
 
-using internal_scheduler::ToDuration;
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
 
 // A get's lease: a valid Duration (ValidateDuration); its bound is the
 // QueueManager's.
@@ -382,8 +383,7 @@ class QueueStreamReactor
     switch (req.op_case()) {
       case v1::QueueStreamRequest::kPut: {
         const v1::PutRequest& put = req.put();
-        absl::StatusOr<absl::Time> deadline =
-            WaitDeadline(put.has_timeout(), put.timeout(), *ctx_);
+        absl::StatusOr<absl::Time> deadline = WaitDeadline(put.has_timeout(), put.timeout(), *ctx_);
         if (!deadline.ok()) return fail(deadline.status());
         std::vector<v1::Payload> items(put.items().begin(), put.items().end());
         const uint64_t id = queues_->Put(
@@ -401,8 +401,7 @@ class QueueStreamReactor
       }
       case v1::QueueStreamRequest::kGet: {
         const v1::QueueGetRequest& get = req.get();
-        absl::StatusOr<absl::Time> deadline =
-            WaitDeadline(get.has_timeout(), get.timeout(), *ctx_);
+        absl::StatusOr<absl::Time> deadline = WaitDeadline(get.has_timeout(), get.timeout(), *ctx_);
         if (!deadline.ok()) return fail(deadline.status());
         absl::StatusOr<absl::Duration> lease = LeaseOf(get);
         if (!lease.ok()) return fail(lease.status());
@@ -511,12 +510,11 @@ grpc::ServerUnaryReactor* QueueService::Put(grpc::CallbackServerContext* ctx,
     reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "queue put cancelled by the client"));
   });
   std::vector<v1::Payload> items(request->items().begin(), request->items().end());
-  waiter->store(queues_->Put(queue, std::move(items), *deadline,
-                             [=](absl::Status s, bool full) {
-                               if (!claim->Claim()) return;
-                               response->set_full(full);
-                               reactor->Finish(ToGrpcStatus(s));
-                             }));
+  waiter->store(queues_->Put(queue, std::move(items), *deadline, [=](absl::Status s, bool full) {
+    if (!claim->Claim()) return;
+    response->set_full(full);
+    reactor->Finish(ToGrpcStatus(s));
+  }));
   return reactor;
 }
 

@@ -10,6 +10,7 @@
 #include "server/daemon/deferred_reactor.h"
 #include "server/daemon/grpc_status.h"
 #include "server/daemon/map_reactors.h"
+#include "server/daemon/result_reply.h"
 
 namespace forkpool {
 namespace {
@@ -22,7 +23,7 @@ constexpr size_t kMaxWaitResultBytes = 3u << 20;
 grpc::ServerUnaryReactor* TaskService::Submit(grpc::CallbackServerContext* ctx,
                                               const v1::SubmitRequest* request,
                                               v1::SubmitResponse* response) {
-  absl::StatusOr<SubmitOutcome> out = scheduler_->Submit(request->task());
+  absl::StatusOr<SubmitOutcome> out = broker_->Submit(request->task(), SubmitMode::kDetached);
   if (out.ok()) {
     response->set_task_id(out->task_id);
     response->set_deduplicated(out->deduplicated);
@@ -33,7 +34,7 @@ grpc::ServerUnaryReactor* TaskService::Submit(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* TaskService::SubmitMany(grpc::CallbackServerContext* ctx,
                                                   const v1::SubmitManyRequest* request,
                                                   v1::SubmitManyResponse* response) {
-  absl::StatusOr<std::vector<std::string>> ids = scheduler_->SubmitMany(*request);
+  absl::StatusOr<std::vector<std::string>> ids = broker_->SubmitMany(*request);
   if (ids.ok()) {
     for (auto& id : *ids) response->add_task_ids(std::move(id));
   }
@@ -44,7 +45,7 @@ grpc::ServerUnaryReactor* TaskService::Cancel(grpc::CallbackServerContext* ctx,
                                               const v1::CancelRequest* request,
                                               v1::CancelResponse* response) {
   absl::StatusOr<v1::CancelResponse> r =
-      scheduler_->Cancel(request->task_id(), "cancelled by a client");
+      broker_->Cancel(request->task_id(), "cancelled by a client");
   if (r.ok()) *response = *r;
   return Answer(ctx, r.status());
 }
@@ -52,33 +53,34 @@ grpc::ServerUnaryReactor* TaskService::Cancel(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* TaskService::Apply(grpc::CallbackServerContext* ctx,
                                              const v1::ApplyRequest* request,
                                              v1::ApplyResponse* response) {
-  absl::StatusOr<SubmitOutcome> submitted = scheduler_->Submit(request->task());
+  absl::StatusOr<SubmitOutcome> submitted = broker_->Submit(request->task(), SubmitMode::kTied);
   if (!submitted.ok()) return Answer(ctx, submitted.status());
   const std::string id = submitted->task_id;
   auto* reactor = new DeferredReactor();
   auto claim = reactor->claim();
   auto waiter_id = std::make_shared<std::atomic<uint64_t>>(0);
-  Scheduler* scheduler = scheduler_;
+  TaskBroker* broker = broker_;
   // Tied to the call: a client that leaves cancels the task.
   reactor->set_on_cancel([=] {
     if (!claim->Claim()) return;
-    scheduler->Unwatch(id, waiter_id->load());
-    (void)scheduler->Cancel(id, "cancelled: the client of Apply went away");
+    broker->Unwatch(id, waiter_id->load());
+    // Cancelled only if no other caller (a retry by key) still wants it.
+    broker->CallerLeft(id);
     reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "Apply cancelled by the client"));
   });
   uint64_t wid = 0;
-  absl::StatusOr<std::optional<v1::TaskResult>> now = scheduler_->Watch(
+  absl::StatusOr<std::shared_ptr<const v1::TaskResult>> now = broker_->Watch(
       id,
-      [=](const v1::TaskResult& result) {
+      [=](std::shared_ptr<const v1::TaskResult> result) {
         if (!claim->Claim()) return;
-        *response->mutable_result() = result;
+        *response->mutable_result() = *result;
         reactor->Finish(grpc::Status::OK);
       },
       &wid);
   waiter_id->store(wid);
   if (!now.ok()) {
     reactor->FinishOnce(ToGrpcStatus(now.status()));
-  } else if (now->has_value()) {
+  } else if (*now != nullptr) {
     if (claim->Claim()) {
       *response->mutable_result() = **now;
       reactor->Finish(grpc::Status::OK);
@@ -88,18 +90,31 @@ grpc::ServerUnaryReactor* TaskService::Apply(grpc::CallbackServerContext* ctx,
 }
 
 grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
-                                           const v1::GetRequest* request,
-                                           v1::GetResponse* response) {
-  absl::StatusOr<absl::Time> deadline =
-      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
-  if (!deadline.ok()) return Answer(ctx, deadline.status());
-  const std::string id = request->task_id();
-  if (*deadline <= absl::Now()) {
-    absl::StatusOr<v1::TaskResult> r = scheduler_->GetResult(id);
-    if (r.ok()) {
-      response->set_ready(IsTerminal(r->state()));
-      *response->mutable_result() = *r;
+                                           const grpc::ByteBuffer* request_bytes,
+                                           grpc::ByteBuffer* response) {
+  // Raw bytes in and out: the reply carries the result's output as a slice of
+  // the broker's one copy (ResultReply), however many wait for it.
+  v1::GetRequest request_msg;
+  {
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (request_bytes->Dump(&slices).ok()) {
+      for (const grpc::Slice& slice : slices) {
+        bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+      }
     }
+    if (!request_msg.ParseFromString(bytes)) {
+      return Answer(ctx, absl::InvalidArgumentError("malformed GetRequest"));
+    }
+  }
+  const v1::GetRequest* request = &request_msg;
+  absl::StatusOr<absl::Duration> wait =
+      WaitTimeout(request->has_timeout(), request->timeout(), *ctx);
+  if (!wait.ok()) return Answer(ctx, wait.status());
+  const std::string id = request->task_id();
+  if (*wait <= absl::ZeroDuration()) {
+    absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker_->GetResult(id);
+    if (r.ok()) *response = GetResponseBytes(IsTerminal((*r)->state()), *r);
     return Answer(ctx, r.status());
   }
 
@@ -107,22 +122,21 @@ grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
   auto claim = reactor->claim();
   auto waiter_id = std::make_shared<std::atomic<uint64_t>>(0);
   auto timer = std::make_shared<std::atomic<IoLoop::TimerId>>(0);
-  Scheduler* scheduler = scheduler_;
+  TaskBroker* broker = broker_;
   IoLoop* loop = loop_;
   reactor->set_on_cancel([=] {
     if (!claim->Claim()) return;
-    scheduler->Unwatch(id, waiter_id->load());
+    broker->Unwatch(id, waiter_id->load());
     loop->CancelTimer(timer->load());
     reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "Get cancelled by the client"));
   });
   uint64_t wid = 0;
-  absl::StatusOr<std::optional<v1::TaskResult>> now = scheduler_->Watch(
+  absl::StatusOr<std::shared_ptr<const v1::TaskResult>> now = broker_->Watch(
       id,
-      [=](const v1::TaskResult& result) {
+      [=](std::shared_ptr<const v1::TaskResult> result) {
         if (!claim->Claim()) return;
         loop->CancelTimer(timer->load());
-        response->set_ready(true);
-        *response->mutable_result() = result;
+        *response = GetResponseBytes(true, std::move(result));
         reactor->Finish(grpc::Status::OK);
       },
       &wid);
@@ -131,24 +145,20 @@ grpc::ServerUnaryReactor* TaskService::Get(grpc::CallbackServerContext* ctx,
     reactor->FinishOnce(ToGrpcStatus(now.status()));
     return reactor;
   }
-  if (now->has_value()) {
+  if (*now != nullptr) {
     if (claim->Claim()) {
-      response->set_ready(true);
-      *response->mutable_result() = **now;
+      *response = GetResponseBytes(true, *now);
       reactor->Finish(grpc::Status::OK);
     }
     return reactor;
   }
-  if (*deadline != absl::InfiniteFuture()) {
-    timer->store(loop_->AddTimer(*deadline, [=] {
+  if (*wait != absl::InfiniteDuration()) {
+    timer->store(loop_->AddTimerAfter(*wait, [=] {
       if (!claim->Claim()) return;
-      scheduler->Unwatch(id, waiter_id->load());
+      broker->Unwatch(id, waiter_id->load());
       // Not ready is an answer, not an error; the task keeps running.
-      absl::StatusOr<v1::TaskResult> r = scheduler->GetResult(id);
-      if (r.ok()) {
-        response->set_ready(IsTerminal(r->state()));
-        *response->mutable_result() = *r;
-      }
+      absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker->GetResult(id);
+      if (r.ok()) *response = GetResponseBytes(IsTerminal((*r)->state()), *r);
       reactor->Finish(ToGrpcStatus(r.status()));
     }));
     // The waiter may have won before the timer existed.
@@ -172,9 +182,9 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
       break;
     case v1::WAIT_MODE_COUNT:
       if (request->count() < 1 || request->count() > n) {
-        return Answer(ctx, absl::InvalidArgumentError(absl::StrCat(
-                               "count must be 1 to ", n, " (the number of task ids), not ",
-                               request->count())));
+        return Answer(ctx, absl::InvalidArgumentError(
+                               absl::StrCat("count must be 1 to ", n,
+                                            " (the number of task ids), not ", request->count())));
       }
       needed = request->count();
       break;
@@ -182,11 +192,11 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
       return Answer(ctx, absl::InvalidArgumentError(absl::StrCat(
                              "unknown wait mode ", static_cast<int>(request->mode()))));
   }
-  absl::StatusOr<absl::Time> deadline =
-      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
-  if (!deadline.ok()) return Answer(ctx, deadline.status());
+  absl::StatusOr<absl::Duration> wait =
+      WaitTimeout(request->has_timeout(), request->timeout(), *ctx);
+  if (!wait.ok()) return Answer(ctx, wait.status());
   for (const std::string& id : request->task_ids()) {
-    absl::StatusOr<v1::TaskResult> r = scheduler_->GetResult(id);
+    absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker_->GetResult(id);
     if (!r.ok()) return Answer(ctx, r.status());
   }
 
@@ -199,7 +209,7 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
   auto state = std::make_shared<State>();
   auto* reactor = new DeferredReactor();
   auto claim = reactor->claim();
-  Scheduler* scheduler = scheduler_;
+  TaskBroker* broker = broker_;
   IoLoop* loop = loop_;
   // Shared, not copied: every waiter's closure holds `finish`.
   auto ids = std::make_shared<const std::vector<std::string>>(request->task_ids().begin(),
@@ -211,22 +221,23 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
     loop->CancelTimer(state->timer.load());
     {
       std::lock_guard<std::mutex> lock(state->mu);
-      for (const auto& [tid, wid] : state->waiters) scheduler->Unwatch(tid, wid);
+      for (const auto& [tid, wid] : state->waiters) broker->Unwatch(tid, wid);
     }
     int done = 0;
     size_t result_bytes = 0;
     bool results_fit = include_results;
     for (const std::string& tid : *ids) {
-      absl::StatusOr<v1::TaskResult> r = scheduler->GetResult(tid);
+      absl::StatusOr<std::shared_ptr<const v1::TaskResult>> r = broker->GetResult(tid);
       // A result that expired meanwhile has ended too.
-      if (!r.ok() || IsTerminal(r->state())) {
+      if (!r.ok() || IsTerminal((*r)->state())) {
         response->add_done(tid);
         ++done;
         // Results stay in `done` order: the first one that does not fit (or has
-        // expired) ends the list; the caller fetches the rest with Get.
-        if (results_fit && r.ok() && result_bytes + r->ByteSizeLong() <= kMaxWaitResultBytes) {
-          result_bytes += r->ByteSizeLong();
-          *response->add_results() = std::move(*r);
+        // expired) ends the list; the caller fetches the rest with Get. Copied
+        // once, outside the broker's lock.
+        if (results_fit && r.ok() && result_bytes + (*r)->ByteSizeLong() <= kMaxWaitResultBytes) {
+          result_bytes += (*r)->ByteSizeLong();
+          *response->add_results() = **r;
         } else {
           results_fit = false;
         }
@@ -241,18 +252,18 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
     if (!claim->Claim()) return;
     loop->CancelTimer(state->timer.load());
     std::lock_guard<std::mutex> lock(state->mu);
-    for (const auto& [tid, wid] : state->waiters) scheduler->Unwatch(tid, wid);
+    for (const auto& [tid, wid] : state->waiters) broker->Unwatch(tid, wid);
     reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "Wait cancelled by the client"));
   });
   for (const std::string& id : *ids) {
     uint64_t wid = 0;
-    absl::StatusOr<std::optional<v1::TaskResult>> now = scheduler_->Watch(
+    absl::StatusOr<std::shared_ptr<const v1::TaskResult>> now = broker_->Watch(
         id,
-        [=](const v1::TaskResult&) {
+        [=](std::shared_ptr<const v1::TaskResult>) {
           if (state->done.fetch_add(1) + 1 >= needed && claim->Claim()) finish(true);
         },
         &wid);
-    if (now.ok() && now->has_value()) {
+    if (now.ok() && *now != nullptr) {
       state->done.fetch_add(1);
     } else if (now.ok()) {
       std::lock_guard<std::mutex> lock(state->mu);
@@ -261,12 +272,12 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
       state->done.fetch_add(1);  // expired between the check and now: it has ended
     }
   }
-  if (state->done.load() >= needed || *deadline <= absl::Now()) {
+  if (state->done.load() >= needed || *wait <= absl::ZeroDuration()) {
     if (claim->Claim()) finish(false);
     return reactor;
   }
-  if (*deadline != absl::InfiniteFuture()) {
-    state->timer.store(loop_->AddTimer(*deadline, [=] {
+  if (*wait != absl::InfiniteDuration()) {
+    state->timer.store(loop_->AddTimerAfter(*wait, [=] {
       if (claim->Claim()) finish(false);
     }));
     if (claim->claimed.load()) loop_->CancelTimer(state->timer.load());
@@ -276,12 +287,12 @@ grpc::ServerUnaryReactor* TaskService::Wait(grpc::CallbackServerContext* ctx,
 
 grpc::ServerWriteReactor<v1::MapResponse>* TaskService::Map(grpc::CallbackServerContext* ctx,
                                                             const v1::MapRequest* request) {
-  return NewMapReactor(scheduler_, loop_, request);
+  return NewMapReactor(broker_, loop_, request);
 }
 
 grpc::ServerBidiReactor<v1::MapStreamRequest, v1::MapResponse>* TaskService::MapStream(
     grpc::CallbackServerContext* ctx) {
-  return NewMapStreamReactor(scheduler_, loop_);
+  return NewMapStreamReactor(broker_, loop_);
 }
 
 }  // namespace forkpool

@@ -4,18 +4,18 @@
 #define FORKPOOL_SERVER_DAEMON_TASK_SERVICE_H_
 
 #include "forkpool/v1/forkpool.grpc.pb.h"
+#include "server/daemon/broker/task_broker.h"
 #include "server/daemon/io_loop.h"
-#include "server/daemon/scheduler.h"
 
 namespace forkpool {
 
 // Thread-safe; gRPC calls it from its own threads.
-class TaskService final : public v1::Tasks::CallbackService {
+// Get is a raw method (bytes in and out) so that its reply shares the result.
+class TaskService final : public v1::Tasks::WithRawCallbackMethod_Get<v1::Tasks::CallbackService> {
  public:
-  TaskService(Scheduler* scheduler, IoLoop* loop) : scheduler_(scheduler), loop_(loop) {}
+  TaskService(TaskBroker* broker, IoLoop* loop) : broker_(broker), loop_(loop) {}
 
-  grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* ctx,
-                                  const v1::ApplyRequest* request,
+  grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* ctx, const v1::ApplyRequest* request,
                                   v1::ApplyResponse* response) override;
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request,
@@ -23,11 +23,9 @@ class TaskService final : public v1::Tasks::CallbackService {
   grpc::ServerUnaryReactor* SubmitMany(grpc::CallbackServerContext* ctx,
                                        const v1::SubmitManyRequest* request,
                                        v1::SubmitManyResponse* response) override;
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
-                                const v1::GetRequest* request,
-                                v1::GetResponse* response) override;
-  grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx,
-                                 const v1::WaitRequest* request,
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx, const v1::WaitRequest* request,
                                  v1::WaitResponse* response) override;
   grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* ctx,
                                    const v1::CancelRequest* request,
@@ -38,7 +36,7 @@ class TaskService final : public v1::Tasks::CallbackService {
       grpc::CallbackServerContext* ctx) override;
 
  private:
-  Scheduler* const scheduler_;
+  TaskBroker* const broker_;
   IoLoop* const loop_;
 };
 

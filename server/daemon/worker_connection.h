@@ -16,7 +16,7 @@
 
 namespace forkpool {
 
-// Thread-compatible: its owner (the Scheduler) serialises every call under its lock.
+// Thread-compatible: its owner (a ConnectedWorker) serialises every call under its lock.
 // All fds are non-blocking.
 class WorkerConnection {
  public:
@@ -47,6 +47,8 @@ class WorkerConnection {
   const std::shared_ptr<ChildOutput>& output() const { return output_; }
   // Sends SIGKILL to the worker and its process group.
   void Kill();
+  // Gives up the pidfd (for reaping after the connection is gone).
+  UniqueFd ReleasePidfd() { return std::move(pidfd_); }
 
  private:
   WorkerConnection(pid_t pid, UniqueFd socket, UniqueFd pidfd,

@@ -22,9 +22,8 @@ absl::StatusOr<absl::Time> Deadline(bool has, const google::protobuf::Duration& 
 
 }  // namespace
 
-Scheduler::WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues) {
-  return [queues](const std::string& method, const std::string& body,
-                  Scheduler::WorkerReply reply) {
+WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues) {
+  return [queues](const std::string& method, const std::string& body, WorkerReply reply) {
     if (method == "queue.put") {
       v1::PutRequest put;
       if (!put.ParseFromString(body)) {

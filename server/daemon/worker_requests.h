@@ -5,15 +5,15 @@
 
 #include <string>
 
+#include "server/daemon/executor/pool_executor.h"
 #include "server/daemon/queue_manager.h"
-#include "server/daemon/scheduler.h"
 
 namespace forkpool {
 
-// Returns the Scheduler's handler for worker requests, served by `queues`:
+// Returns the executors' handler for worker requests, served by `queues`:
 // "queue.put" (body: v1.PutRequest; reply: v1.PutResponse) and "queue.get" (body:
 // v1.QueueGetRequest, plain gets only; reply: v1.QueueGetResponse).
-Scheduler::WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues);
+WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues);
 
 }  // namespace forkpool
 

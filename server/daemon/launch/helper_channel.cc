@@ -103,7 +103,7 @@ absl::Status HelperChannel::Request(internal::ToHelper request, absl::Duration t
   Pending& p = pending_[id];
   p.reply = std::move(reply);
   std::weak_ptr<HelperChannel> weak = weak_from_this();
-  p.timer = loop_->AddTimer(absl::Now() + timeout, [weak, id] {
+  p.timer = loop_->AddTimerAfter(timeout, [weak, id] {
     if (auto self = weak.lock()) self->OnDeadline(id);
   });
   return absl::OkStatus();

@@ -66,7 +66,7 @@ OrphanReaper::~OrphanReaper() {
 
 void OrphanReaper::Start() {
   absl::MutexLock lock(&mu_);
-  timer_ = loop_->AddTimer(absl::Now() + kInterval, [this] { Scan(); });
+  timer_ = loop_->AddTimerAfter(kInterval, [this] { Scan(); });
 }
 
 void OrphanReaper::Scan() {
@@ -90,11 +90,11 @@ void OrphanReaper::Scan() {
   }
   absl::MutexLock lock(&mu_);
   if (stopped_) return;
-  const absl::Time now = absl::Now();
-  std::map<pid_t, absl::Time> seen;
+  const MonoTime now = MonotonicNow();
+  std::map<pid_t, MonoTime> seen;
   for (const auto& [pid, ours] : unknown) {
     auto it = suspects_.find(pid);
-    const absl::Time first = it == suspects_.end() ? now : it->second;
+    const MonoTime first = it == suspects_.end() ? now : it->second;
     seen.emplace(pid, first);
     // Unknown in two scans in a row; one named like a helper or worker gets longer:
     // it may be one just made whose helper's report the loop has not read yet (a
@@ -120,7 +120,7 @@ void OrphanReaper::Scan() {
     ending_.emplace(pid, *std::move(pidfd));
   }
   suspects_ = std::move(seen);
-  timer_ = loop_->AddTimer(absl::Now() + kInterval, [this] { Scan(); });
+  timer_ = loop_->AddTimerAfter(kInterval, [this] { Scan(); });
 }
 
 void OrphanReaper::Reap(pid_t pid) {

@@ -45,7 +45,7 @@ class OrphanReaper {
   const pid_t self_sid_;
   absl::Mutex mu_;
   // Unknown in the last scan, and since when.
-  std::map<pid_t, absl::Time> suspects_ ABSL_GUARDED_BY(mu_);
+  std::map<pid_t, MonoTime> suspects_ ABSL_GUARDED_BY(mu_);
   std::map<pid_t, UniqueFd> ending_ ABSL_GUARDED_BY(mu_);  // killed, awaiting reaping
   IoLoop::TimerId timer_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;

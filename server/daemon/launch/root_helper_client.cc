@@ -168,7 +168,7 @@ void RootHelperClient::OnLost(const std::string& why) {
     channel_.reset();
     if (stopped_) return;
   }
-  const absl::Time now = absl::Now();
+  const MonoTime now = MonotonicNow();
   losses_.push_back(now);
   while (!losses_.empty() && losses_.front() < now - kLossWindow) losses_.pop_front();
   if (static_cast<int>(losses_.size()) > kMaxLosses) {
@@ -181,7 +181,7 @@ void RootHelperClient::OnLost(const std::string& why) {
   absl::StatusOr<HelperProcess> next = Respawn();
   if (!next.ok()) {
     Log("cannot start a new root helper: ", next.status().message());
-    loop_->AddTimer(absl::Now() + absl::Seconds(1), [this] { OnLost("root helper missing"); });
+    loop_->AddTimerAfter(absl::Seconds(1), [this] { OnLost("root helper missing"); });
     return;
   }
   if (absl::Status s = Start(*std::move(next)); !s.ok()) {

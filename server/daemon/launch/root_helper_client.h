@@ -61,7 +61,7 @@ class RootHelperClient {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<HelperProcess> spare_ ABSL_GUARDED_BY(mu_);
   bool spare_requested_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<absl::Time> losses_;  // loop thread only
+  std::deque<MonoTime> losses_;  // loop thread only
 };
 
 }  // namespace forkpool

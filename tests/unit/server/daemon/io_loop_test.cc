@@ -137,8 +137,8 @@ TEST_F(IoLoopTest, TimersFireInDeadlineOrderAndNotBeforeTheirDeadline) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(fired[i].in_loop);
     // Strict lower bound, generous upper bound.
-    EXPECT_GE(fired[i].at, deadlines[i]) << "timer " << i + 1 << " fired early by "
-                                         << deadlines[i] - fired[i].at;
+    EXPECT_GE(fired[i].at, deadlines[i])
+        << "timer " << i + 1 << " fired early by " << deadlines[i] - fired[i].at;
     EXPECT_LT(fired[i].at, deadlines[i] + absl::Seconds(5));
   }
 }
@@ -370,27 +370,24 @@ TEST_F(IoLoopTest, InfiniteFutureTimerNeverFiresNorHoldsBackOthers) {
 
 TEST_F(IoLoopTest, ModifyOfAnUnwatchedFdIsNotFound) {
   auto [r, w] = MakePipe(O_NONBLOCK);
-  EXPECT_THAT(loop_->Modify(r.get(), EPOLLIN),
-              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(loop_->Modify(r.get(), EPOLLIN), StatusIs(absl::StatusCode::kNotFound));
   ASSERT_THAT(loop_->Watch(r.get(), EPOLLIN, [](uint32_t) {}), IsOk());
   EXPECT_THAT(loop_->Modify(r.get(), EPOLLIN | EPOLLOUT), IsOk());
   loop_->Unwatch(r.get());
-  EXPECT_THAT(loop_->Modify(r.get(), EPOLLIN),
-              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(loop_->Modify(r.get(), EPOLLIN), StatusIs(absl::StatusCode::kNotFound));
 }
 
 // Modify keeps the watch's generation: events after a Modify still reach it.
 TEST_F(IoLoopTest, EventsAfterModifyStillReachTheCallback) {
   auto [r, w] = MakePipe(O_NONBLOCK);
   absl::Notification readable;
-  ASSERT_THAT(
-      loop_->Watch(r.get(), 0,
-                   [&](uint32_t events) {
-                     if ((events & EPOLLIN) && !readable.HasBeenNotified()) {
-                       readable.Notify();
-                     }
-                   }),
-      IsOk());
+  ASSERT_THAT(loop_->Watch(r.get(), 0,
+                           [&](uint32_t events) {
+                             if ((events & EPOLLIN) && !readable.HasBeenNotified()) {
+                               readable.Notify();
+                             }
+                           }),
+              IsOk());
   ASSERT_EQ(::write(w.get(), "x", 1), 1);
   ASSERT_THAT(loop_->Modify(r.get(), EPOLLIN), IsOk());
   EXPECT_TRUE(readable.WaitForNotificationWithTimeout(kPatience));
@@ -402,8 +399,7 @@ TEST_F(IoLoopTest, EventsAfterModifyStillReachTheCallback) {
 // runs first unwatches and closes the other and watches a new, idle fd that
 // gets the same number. The batch still holds the closed fd's event, and it ran
 // the new callback.
-TEST(IoLoopFdReuseTest,
-     ReusedFdNumberInTheSameBatchNeverReachesTheNewCallback) {
+TEST(IoLoopFdReuseTest, ReusedFdNumberInTheSameBatchNeverReachesTheNewCallback) {
   auto created = IoLoop::Create();
   ASSERT_THAT(created, IsOk());
   IoLoop& loop = **created;
@@ -445,8 +441,7 @@ TEST(IoLoopFdReuseTest,
         (void)loop.Watch(replacement_number, EPOLLIN, [&](uint32_t) {
           ++new_calls;
           uint64_t w;
-          [[maybe_unused]] ssize_t m =
-              ::read(replacement_number, &w, sizeof(w));
+          [[maybe_unused]] ssize_t m = ::read(replacement_number, &w, sizeof(w));
         });
       }
     };
@@ -469,8 +464,7 @@ TEST(IoLoopFdReuseTest,
     EXPECT_EQ(old_calls[first], 1);
     EXPECT_EQ(old_calls[1 - first], 0);
   }
-  EXPECT_EQ(new_calls, 0)
-      << "an event of the closed fd reached the new callback";
+  EXPECT_EQ(new_calls, 0) << "an event of the closed fd reached the new callback";
 
   // The new watch itself works.
   const uint64_t one = 1;
@@ -498,10 +492,9 @@ std::map<int, TimerFdInfo> TimerFdsOfThisProcess() {
     int fd;
     if (!absl::SimpleAtoi(e->d_name, &fd)) continue;
     char target[256] = {};
-    const ssize_t n = ::readlink(absl::StrCat("/proc/self/fd/", fd).c_str(),
-                                 target, sizeof(target) - 1);
-    if (n <= 0 || absl::string_view(target, n) != "anon_inode:[timerfd]")
-      continue;
+    const ssize_t n =
+        ::readlink(absl::StrCat("/proc/self/fd/", fd).c_str(), target, sizeof(target) - 1);
+    if (n <= 0 || absl::string_view(target, n) != "anon_inode:[timerfd]") continue;
     TimerFdInfo info{fd};
     std::ifstream in(absl::StrCat("/proc/self/fdinfo/", fd));
     std::string line;
@@ -512,10 +505,8 @@ std::map<int, TimerFdInfo> TimerFdsOfThisProcess() {
       } else if (absl::ConsumePrefix(&v, "it_value:")) {
         // "it_value: (3599, 999512345)"
         long long sec = 0, nsec = 0;
-        if (std::sscanf(std::string(v).c_str(), " (%lld, %lld)", &sec, &nsec) ==
-            2) {
-          info.seconds_left =
-              static_cast<double>(sec) + static_cast<double>(nsec) * 1e-9;
+        if (std::sscanf(std::string(v).c_str(), " (%lld, %lld)", &sec, &nsec) == 2) {
+          info.seconds_left = static_cast<double>(sec) + static_cast<double>(nsec) * 1e-9;
         }
       }
     }

@@ -97,8 +97,7 @@ absl::StatusOr<StopChange> AwaitStopChange(int pidfd) {
   const absl::Time deadline = absl::Now() + kPatience;
   while (true) {
     absl::StatusOr<StopChange> change = PollStopState(pidfd);
-    if (!change.ok() || change->kind != StopChange::Kind::kNone ||
-        absl::Now() >= deadline) {
+    if (!change.ok() || change->kind != StopChange::Kind::kNone || absl::Now() >= deadline) {
       return change;
     }
     absl::SleepFor(absl::Milliseconds(1));
@@ -130,8 +129,7 @@ TEST(TryReapPidfdTest, KilledChildIsReapedWithItsSignal) {
   EXPECT_EQ(ProcState(child.pid()), '\0');
 
   // A second try cannot wait for anything: an answer, not "still running".
-  const std::optional<ExitInfo> again =
-      TryReapPidfd(child.pidfd(), child.pid());
+  const std::optional<ExitInfo> again = TryReapPidfd(child.pidfd(), child.pid());
   ASSERT_TRUE(again.has_value());
   EXPECT_FALSE(again->reaped);
 }
@@ -150,8 +148,7 @@ TEST(TryReapPidfdTest, ExitedChildReportsItsExitCode) {
 TEST(TryReapPidfdTest, PidMismatchIsNotReportedAsReaped) {
   Child child = Child::Start(/*exit_code=*/3);
   ASSERT_TRUE(WaitPidfd(child.pidfd(), kPatience));
-  const std::optional<ExitInfo> exit =
-      TryReapPidfd(child.pidfd(), child.pid() + 1);
+  const std::optional<ExitInfo> exit = TryReapPidfd(child.pidfd(), child.pid() + 1);
   ASSERT_TRUE(exit.has_value());
   EXPECT_FALSE(exit->reaped);
   EXPECT_EQ(exit->exit_code, 0);
@@ -171,8 +168,7 @@ TEST(PidfdPidTest, NamesTheProcessUntilItIsReaped) {
   EXPECT_EQ(PidfdPid(child.pidfd()), child.pid());
   ASSERT_EQ(::kill(child.pid(), SIGKILL), 0);
   ASSERT_TRUE(WaitPidfd(child.pidfd(), kPatience));
-  EXPECT_EQ(PidfdPid(child.pidfd()), child.pid())
-      << "a zombie still has its pid";
+  EXPECT_EQ(PidfdPid(child.pidfd()), child.pid()) << "a zombie still has its pid";
   ASSERT_TRUE(TryReapPidfd(child.pidfd(), child.pid()).has_value());
   EXPECT_EQ(PidfdPid(child.pidfd()), std::nullopt);
 }
@@ -207,9 +203,8 @@ TEST(ReapPidfdTest, WaitsForAChildThatIsExiting) {
 
 TEST(PollStopStateTest, StopAndContinueAreEachReportedOnce) {
   Child child = Child::Start();
-  EXPECT_THAT(PollStopState(child.pidfd()),
-              ::forkpool::testing::IsOkAndHolds(::testing::Field(
-                  &StopChange::kind, StopChange::Kind::kNone)));
+  EXPECT_THAT(PollStopState(child.pidfd()), ::forkpool::testing::IsOkAndHolds(::testing::Field(
+                                                &StopChange::kind, StopChange::Kind::kNone)));
 
   ASSERT_EQ(::kill(child.pid(), SIGSTOP), 0);
   absl::StatusOr<StopChange> stopped = AwaitStopChange(child.pidfd());
@@ -274,8 +269,7 @@ TEST(PollStopStateTest, NotOurChildIsAnError) {
   auto self = PidfdOpen(::getpid());
   ASSERT_THAT(self, IsOk());
   // waitid's ECHILD, which absl::ErrnoToStatus maps to FAILED_PRECONDITION.
-  EXPECT_THAT(PollStopState(self->get()),
-              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(PollStopState(self->get()), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
 }  // namespace

@@ -22,8 +22,7 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::SizeIs;
 
-Task NewTask(TaskTable& table, const std::string& input = "7",
-             const std::string& request_id = "") {
+Task NewTask(TaskTable& table, const std::string& input = "7", const std::string& request_id = "") {
   Task task;
   task.result.set_task_id(table.NewId());
   task.result.set_state(v1::TASK_STATE_PENDING);
@@ -139,8 +138,7 @@ TEST(TaskTableTest, RemovedWaiterIsNotCalled) {
   Task& task = table.Insert(NewTask(table));
   const std::string id = task.result.task_id();
   int removed_calls = 0, kept_calls = 0;
-  const uint64_t removed =
-      table.AddWaiter(task, [&](const v1::TaskResult&) { ++removed_calls; });
+  const uint64_t removed = table.AddWaiter(task, [&](const v1::TaskResult&) { ++removed_calls; });
   const uint64_t kept = table.AddWaiter(task, [&](const v1::TaskResult&) { ++kept_calls; });
   EXPECT_NE(removed, kept);
 
@@ -178,25 +176,22 @@ TEST(TaskTableTest, MissingSaysExpiredForOurIdAndUnknownForAForeignOne) {
   ours.Finish(task, v1::TASK_STATE_SUCCEEDED, &notify);
   ASSERT_EQ(ours.SweepExpired(absl::InfiniteFuture(), absl::ZeroDuration()), 1u);
   ASSERT_EQ(ours.Find(id), nullptr);
-  EXPECT_THAT(ours.Missing(id), StatusIs(absl::StatusCode::kNotFound,
-                                         AllOf(HasSubstr(id), HasSubstr("expired"))));
+  EXPECT_THAT(ours.Missing(id),
+              StatusIs(absl::StatusCode::kNotFound, AllOf(HasSubstr(id), HasSubstr("expired"))));
 
   const std::string foreign = theirs.NewId();
-  EXPECT_THAT(ours.Missing(foreign),
-              StatusIs(absl::StatusCode::kNotFound,
-                       AllOf(HasSubstr("unknown task"), HasSubstr(foreign),
-                             Not(HasSubstr("expired")))));
+  EXPECT_THAT(ours.Missing(foreign), StatusIs(absl::StatusCode::kNotFound,
+                                              AllOf(HasSubstr("unknown task"), HasSubstr(foreign),
+                                                    Not(HasSubstr("expired")))));
 }
 
 TEST(TaskTableTest, MissingSaysUnknownForMalformedIds) {
   TaskTable table;
   const std::string mine = table.NewId();  // t-<instance>-1
   const std::string prefix = mine.substr(0, mine.rfind('-') + 1);
-  for (const std::string& id :
-       {std::string(""), std::string("garbage"), prefix, prefix + "0", prefix + "x1",
-        prefix + "1x", "m" + mine.substr(1)}) {
-    EXPECT_THAT(table.Missing(id),
-                StatusIs(absl::StatusCode::kNotFound, HasSubstr("unknown task")))
+  for (const std::string& id : {std::string(""), std::string("garbage"), prefix, prefix + "0",
+                                prefix + "x1", prefix + "1x", "m" + mine.substr(1)}) {
+    EXPECT_THAT(table.Missing(id), StatusIs(absl::StatusCode::kNotFound, HasSubstr("unknown task")))
         << "id '" << id << "'";
   }
 }
@@ -257,8 +252,7 @@ TEST(TaskTableTest, SweepDropsOnlyTerminalTasksPastTheTtl) {
   EXPECT_EQ(table.size(), 1u);
   EXPECT_EQ(table.SweepExpired(absl::InfiniteFuture(), ttl), 0u);
   EXPECT_EQ(table.size(), 1u);
-  EXPECT_THAT(table.Missing(early_id),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("expired")));
+  EXPECT_THAT(table.Missing(early_id), StatusIs(absl::StatusCode::kNotFound, HasSubstr("expired")));
 }
 
 TEST(IsTerminalTest, ClassifiesEveryState) {

@@ -1,5 +1,5 @@
 // MapJob implementation.
-#include "server/daemon/map_job.h"
+#include "server/daemon/broker/map_job.h"
 
 #include <algorithm>
 #include <iterator>
@@ -15,6 +15,24 @@ MapJob::MapJob(std::string id, std::string pool, std::string function, std::stri
       ordered_(ordered),
       wake_(std::move(wake)) {}
 
+MapJob::~MapJob() {
+  absl::MutexLock lock(&mu_);
+  if (budget_ != nullptr) budget_->Release(charged_);
+}
+
+void MapJob::SetBudget(MemoryBudget* budget) {
+  absl::MutexLock lock(&mu_);
+  budget_ = budget;
+  SyncBudgetLocked();
+}
+
+void MapJob::SyncBudgetLocked() {
+  if (budget_ == nullptr) return;
+  const uint64_t now = input_bytes_ + result_bytes_;
+  budget_->Adjust(static_cast<int64_t>(now) - static_cast<int64_t>(charged_));
+  charged_ = now;
+}
+
 uint64_t MapJob::accepted() const {
   absl::MutexLock lock(&mu_);
   return accepted_;
@@ -26,8 +44,9 @@ void MapJob::AddAccepted(uint64_t n, bool end, uint64_t input_bytes) {
     absl::MutexLock lock(&mu_);
     accepted_ += n;
     input_bytes_ += input_bytes;
+    SyncBudgetLocked();
     if (end) input_ended_ = true;
-    seen_.resize(accepted_, false);
+    seen_.resize(accepted_ - seen_base_, false);
     // An end with everything already taken finishes the job.
     wake = end && taken_ == accepted_;
   }
@@ -42,10 +61,10 @@ void MapJob::AddRun(MapRun run) {
     // Clamped: a run answering items twice must not wrap the count.
     input_bytes_ -= std::min(input_bytes_, run.input_bytes);
     const uint64_t end = run.first_index + run.count;
-    bool fresh = end <= seen_.size() && end > run.first_index;
-    for (uint64_t i = run.first_index; fresh && i < end; ++i) fresh = !seen_[i];
+    bool fresh = end <= accepted_ && end > run.first_index;
+    for (uint64_t i = run.first_index; fresh && i < end; ++i) fresh = !SeenLocked(i);
     if (fresh) {
-      for (uint64_t i = run.first_index; i < end; ++i) seen_[i] = true;
+      for (uint64_t i = run.first_index; i < end; ++i) MarkSeenLocked(i);
       AddFreshRunLocked(std::move(run));
     } else {
       // Some items were answered before (or are unknown): keep the runs of the others.
@@ -54,9 +73,9 @@ void MapJob::AddRun(MapRun run) {
       std::optional<MapRun> part;
       size_t next_error = 0;
       for (uint64_t index = run.first_index; reader.Next(&output); ++index) {
-        const bool keep = index < seen_.size() && !seen_[index];
+        const bool keep = index < accepted_ && !SeenLocked(index);
         if (keep) {
-          seen_[index] = true;
+          MarkSeenLocked(index);
           if (!part.has_value()) {
             part.emplace();
             part->first_index = index;
@@ -77,13 +96,44 @@ void MapJob::AddRun(MapRun run) {
       }
       if (part.has_value()) AddFreshRunLocked(std::move(*part));
     }
+    SyncBudgetLocked();
   }
   wake_();
 }
 
+bool MapJob::SeenLocked(uint64_t index) const {
+  return index < seen_base_ || seen_[index - seen_base_];
+}
+
+void MapJob::MarkSeenLocked(uint64_t index) {
+  if (index < seen_base_) return;
+  seen_[index - seen_base_] = true;
+  while (!seen_.empty() && seen_.front()) {
+    seen_.pop_front();
+    ++seen_base_;
+  }
+}
+
+void MapJob::SetUnsentLimit(uint64_t limit, std::function<void()> on_room) {
+  absl::MutexLock lock(&mu_);
+  unsent_limit_ = limit;
+  on_room_ = std::move(on_room);
+}
+
+bool MapJob::TryPark() {
+  absl::MutexLock lock(&mu_);
+  if (unsent_limit_ == 0 || cancelled_ || result_bytes_ <= unsent_limit_) return false;
+  parked_ = true;
+  return true;
+}
+
+namespace {
+size_t ErrorBytes(const std::vector<v1::MapItemError>& errors);
+}  // namespace
+
 void MapJob::AddFreshRunLocked(MapRun run) {
   answered_ += run.count;
-  result_bytes_ += run.outputs.size();
+  result_bytes_ += run.outputs.size() + ErrorBytes(run.errors) + kMapRunOverheadBytes;
   if (!ordered_) {
     ready_.push_back(std::move(run));
     return;
@@ -116,8 +166,8 @@ MapRun SplitFront(MapRun& run, size_t max_bytes) {
   PackedItemReader reader(run.outputs);
   std::string_view output;
   uint64_t n = 0;
-  size_t cut = 0;    // end of the last item taken
-  size_t bytes = 0;  // its outputs and errors
+  size_t cut = 0;     // end of the last item taken
+  size_t bytes = 0;   // its outputs and errors
   size_t errors = 0;  // errors of the items taken
   while (reader.Next(&output)) {
     const uint64_t index = run.first_index + n;
@@ -139,9 +189,9 @@ MapRun SplitFront(MapRun& run, size_t max_bytes) {
   run.outputs.erase(0, cut);
   run.first_index += n;
   run.count -= n;
-  front.errors.assign(std::make_move_iterator(run.errors.begin()),
-                      std::make_move_iterator(run.errors.begin() +
-                                              static_cast<std::ptrdiff_t>(errors)));
+  front.errors.assign(
+      std::make_move_iterator(run.errors.begin()),
+      std::make_move_iterator(run.errors.begin() + static_cast<std::ptrdiff_t>(errors)));
   run.errors.erase(run.errors.begin(), run.errors.begin() + static_cast<std::ptrdiff_t>(errors));
   return front;
 }
@@ -149,7 +199,22 @@ MapRun SplitFront(MapRun& run, size_t max_bytes) {
 }  // namespace
 
 std::optional<v1::MapResponse> MapJob::TakeBatch() {
-  absl::MutexLock lock(&mu_);
+  std::function<void()> on_room;
+  std::optional<v1::MapResponse> batch;
+  {
+    absl::MutexLock lock(&mu_);
+    batch = TakeBatchLocked();
+    SyncBudgetLocked();
+    if (parked_ && result_bytes_ <= unsent_limit_ / 2) {
+      parked_ = false;
+      on_room = on_room_;
+    }
+  }
+  if (on_room) on_room();
+  return batch;
+}
+
+std::optional<v1::MapResponse> MapJob::TakeBatchLocked() {
   if (ready_.empty()) return std::nullopt;
   v1::MapResponse response;
   size_t bytes = 0;
@@ -161,7 +226,10 @@ std::optional<v1::MapResponse> MapJob::TakeBatch() {
     // Room left for the response's own fields.
     MapRun taken = split ? SplitFront(r, kMaxMapResponseBytes - 1024) : std::move(r);
     bytes += taken.outputs.size() + ErrorBytes(taken.errors) + 16;
-    result_bytes_ -= std::min<uint64_t>(result_bytes_, taken.outputs.size());
+    // The run's overhead goes with its last part.
+    const uint64_t charge = taken.outputs.size() + ErrorBytes(taken.errors) +
+                            (!split || r.count == 0 ? kMapRunOverheadBytes : 0);
+    result_bytes_ -= std::min<uint64_t>(result_bytes_, charge);
     v1::MapResultRun* run = response.add_runs();
     run->set_first_index(taken.first_index);
     run->set_outputs(std::move(taken.outputs));
@@ -199,6 +267,7 @@ void MapJob::Cancel() {
   ready_.clear();
   reorder_.clear();
   result_bytes_ = 0;
+  SyncBudgetLocked();
 }
 
 bool MapJob::cancelled() const {

@@ -1,8 +1,9 @@
 // MapJob: one Map or MapStream call's items: which are answered, which are waiting to
 // leave, in input order or as they complete, and how many are in flight.
-#ifndef FORKPOOL_SERVER_DAEMON_MAP_JOB_H_
-#define FORKPOOL_SERVER_DAEMON_MAP_JOB_H_
+#ifndef FORKPOOL_SERVER_DAEMON_BROKER_MAP_JOB_H_
+#define FORKPOOL_SERVER_DAEMON_BROKER_MAP_JOB_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -17,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/packed_items.h"
 #include "forkpool/v1/forkpool.pb.h"
+#include "server/daemon/broker/memory_budget.h"
 
 namespace forkpool {
 
@@ -34,14 +36,20 @@ struct MapRun {
   uint64_t input_bytes = 0;
 };
 
+// What one run waiting to leave costs beyond its bytes (the run, its queue or
+// reorder node), counted against a map's bounds.
+inline constexpr uint64_t kMapRunOverheadBytes = sizeof(MapRun) + 64;
+
 // Thread-safe. The Scheduler adds results (under its own lock, which may be held:
 // MapJob's lock is taken after it); the call's reactor takes batches to write.
 class MapJob {
  public:
   // `wake` is called (without MapJob's lock) when a batch is ready to take or the job
   // has ended; it must not block.
-  MapJob(std::string id, std::string pool, std::string function, std::string codec,
-         bool ordered, std::function<void()> wake);
+  MapJob(std::string id, std::string pool, std::string function, std::string codec, bool ordered,
+         std::function<void()> wake);
+  // Gives back what it holds to its budget.
+  ~MapJob();
 
   const std::string& id() const { return id_; }
   const std::string& pool() const { return pool_; }
@@ -50,6 +58,10 @@ class MapJob {
   // Limits and retries for every item (set before the job starts).
   const v1::TaskOptions& options() const { return options_; }
   void set_options(const v1::TaskOptions& options) { options_ = options; }
+
+  // The generation of the pool the job was admitted to (0 before).
+  uint64_t generation() const { return generation_.load(); }
+  void set_generation(uint64_t gen) { generation_.store(gen); }
 
   // Items accepted so far: the next input's index.
   uint64_t accepted() const;
@@ -70,16 +82,25 @@ class MapJob {
   // taken by the writer (the streaming map's memory bound).
   uint64_t InFlightBytes() const;
 
+  // Results waiting to leave may hold at most `limit` bytes before the
+  // broker stops dispatching the job's chunks (0: no limit); `on_room` runs
+  // (without the job's lock) when a parked job has drained to half of it.
+  void SetUnsentLimit(uint64_t limit, std::function<void()> on_room);
+  // Counts what the job holds (InFlightBytes) in `budget` from now on.
+  void SetBudget(MemoryBudget* budget);
+  // Parks the job if its unsent results are over the limit; true if parked.
+  bool TryPark();
+
   // Marks the job cancelled: queued chunks are dropped, running ones stopped.
   void Cancel();
   bool cancelled() const;
 
  private:
-
   const std::string id_, pool_, function_, codec_;
   const bool ordered_;
   const std::function<void()> wake_;
   v1::TaskOptions options_;
+  std::atomic<uint64_t> generation_{0};
 
   mutable absl::Mutex mu_;
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
@@ -89,14 +110,29 @@ class MapJob {
   uint64_t next_in_order_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t input_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // inputs not yet answered
   uint64_t result_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // outputs not yet taken
+  std::optional<v1::MapResponse> TakeBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds one run none of whose items was answered before.
   void AddFreshRunLocked(MapRun run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Whether item `index` was answered (ABSL: within the accepted ones).
+  bool SeenLocked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkSeenLocked(uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Ordered maps: runs after a gap, by first index.
   std::map<uint64_t, MapRun> reorder_ ABSL_GUARDED_BY(mu_);
   std::deque<MapRun> ready_ ABSL_GUARDED_BY(mu_);  // may leave now
-  std::vector<bool> seen_ ABSL_GUARDED_BY(mu_);    // answered indexes
+  // Answered indexes from seen_base_ on (every one below it is answered): a
+  // window over the items in flight, so a map streamed for hours stays small.
+  uint64_t seen_base_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<bool> seen_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t unsent_limit_ ABSL_GUARDED_BY(mu_) = 0;
+  bool parked_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> on_room_ ABSL_GUARDED_BY(mu_);
+  MemoryBudget* budget_ ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t charged_ ABSL_GUARDED_BY(mu_) = 0;  // what budget_ counts for it
+  // Brings budget_ up to date with input_bytes_ + result_bytes_.
+  void SyncBudgetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 
 // A run of consecutive items of one job, dispatched to one worker as one batch.
@@ -110,6 +146,9 @@ struct MapChunk {
   size_t begin = 0;  // index in `inputs` of the chunk's first item
   int count = 0;
   int attempt = 1;
+  // While queued: taken `split` items at a time (0: whole), so that a map of
+  // millions of items is one queue entry, not millions.
+  int split = 0;
 
   // The chunk's inputs, packed.
   std::string_view packed() const {
@@ -119,4 +158,4 @@ struct MapChunk {
 
 }  // namespace forkpool
 
-#endif  // FORKPOOL_SERVER_DAEMON_MAP_JOB_H_
+#endif  // FORKPOOL_SERVER_DAEMON_BROKER_MAP_JOB_H_

@@ -1,7 +1,5 @@
-// Tests for server/daemon/map_job.h: runs of results leave in input order (ordered) or
+// Tests for server/daemon/broker/map_job.h: runs of results leave in input order (ordered) or
 // as they come, duplicates are dropped, and responses stay under the byte cap.
-#include "server/daemon/map_job.h"
-
 #include <string>
 #include <utility>
 #include <vector>
@@ -9,6 +7,7 @@
 #include "common/packed_items.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/daemon/broker/map_job.h"
 
 namespace forkpool {
 namespace {
@@ -87,7 +86,7 @@ TEST(MapJobTest, UnorderedRunsLeaveAsTheyCome) {
 TEST(MapJobTest, ItemsAnsweredTwiceAreDroppedAndTheRestKept) {
   MapJob job("m3", "default", "square", "text", /*ordered=*/true, [] {});
   job.AddAccepted(10, /*end=*/true);
-  job.AddRun(MakeRun(2, 3));  // 2, 3, 4
+  job.AddRun(MakeRun(2, 3));           // 2, 3, 4
   MapRun overlapping = MakeRun(0, 6);  // 0..5: 2..4 again
   v1::MapItemError& e = overlapping.errors.emplace_back();
   e.set_index(1);

@@ -1,0 +1,549 @@
+// TaskBroker: pools' queues, task intake (validation, deduplication, admission),
+// results, waiters and cancellation. (Dispatch and what comes back from
+// workers are in task_broker_work.cc, maps in task_broker_maps.cc.)
+#include "server/daemon/broker/task_broker.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/stable_hash.h"
+#include "common/status_macros.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/daemon/pool_settings.h"
+
+namespace forkpool {
+namespace {
+
+uint64_t SpecHash(const std::string& pool, const std::string& function, std::string_view input,
+                  const std::string& codec, const v1::TaskOptions& options) {
+  return StableHash::Of({pool, function, input, codec, options.SerializeAsString()});
+}
+
+absl::Status ValidateOptions(const v1::TaskOptions& o) {
+  for (const auto& [name, d] :
+       {std::pair<const char*, const google::protobuf::Duration*>{"time_limit", &o.time_limit()},
+        {"soft_time_limit", &o.soft_time_limit()},
+        {"queue_deadline", &o.queue_deadline()}}) {
+    if (d->seconds() < 0 || d->nanos() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must not be negative"));
+    }
+  }
+  if (o.max_retries() < 0 || o.max_retries() > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_retries must be 0 to 100, not ", o.max_retries()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckInputSize(size_t size, size_t limit) {
+  if (size <= limit) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat("task input of ", size, " bytes exceeds the limit of ", limit, " bytes"));
+}
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
+}  // namespace
+
+TaskBroker::TaskBroker(Clock* clock, BrokerOptions options, std::unique_ptr<TaskStore> store,
+                       MemoryBudget* budget)
+    : clock_(clock),
+      options_(options),
+      budget_(budget != nullptr ? budget : &own_budget_),
+      store_(std::move(store)) {
+  absl::MutexLock lock(&mu_);
+  sweep_timer_ = clock_->AddTimerAfter(absl::Seconds(1), [this] { Sweep(); });
+}
+
+TaskBroker::~TaskBroker() {
+  absl::MutexLock lock(&mu_);
+  clock_->CancelTimer(sweep_timer_);
+}
+
+void TaskBroker::RunNotify(Notify& notify) {
+  for (auto& fn : notify) fn();
+  notify.clear();
+}
+
+void TaskBroker::Kick(const std::weak_ptr<WorkConsumer>& consumer) {
+  if (std::shared_ptr<WorkConsumer> c = consumer.lock()) c->WorkAdded();
+}
+
+void TaskBroker::SweepStoreLocked() {
+  const size_t before = store_->kept_bytes();
+  store_->Sweep(clock_->Now(), options_.result_ttl, options_.max_result_bytes,
+                options_.max_results);
+  budget_->Release(before - std::min(before, store_->kept_bytes()));
+}
+
+void TaskBroker::Sweep() {
+  absl::MutexLock lock(&mu_);
+  SweepStoreLocked();
+  sweep_timer_ = clock_->AddTimerAfter(absl::Seconds(1), [this] { Sweep(); });
+}
+
+// --- Pools ---
+
+void TaskBroker::AddPool(uint64_t gen, PoolEntry entry) {
+  absl::MutexLock lock(&mu_);
+  PoolQueue& q = pools_[gen];
+  by_name_[entry.name] = gen;
+  q.entry = std::move(entry);
+  q.pending = std::make_unique<MemoryPendingQueue>();
+}
+
+void TaskBroker::SetFunctions(uint64_t gen, std::set<std::string> functions) {
+  absl::MutexLock lock(&mu_);
+  if (PoolQueue* q = FindQueueLocked(gen)) {
+    q->functions = std::move(functions);
+    q->loaded = true;
+  }
+}
+
+void TaskBroker::SetRefusal(uint64_t gen, absl::Status why) {
+  absl::MutexLock lock(&mu_);
+  if (PoolQueue* q = FindQueueLocked(gen)) q->refusal = std::move(why);
+}
+
+void TaskBroker::EndPending(uint64_t gen, v1::TaskState state, const std::string& why,
+                            Notify* notify) {
+  absl::MutexLock lock(&mu_);
+  PoolQueue* q = FindQueueLocked(gen);
+  if (q == nullptr) return;
+  for (const PendingWork& work : q->pending->TakeAll()) {
+    if (work.chunk) {
+      if (!work.chunk->job->cancelled()) FailChunkItems(*work.chunk, 0, state, why, nullptr);
+      continue;
+    }
+    Task* task = store_->Find(work.task_id);
+    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) continue;
+    task->result.set_error(why);
+    FinishLocked(*task, state, notify);
+  }
+  for (auto& [job, chunks] : q->parked) {
+    for (const PendingWork& work : chunks) {
+      if (!work.chunk->job->cancelled()) FailChunkItems(*work.chunk, 0, state, why, nullptr);
+    }
+  }
+  q->parked.clear();
+  q->queued = 0;
+  q->dead = 0;
+}
+
+void TaskBroker::RemovePool(uint64_t gen) {
+  absl::MutexLock lock(&mu_);
+  auto it = pools_.find(gen);
+  if (it == pools_.end()) return;
+  auto name = by_name_.find(it->second.entry.name);
+  if (name != by_name_.end() && name->second == gen) by_name_.erase(name);
+  pools_.erase(it);
+}
+
+PoolCounts TaskBroker::Counts(uint64_t gen) const {
+  absl::MutexLock lock(&mu_);
+  auto it = pools_.find(gen);
+  if (it == pools_.end()) return {};
+  PoolCounts c = it->second.counts;
+  c.queued = it->second.queued;
+  return c;
+}
+
+bool TaskBroker::Idle(uint64_t gen) const {
+  absl::MutexLock lock(&mu_);
+  auto it = pools_.find(gen);
+  return it == pools_.end() ||
+         (it->second.queued == 0 && it->second.pending->empty() && it->second.parked.empty());
+}
+
+void TaskBroker::CountItems(uint64_t gen, int64_t done, int64_t failed) {
+  absl::MutexLock lock(&mu_);
+  if (PoolQueue* q = FindQueueLocked(gen)) {
+    q->counts.done += done;
+    q->counts.failed += failed;
+  }
+}
+
+TaskBroker::PoolQueue* TaskBroker::FindQueueLocked(uint64_t gen) {
+  auto it = pools_.find(gen);
+  return it == pools_.end() ? nullptr : &it->second;
+}
+
+TaskBroker::PoolQueue* TaskBroker::FindByNameLocked(const std::string& name, uint64_t* gen) {
+  auto it = by_name_.find(name.empty() ? std::string(kDefaultPoolName) : name);
+  if (it == by_name_.end()) return nullptr;
+  *gen = it->second;
+  return FindQueueLocked(it->second);
+}
+
+absl::StatusOr<TaskBroker::PoolQueue*> TaskBroker::AdmitLocked(const std::string& name,
+                                                               const std::string& function,
+                                                               int64_t count, uint64_t* gen) {
+  if (draining_) {
+    return absl::UnavailableError("forkpoold is shutting down; no new work is accepted");
+  }
+  PoolQueue* q = FindByNameLocked(name, gen);
+  if (q == nullptr || !q->loaded) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown pool '", name.empty() ? kDefaultPoolName : name, "'"));
+  }
+  if (!q->refusal.ok()) return q->refusal;
+  if (function.empty()) return absl::InvalidArgumentError("no function named");
+  if (!q->functions.count(function)) {
+    return absl::NotFoundError(
+        absl::StrCat("pool '", q->entry.name, "' has no function '", function, "'"));
+  }
+  const int64_t limit =
+      q->entry.max_queued > 0 ? q->entry.max_queued : options_.max_queued_per_pool;
+  if (q->queued + count > limit) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("pool '", q->entry.name, "' has ", q->queued, " queued items; the limit is ",
+                     limit, count > 1 ? absl::StrCat(" and ", count, " more were asked") : ""));
+  }
+  return q;
+}
+
+v1::TaskOptions TaskBroker::EffectiveLocked(const PoolQueue& q, const v1::TaskOptions& own) const {
+  v1::TaskOptions o = q.entry.task_defaults;
+  if (own.has_time_limit()) *o.mutable_time_limit() = own.time_limit();
+  if (own.has_soft_time_limit()) *o.mutable_soft_time_limit() = own.soft_time_limit();
+  if (own.has_queue_deadline()) *o.mutable_queue_deadline() = own.queue_deadline();
+  if (own.max_retries() != 0) o.set_max_retries(own.max_retries());
+  if (own.retry_on_error()) o.set_retry_on_error(true);
+  return o;
+}
+
+// --- Tasks ---
+
+absl::StatusOr<Task*> TaskBroker::FindByKeyLocked(const std::string& key, uint64_t hash) {
+  if (key.empty()) return nullptr;
+  Task* t = store_->FindByKey(key);
+  if (t == nullptr) return nullptr;
+  if (t->spec_hash != hash) {
+    return absl::InvalidArgumentError(absl::StrCat("request id '", key,
+                                                   "' was already used for a different task (",
+                                                   t->result.task_id(), ")"));
+  }
+  return t;
+}
+
+void TaskBroker::JoinLocked(Task& task, SubmitMode mode) {
+  if (IsTerminal(task.result.state())) return;
+  if (mode == SubmitMode::kTied) {
+    ++task.callers;
+  } else {
+    task.detached = true;
+  }
+}
+
+Task& TaskBroker::AddTaskLocked(uint64_t gen, PoolQueue& q, const std::string& function,
+                                std::shared_ptr<const std::string> input, const std::string& codec,
+                                const v1::TaskOptions& options, const std::string& request_id,
+                                uint64_t hash, SubmitMode mode) {
+  Task task;
+  task.result.set_task_id(store_->NewId());
+  task.result.set_state(v1::TASK_STATE_PENDING);
+  task.result.set_pool(q.entry.name);
+  task.result.set_function(function);
+  *task.result.mutable_submitted_at() = ToProto(clock_->WallNow());
+  task.input = std::move(input);
+  task.codec = codec;
+  task.options = options;
+  task.request_id = request_id;
+  task.spec_hash = hash;
+  task.pool_generation = gen;
+  JoinLocked(task, mode);
+  Task& t = store_->Insert(std::move(task));
+  q.pending->PushBack(PendingWork{t.result.task_id(), nullptr});
+  ++q.queued;
+  const v1::TaskOptions eff = EffectiveLocked(q, t.options);
+  if (eff.has_queue_deadline()) {
+    const std::string id = t.result.task_id();
+    t.queue_timer = clock_->AddTimerAfter(absl::Seconds(eff.queue_deadline().seconds()) +
+                                              absl::Nanoseconds(eff.queue_deadline().nanos()),
+                                          [this, id] { OnQueueDeadline(id); });
+  }
+  return t;
+}
+
+absl::StatusOr<SubmitOutcome> TaskBroker::Submit(const v1::TaskSpec& spec, SubmitMode mode) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateOptions(spec.options()));
+  FORKPOOL_RETURN_IF_ERROR(CheckInputSize(spec.input().data().size(), options_.max_input_bytes));
+  std::weak_ptr<WorkConsumer> consumer;
+  SubmitOutcome out;
+  {
+    absl::MutexLock lock(&mu_);
+    // The key first: a retry of an accepted Submit gets its task whatever the
+    // pool's state now.
+    const std::string pool_name = spec.pool().empty() ? kDefaultPoolName : spec.pool();
+    const uint64_t hash = spec.request_id().empty()
+                              ? 0
+                              : SpecHash(pool_name, spec.function(), spec.input().data(),
+                                         spec.input().codec(), spec.options());
+    FORKPOOL_ASSIGN_OR_RETURN(Task * existing, FindByKeyLocked(spec.request_id(), hash));
+    if (existing != nullptr) {
+      JoinLocked(*existing, mode);
+      return SubmitOutcome{existing->result.task_id(), true};
+    }
+    uint64_t gen = 0;
+    FORKPOOL_ASSIGN_OR_RETURN(PoolQueue * q, AdmitLocked(spec.pool(), spec.function(), 1, &gen));
+    FORKPOOL_RETURN_IF_ERROR(budget_->Reserve(spec.input().data().size(), "a task input"));
+    Task& task = AddTaskLocked(gen, *q, spec.function(),
+                               std::make_shared<const std::string>(spec.input().data()),
+                               spec.input().codec(), spec.options(), spec.request_id(), hash, mode);
+    out.task_id = task.result.task_id();
+    consumer = q->entry.consumer;
+  }
+  Kick(consumer);
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> TaskBroker::SubmitMany(
+    const v1::SubmitManyRequest& request) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateOptions(request.options()));
+  const int n = request.inputs_size();
+  if (request.request_ids_size() != 0 && request.request_ids_size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("request_ids has ", request.request_ids_size(),
+                                                   " entries for ", n,
+                                                   " inputs; give none or one per input"));
+  }
+  for (const std::string& input : request.inputs()) {
+    FORKPOOL_RETURN_IF_ERROR(CheckInputSize(input.size(), options_.max_input_bytes));
+  }
+  const std::string pool_name = request.pool().empty() ? kDefaultPoolName : request.pool();
+  std::vector<uint64_t> hashes(n, 0);
+  for (int i = 0; i < request.request_ids_size(); ++i) {
+    if (request.request_ids(i).empty()) continue;
+    hashes[i] = SpecHash(pool_name, request.function(), request.inputs(i), request.codec(),
+                         request.options());
+  }
+  std::weak_ptr<WorkConsumer> consumer;
+  std::vector<std::string> ids(n);
+  {
+    absl::MutexLock lock(&mu_);
+    // Keys first (known ones answer their task), then one task per new key:
+    // the same key twice in the request is one task.
+    std::vector<Task*> existing(n, nullptr);
+    std::map<std::string, int> first_of_key;
+    std::vector<int> same_as(n, -1);
+    int64_t fresh = 0;
+    for (int i = 0; i < n; ++i) {
+      const std::string rid = request.request_ids_size() ? request.request_ids(i) : "";
+      if (!rid.empty()) {
+        FORKPOOL_ASSIGN_OR_RETURN(existing[i], FindByKeyLocked(rid, hashes[i]));
+        if (existing[i] != nullptr) continue;
+        auto [it, added] = first_of_key.emplace(rid, i);
+        if (!added) {
+          if (hashes[it->second] != hashes[i]) {
+            return absl::InvalidArgumentError(absl::StrCat("request id '", rid,
+                                                           "' is given for two different inputs (",
+                                                           it->second, " and ", i, ")"));
+          }
+          same_as[i] = it->second;
+          continue;
+        }
+      }
+      ++fresh;
+    }
+    uint64_t gen = 0;
+    PoolQueue* q = nullptr;
+    if (fresh > 0) {
+      FORKPOOL_ASSIGN_OR_RETURN(q, AdmitLocked(request.pool(), request.function(), fresh, &gen));
+      uint64_t bytes = 0;
+      for (int i = 0; i < n; ++i) {
+        if (existing[i] == nullptr && same_as[i] < 0) bytes += request.inputs(i).size();
+      }
+      FORKPOOL_RETURN_IF_ERROR(budget_->Reserve(bytes, absl::StrCat(fresh, " task inputs")));
+    }
+    for (int i = 0; i < n; ++i) {
+      if (existing[i] != nullptr) {
+        JoinLocked(*existing[i], SubmitMode::kDetached);
+        ids[i] = existing[i]->result.task_id();
+      } else if (same_as[i] >= 0) {
+        ids[i] = ids[same_as[i]];
+      } else {
+        Task& t = AddTaskLocked(gen, *q, request.function(),
+                                std::make_shared<const std::string>(request.inputs(i)),
+                                request.codec(), request.options(),
+                                request.request_ids_size() ? request.request_ids(i) : "", hashes[i],
+                                SubmitMode::kDetached);
+        ids[i] = t.result.task_id();
+      }
+    }
+    if (q != nullptr) consumer = q->entry.consumer;
+  }
+  Kick(consumer);
+  return ids;
+}
+
+void TaskBroker::UnqueueLocked(Task& task) {
+  if (task.queue_timer != 0) clock_->CancelTimer(task.queue_timer);
+  task.queue_timer = 0;
+  PoolQueue* q = FindQueueLocked(task.pool_generation);
+  if (q == nullptr) return;
+  --q->queued;
+  // Its entry stays in the queue, skipped at dispatch; many such (a client
+  // that submits and cancels while no worker is free) are compacted.
+  if (++q->dead > q->queued + 1024) {
+    q->pending->RemoveIf([this](const PendingWork& w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      if (w.chunk) return false;
+      Task* t = store_->Find(w.task_id);
+      return t == nullptr || t->result.state() != v1::TASK_STATE_PENDING;
+    });
+    q->dead = 0;
+  }
+}
+
+void TaskBroker::FinishLocked(Task& task, v1::TaskState state, Notify* notify) {
+  if (IsTerminal(task.result.state())) return;
+  if (PoolQueue* q = FindQueueLocked(task.pool_generation)) {
+    if (state == v1::TASK_STATE_SUCCEEDED) {
+      ++q->counts.done;
+    } else {
+      ++q->counts.failed;
+    }
+  }
+  if (task.queue_timer != 0) clock_->CancelTimer(task.queue_timer);
+  task.queue_timer = 0;
+  task.result.set_state(state);
+  *task.result.mutable_finished_at() = ToProto(clock_->WallNow());
+  task.worker_key = 0;
+  // Its input goes, its result stays (until the TTL).
+  if (task.input) budget_->Release(task.input->size());
+  store_->Finished(task, clock_->Now());
+  budget_->Force(task.kept_bytes);
+  // One copy from now on, shared by every reader; the task keeps its id and
+  // state.
+  task.final_result = std::make_shared<const v1::TaskResult>(std::move(task.result));
+  task.result = v1::TaskResult();
+  task.result.set_task_id(task.final_result->task_id());
+  task.result.set_state(state);
+  for (auto& [id, waiter] : task.waiters) {
+    notify->push_back([snapshot = task.final_result, w = std::move(waiter)] { w(snapshot); });
+  }
+  task.waiters.clear();
+  store_->Updated(task);
+  if (store_->kept_bytes() > options_.max_result_bytes ||
+      store_->kept_count() > options_.max_results) {
+    SweepStoreLocked();
+  }
+}
+
+void TaskBroker::OnQueueDeadline(const std::string& task_id) {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    Task* task = store_->Find(task_id);
+    if (task == nullptr || task->result.state() != v1::TASK_STATE_PENDING) return;
+    task->queue_timer = 0;
+    UnqueueLocked(*task);
+    task->result.set_error("expired: it did not start before its queue deadline");
+    FinishLocked(*task, v1::TASK_STATE_EXPIRED, &notify);
+  }
+  RunNotify(notify);
+}
+
+absl::StatusOr<std::shared_ptr<const v1::TaskResult>> TaskBroker::GetResult(
+    const std::string& task_id) {
+  absl::MutexLock lock(&mu_);
+  Task* task = store_->Find(task_id);
+  if (task == nullptr) return store_->Missing(task_id);
+  if (task->final_result) return task->final_result;
+  return std::make_shared<const v1::TaskResult>(task->result);
+}
+
+absl::StatusOr<std::shared_ptr<const v1::TaskResult>> TaskBroker::Watch(const std::string& task_id,
+                                                                        TaskWaiter waiter,
+                                                                        uint64_t* waiter_id) {
+  absl::MutexLock lock(&mu_);
+  Task* task = store_->Find(task_id);
+  if (task == nullptr) return store_->Missing(task_id);
+  if (task->final_result) return task->final_result;
+  *waiter_id = next_waiter_++;
+  task->waiters.emplace_back(*waiter_id, std::move(waiter));
+  return std::shared_ptr<const v1::TaskResult>();
+}
+
+void TaskBroker::Unwatch(const std::string& task_id, uint64_t waiter_id) {
+  absl::MutexLock lock(&mu_);
+  Task* task = store_->Find(task_id);
+  if (task == nullptr) return;
+  auto& w = task->waiters;
+  w.erase(std::remove_if(w.begin(), w.end(), [&](const auto& e) { return e.first == waiter_id; }),
+          w.end());
+}
+
+absl::StatusOr<v1::CancelResponse> TaskBroker::Cancel(const std::string& task_id,
+                                                      const std::string& why) {
+  Notify notify;
+  v1::CancelResponse response;
+  std::weak_ptr<WorkConsumer> consumer;
+  uint64_t worker_key = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    Task* task = store_->Find(task_id);
+    if (task == nullptr) return store_->Missing(task_id);
+    if (IsTerminal(task->result.state())) {
+      response.set_cancelled(false);
+      response.set_state(task->result.state());
+      return response;
+    }
+    if (task->result.state() == v1::TASK_STATE_PENDING) {
+      UnqueueLocked(*task);
+    } else if (PoolQueue* q = FindQueueLocked(task->pool_generation)) {
+      consumer = q->entry.consumer;
+      worker_key = task->worker_key;
+    }
+    task->result.set_error(why);
+    FinishLocked(*task, v1::TASK_STATE_CANCELLED, &notify);
+    response.set_cancelled(true);
+    response.set_state(v1::TASK_STATE_CANCELLED);
+  }
+  // Killed, not asked: a running native function cannot be interrupted safely.
+  if (worker_key != 0) {
+    if (std::shared_ptr<WorkConsumer> c = consumer.lock()) c->AbandonRunning(task_id, worker_key);
+  }
+  RunNotify(notify);
+  return response;
+}
+
+void TaskBroker::CallerLeft(const std::string& task_id) {
+  bool cancel = false;
+  {
+    absl::MutexLock lock(&mu_);
+    Task* task = store_->Find(task_id);
+    if (task == nullptr || IsTerminal(task->result.state())) return;
+    if (task->callers > 0) --task->callers;
+    cancel = task->callers == 0 && !task->detached;
+    // Whoever retries with this key wants a run of their own, not this
+    // cancelled one.
+    if (cancel) store_->ForgetKey(*task);
+  }
+  if (cancel) (void)Cancel(task_id, "cancelled: the client of Apply went away");
+}
+
+void TaskBroker::BeginDrain() {
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+  }
+  std::vector<uint64_t> gens;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [gen, q] : pools_) gens.push_back(gen);
+  }
+  for (uint64_t gen : gens) {
+    EndPending(gen, v1::TASK_STATE_CANCELLED, "cancelled: forkpoold is shutting down", &notify);
+  }
+  RunNotify(notify);
+}
+
+bool TaskBroker::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+}  // namespace forkpool
