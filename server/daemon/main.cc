@@ -280,6 +280,7 @@ int Serve() {
   ExecutorOptions executor_options;
   executor_options.start_timeout = absl::GetFlag(FLAGS_start_timeout);
   executor_options.stopped_grace = absl::GetFlag(FLAGS_stopped_grace);
+  executor_options.max_error_bytes = broker_options.max_error_bytes;
   WorkerCensus census;
   PoolRegistry pools(loop->get(), &broker, &census, registry_options, executor_options,
                      [&](const v1::PoolSettings& settings) -> std::shared_ptr<WorkerLauncher> {

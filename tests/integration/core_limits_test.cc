@@ -144,6 +144,32 @@ TEST_F(CoreLimitsTest, APoolDeletedAndMadeAgainDuringItsLoadIsNeverConfusedWithI
       << "the first helper (pid " << hanging_helper << ") still runs";
 }
 
+TEST_F(CoreLimitsTest, AHugeInvalidErrorTextComesBackCappedAndValid) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  // 15 MiB of bytes that are not UTF-8 as a task's error (a task, and a map
+  // item); escaped byte by byte it came back as some 45 MiB before.
+  const std::string junk(15 << 20, '\xff');
+  absl::StatusOr<AsyncResult> task = client_->pool().ApplyAsync("fail", junk);
+  ASSERT_THAT(task, IsOk());
+  auto stub = Stub();
+  grpc::ClientContext ctx;
+  v1::GetRequest request;
+  request.set_task_id(task->id());
+  request.mutable_timeout()->set_seconds(30);
+  v1::GetResponse response;
+  ASSERT_TRUE(stub->Get(&ctx, request, &response).ok());
+  EXPECT_EQ(response.result().state(), v1::TASK_STATE_FAILED);
+  const std::string& error = response.result().error();
+  EXPECT_LE(error.size(), (16u << 10) + 200);
+  EXPECT_GT(error.size(), 1000u);
+  EXPECT_THAT(error, HasSubstr("truncated"));
+  EXPECT_EQ(error.find('\xff'), std::string::npos);  // repaired, not passed on
+
+  absl::StatusOr<std::vector<std::string>> mapped = client_->pool().Map("fail", {junk});
+  ASSERT_FALSE(mapped.ok());
+  EXPECT_LE(mapped.status().message().size(), 20u << 10);
+}
+
 TEST_F(CoreLimitsTest, SixtyGetsOfOneBigResultCostOneCopy) {
   ASSERT_NO_FATAL_FAILURE(Start({}, /*processes=*/1));
   // The only worker is busy, so the big task waits and all 60 Gets wait on it.

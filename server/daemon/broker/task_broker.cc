@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/daemon/pool_settings.h"
+#include "server/daemon/task_options.h"
 
 namespace forkpool {
 namespace {
@@ -20,20 +21,12 @@ uint64_t SpecHash(const std::string& pool, const std::string& function, std::str
   return StableHash::Of({pool, function, input, codec, options.SerializeAsString()});
 }
 
-absl::Status ValidateOptions(const v1::TaskOptions& o) {
-  for (const auto& [name, d] :
-       {std::pair<const char*, const google::protobuf::Duration*>{"time_limit", &o.time_limit()},
-        {"soft_time_limit", &o.soft_time_limit()},
-        {"queue_deadline", &o.queue_deadline()}}) {
-    if (d->seconds() < 0 || d->nanos() < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(name, " must not be negative"));
-    }
-  }
-  if (o.max_retries() < 0 || o.max_retries() > 100) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_retries must be 0 to 100, not ", o.max_retries()));
-  }
-  return absl::OkStatus();
+// What every task of a request must pass before anything else (its key is
+// looked up after this: the lookup's error echoes it).
+absl::Status ValidateRequest(const v1::TaskOptions& options, absl::string_view codec,
+                             absl::string_view where) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateTaskOptions(options, where));
+  return ValidateCodec(codec, where);
 }
 
 absl::Status CheckInputSize(size_t size, size_t limit) {
@@ -269,7 +262,8 @@ Task& TaskBroker::AddTaskLocked(uint64_t gen, PoolQueue& q, const std::string& f
 }
 
 absl::StatusOr<SubmitOutcome> TaskBroker::Submit(const v1::TaskSpec& spec, SubmitMode mode) {
-  FORKPOOL_RETURN_IF_ERROR(ValidateOptions(spec.options()));
+  FORKPOOL_RETURN_IF_ERROR(ValidateRequest(spec.options(), spec.input().codec(), "task"));
+  FORKPOOL_RETURN_IF_ERROR(ValidateRequestId(spec.request_id(), "task"));
   FORKPOOL_RETURN_IF_ERROR(CheckInputSize(spec.input().data().size(), options_.max_input_bytes));
   std::weak_ptr<WorkConsumer> consumer;
   SubmitOutcome out;
@@ -302,7 +296,7 @@ absl::StatusOr<SubmitOutcome> TaskBroker::Submit(const v1::TaskSpec& spec, Submi
 
 absl::StatusOr<std::vector<std::string>> TaskBroker::SubmitMany(
     const v1::SubmitManyRequest& request) {
-  FORKPOOL_RETURN_IF_ERROR(ValidateOptions(request.options()));
+  FORKPOOL_RETURN_IF_ERROR(ValidateRequest(request.options(), request.codec(), "SubmitMany"));
   const int n = request.inputs_size();
   if (request.request_ids_size() != 0 && request.request_ids_size() != n) {
     return absl::InvalidArgumentError(absl::StrCat("request_ids has ", request.request_ids_size(),
@@ -311,6 +305,9 @@ absl::StatusOr<std::vector<std::string>> TaskBroker::SubmitMany(
   }
   for (const std::string& input : request.inputs()) {
     FORKPOOL_RETURN_IF_ERROR(CheckInputSize(input.size(), options_.max_input_bytes));
+  }
+  for (const std::string& rid : request.request_ids()) {
+    FORKPOOL_RETURN_IF_ERROR(ValidateRequestId(rid, "SubmitMany"));
   }
   const std::string pool_name = request.pool().empty() ? kDefaultPoolName : request.pool();
   std::vector<uint64_t> hashes(n, 0);

@@ -7,6 +7,7 @@
 #include "common/packed_items.h"
 #include "common/status_macros.h"
 #include "server/daemon/broker/task_broker.h"
+#include "server/daemon/task_options.h"
 
 namespace forkpool {
 
@@ -70,6 +71,8 @@ void TaskBroker::RequeueChunkRestLocked(PoolQueue& q, const MapChunk& chunk, int
 
 absl::Status TaskBroker::StartMap(const std::shared_ptr<MapJob>& job, std::string_view inputs,
                                   uint32_t chunksize) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateTaskOptions(job->options(), "map"));
+  FORKPOOL_RETURN_IF_ERROR(ValidateCodec(job->codec(), "map"));
   FORKPOOL_ASSIGN_OR_RETURN(std::shared_ptr<const PackedItems> items,
                             PackedItems::View(inputs, options_.max_input_bytes, "map inputs"));
   if (items->size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
@@ -100,6 +103,8 @@ absl::Status TaskBroker::StartMap(const std::shared_ptr<MapJob>& job, std::strin
 }
 
 absl::Status TaskBroker::OpenMap(const std::shared_ptr<MapJob>& job) {
+  FORKPOOL_RETURN_IF_ERROR(ValidateTaskOptions(job->options(), "map"));
+  FORKPOOL_RETURN_IF_ERROR(ValidateCodec(job->codec(), "map"));
   absl::MutexLock lock(&mu_);
   uint64_t gen = 0;
   FORKPOOL_RETURN_IF_ERROR(AdmitLocked(job->pool(), job->function(), 0, &gen).status());

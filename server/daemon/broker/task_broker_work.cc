@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/packed_items.h"
+#include "common/text_limit.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/daemon/broker/task_broker.h"
 
@@ -133,7 +134,8 @@ void TaskBroker::TaskFailed(const std::string& task_id, uint64_t worker_key, v1:
     return;
   }
   {
-    task->result.set_error(std::move(error));
+    // A worker's text is capped (and made valid UTF-8) before it is kept.
+    task->result.set_error(CapText(error, options_.max_error_bytes));
     if (loss != nullptr) *task->result.mutable_worker_loss() = *loss;
     PoolQueue* q = FindQueueLocked(task->pool_generation);
     const v1::TaskOptions eff = q != nullptr ? EffectiveLocked(*q, task->options) : task->options;

@@ -46,6 +46,8 @@ struct ExecutorOptions {
   absl::Duration stop_check_interval = absl::Milliseconds(500);
   // Consecutive failed (re)loads after which the pool is FAILED.
   int give_up_after = 5;
+  // Longest error text of a map item or an initializer kept (--max_error_bytes).
+  size_t max_error_bytes = size_t{16} << 10;
 };
 
 struct ExecutorDeps {

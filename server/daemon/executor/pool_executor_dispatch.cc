@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/packed_items.h"
 #include "common/proto_status.h"
-#include "common/utf8.h"
+#include "common/text_limit.h"
 #include "server/daemon/executor/pool_executor.h"
 #include "server/daemon/log.h"
 
@@ -204,7 +204,7 @@ void PoolExecutor::OnHelloLocked(WorkerSlot& w, const internal::Hello& hello) {
   }
   if (hello.has_init_error() && hello.init_error().code() != 0) {
     last_error_ = absl::StrCat("initializer failed in worker ", w.process->pid(), ": ",
-                               ValidUtf8(hello.init_error().message()));
+                               CapText(hello.init_error().message(), options_.max_error_bytes));
     Log("pool '", settings_.name(), "': ", last_error_);
     w.state = v1::WORKER_STATE_STOPPING;  // it exits; the restart backs off
     ++failed_starts_;
@@ -281,7 +281,7 @@ void PoolExecutor::OnResultsLocked(WorkerSlot& w, internal::FromWorker& m, Notif
       v1::MapItemError& e = run.errors.emplace_back();
       e.set_index(chunk.first_index + error.index());
       e.set_state(v1::TASK_STATE_FAILED);
-      e.set_error(ValidUtf8(error.status().message()));
+      e.set_error(CapText(error.status().message(), options_.max_error_bytes));
     }
     broker_->CountItems(generation_, count - r.errors_size(), r.errors_size());
     chunk.job->AddRun(std::move(run));
@@ -296,7 +296,7 @@ void PoolExecutor::OnResultsLocked(WorkerSlot& w, internal::FromWorker& m, Notif
     broker_->TaskSucceeded(w.work->task_id, w.key, output, notify);
   } else {
     broker_->TaskFailed(w.work->task_id, w.key, v1::TASK_STATE_FAILED,
-                        ValidUtf8(r.errors(0).status().message()), nullptr,
+                        std::string(r.errors(0).status().message()), nullptr,
                         /*may_retry=*/!closed_ && !draining_, notify);
   }
 }
