@@ -30,11 +30,4 @@ absl::StatusOr<absl::Duration> WaitTimeout(bool has_timeout,
   return wait;
 }
 
-absl::StatusOr<absl::Time> WaitDeadline(bool has_timeout, const google::protobuf::Duration& timeout,
-                                        const grpc::CallbackServerContext& ctx) {
-  absl::StatusOr<absl::Duration> wait = WaitTimeout(has_timeout, timeout, ctx);
-  if (!wait.ok()) return wait.status();
-  return absl::Now() + *wait;
-}
-
 }  // namespace forkpool

@@ -56,10 +56,6 @@ class DeferredReactor : public grpc::ServerUnaryReactor {
 absl::StatusOr<absl::Duration> WaitTimeout(bool has_timeout,
                                            const google::protobuf::Duration& timeout,
                                            const grpc::CallbackServerContext& ctx);
-// WaitTimeout as a point on the wall clock, for the queue manager, whose waits
-// still take wall deadlines (IoLoop turns them into monotonic ones at once).
-absl::StatusOr<absl::Time> WaitDeadline(bool has_timeout, const google::protobuf::Duration& timeout,
-                                        const grpc::CallbackServerContext& ctx);
 
 }  // namespace forkpool
 

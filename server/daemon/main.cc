@@ -43,8 +43,8 @@
 #include "server/daemon/pool_service.h"
 #include "server/daemon/pool_settings.h"
 #include "server/daemon/process_util.h"
-#include "server/daemon/queue_manager.h"
 #include "server/daemon/queue_service.h"
+#include "server/daemon/queues/memory_queue_manager.h"
 #include "server/daemon/task_service.h"
 #include "server/daemon/worker_requests.h"
 #include "server/helpers/helper_common.h"
@@ -290,7 +290,7 @@ int Serve() {
   queue_limits.max_queues = absl::GetFlag(FLAGS_max_queues);
   queue_limits.max_item_bytes = absl::GetFlag(FLAGS_max_queue_item_bytes);
   queue_limits.max_queue_bytes = absl::GetFlag(FLAGS_max_queue_bytes);
-  QueueManager queues(loop->get(), queue_limits);
+  MemoryQueueManager queues(loop->get(), queue_limits, &client_bytes);
   pools.SetWorkerRequestHandler(MakeWorkerRequestHandler(&queues));
   OrphanReaper orphans(loop->get(), &children);
   orphans.Start();

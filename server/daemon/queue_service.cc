@@ -66,7 +66,7 @@ class GetReactor : public grpc::ServerUnaryReactor {
         waiter_(std::make_shared<std::atomic<uint64_t>>(0)) {}
 
   void Start(const v1::QueueGetRequest& request, v1::QueueGetResponse* response,
-             absl::Time deadline, absl::Duration lease) {
+             absl::Duration timeout, absl::Duration lease) {
     std::shared_ptr<CallClaim> claim = claim_;
     GetReactor* self = this;
     // The reply may be finished (and this reactor deleted) inside Get: keep only a
@@ -74,7 +74,7 @@ class GetReactor : public grpc::ServerUnaryReactor {
     std::shared_ptr<std::atomic<uint64_t>> waiter = waiter_;
     waiter->store(0);
     const uint64_t id = queues_->Get(
-        queue_, request.max_items(), deadline, lease,
+        queue_, request.max_items(), timeout, lease,
         [claim, self, response](absl::StatusOr<std::vector<v1::QueueItem>> items) {
           if (!claim->Claim()) return false;
           if (items.ok() && !items->empty() && ClientGone(self->ctx_->peer(), self->peers_)) {
@@ -383,7 +383,8 @@ class QueueStreamReactor
     switch (req.op_case()) {
       case v1::QueueStreamRequest::kPut: {
         const v1::PutRequest& put = req.put();
-        absl::StatusOr<absl::Time> deadline = WaitDeadline(put.has_timeout(), put.timeout(), *ctx_);
+        absl::StatusOr<absl::Duration> deadline =
+            WaitTimeout(put.has_timeout(), put.timeout(), *ctx_);
         if (!deadline.ok()) return fail(deadline.status());
         std::vector<v1::Payload> items(put.items().begin(), put.items().end());
         const uint64_t id = queues_->Put(
@@ -401,7 +402,8 @@ class QueueStreamReactor
       }
       case v1::QueueStreamRequest::kGet: {
         const v1::QueueGetRequest& get = req.get();
-        absl::StatusOr<absl::Time> deadline = WaitDeadline(get.has_timeout(), get.timeout(), *ctx_);
+        absl::StatusOr<absl::Duration> deadline =
+            WaitTimeout(get.has_timeout(), get.timeout(), *ctx_);
         if (!deadline.ok()) return fail(deadline.status());
         absl::StatusOr<absl::Duration> lease = LeaseOf(get);
         if (!lease.ok()) return fail(lease.status());
@@ -496,8 +498,8 @@ grpc::ServerUnaryReactor* QueueService::Ack(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* QueueService::Put(grpc::CallbackServerContext* ctx,
                                             const v1::PutRequest* request,
                                             v1::PutResponse* response) {
-  absl::StatusOr<absl::Time> deadline =
-      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
+  absl::StatusOr<absl::Duration> deadline =
+      WaitTimeout(request->has_timeout(), request->timeout(), *ctx);
   if (!deadline.ok()) return Answer(ctx, deadline.status());
   auto* reactor = new DeferredReactor();
   auto claim = reactor->claim();
@@ -521,8 +523,8 @@ grpc::ServerUnaryReactor* QueueService::Put(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* QueueService::Get(grpc::CallbackServerContext* ctx,
                                             const v1::QueueGetRequest* request,
                                             v1::QueueGetResponse* response) {
-  absl::StatusOr<absl::Time> deadline =
-      WaitDeadline(request->has_timeout(), request->timeout(), *ctx);
+  absl::StatusOr<absl::Duration> deadline =
+      WaitTimeout(request->has_timeout(), request->timeout(), *ctx);
   if (!deadline.ok()) return Answer(ctx, deadline.status());
   absl::StatusOr<absl::Duration> lease = LeaseOf(*request);
   if (!lease.ok()) return Answer(ctx, lease.status());

@@ -5,7 +5,7 @@
 
 #include "forkpool/v1/forkpool.grpc.pb.h"
 #include "server/daemon/peer_connection.h"
-#include "server/daemon/queue_manager.h"
+#include "server/daemon/queues/queue_manager.h"
 
 namespace forkpool {
 

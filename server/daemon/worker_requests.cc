@@ -14,10 +14,10 @@ namespace {
 
 // A task's timeout: negative ones never come from the SDK (they mean "no timeout"
 // and are sent absent); one longer than a Duration holds means no limit too.
-absl::StatusOr<absl::Time> Deadline(bool has, const google::protobuf::Duration& d) {
-  if (!has) return absl::InfiniteFuture();
+absl::StatusOr<absl::Duration> Deadline(bool has, const google::protobuf::Duration& d) {
+  if (!has) return absl::InfiniteDuration();
   FORKPOOL_RETURN_IF_ERROR(ValidateDuration(d, "timeout", std::numeric_limits<int64_t>::max()));
-  return absl::Now() + absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
 }  // namespace
@@ -30,7 +30,7 @@ WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues) {
         reply(absl::InvalidArgumentError("unparsable queue.put request"), "");
         return;
       }
-      absl::StatusOr<absl::Time> deadline = Deadline(put.has_timeout(), put.timeout());
+      absl::StatusOr<absl::Duration> deadline = Deadline(put.has_timeout(), put.timeout());
       if (!deadline.ok()) {
         reply(deadline.status(), "");
         return;
@@ -49,7 +49,7 @@ WorkerRequestHandler MakeWorkerRequestHandler(QueueManager* queues) {
         reply(absl::InvalidArgumentError("unparsable queue.get request"), "");
         return;
       }
-      absl::StatusOr<absl::Time> deadline = Deadline(get.has_timeout(), get.timeout());
+      absl::StatusOr<absl::Duration> deadline = Deadline(get.has_timeout(), get.timeout());
       if (!deadline.ok()) {
         reply(deadline.status(), "");
         return;

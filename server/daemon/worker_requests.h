@@ -6,7 +6,7 @@
 #include <string>
 
 #include "server/daemon/executor/pool_executor.h"
-#include "server/daemon/queue_manager.h"
+#include "server/daemon/queues/queue_manager.h"
 
 namespace forkpool {
 

@@ -1,5 +1,5 @@
 // QueueManager implementation.
-#include "server/daemon/queue_manager.h"
+#include "server/daemon/queues/memory_queue_manager.h"
 
 #include <algorithm>
 #include <utility>
@@ -10,9 +10,18 @@
 
 namespace forkpool {
 
-QueueManager::QueueManager(IoLoop* loop, QueueLimits limits) : loop_(loop), limits_(limits) {}
+MemoryQueueManager::MemoryQueueManager(IoLoop* loop, QueueLimits limits, MemoryBudget* budget)
+    : loop_(loop), limits_(limits), budget_(budget != nullptr ? budget : &own_budget_) {}
 
-QueueManager::~QueueManager() {
+void MemoryQueueManager::SyncBudgetLocked(Queue& q) {
+  // Queued and leased items, and the items of puts waiting for room.
+  int64_t now = q.bytes;
+  for (const Putter& p : q.putters) now += p.bytes;
+  budget_->Adjust(now - q.charged);
+  q.charged = now;
+}
+
+MemoryQueueManager::~MemoryQueueManager() {
   absl::MutexLock lock(&mu_);
   for (auto& [name, q] : queues_) {
     for (auto& g : q->getters) loop_->CancelTimer(g.timer);
@@ -21,21 +30,21 @@ QueueManager::~QueueManager() {
   }
 }
 
-void QueueManager::Run(Closures& closures) {
+void MemoryQueueManager::Run(Closures& closures) {
   for (auto& fn : closures) fn();
   closures.clear();
 }
 
-QueueManager::Queue* QueueManager::FindLocked(const std::string& name) {
+MemoryQueueManager::Queue* MemoryQueueManager::FindLocked(const std::string& name) {
   auto it = queues_.find(name);
   return it == queues_.end() ? nullptr : it->second.get();
 }
 
-absl::Status QueueManager::MissingLocked(const std::string& name) const {
+absl::Status MemoryQueueManager::MissingLocked(const std::string& name) const {
   return absl::NotFoundError(absl::StrCat("unknown queue '", name, "'"));
 }
 
-v1::QueueInfo QueueManager::InfoLocked(const Queue& q) const {
+v1::QueueInfo MemoryQueueManager::InfoLocked(const Queue& q) const {
   v1::QueueInfo info;
   info.set_name(q.name);
   info.set_maxsize(q.maxsize);
@@ -48,18 +57,18 @@ v1::QueueInfo QueueManager::InfoLocked(const Queue& q) const {
   return info;
 }
 
-absl::StatusOr<v1::QueueInfo> QueueManager::Create(const std::string& name, int64_t maxsize,
-                                                   bool exist_ok) {
+absl::StatusOr<v1::QueueInfo> MemoryQueueManager::Create(const std::string& name, int64_t maxsize,
+                                                         bool exist_ok) {
   if (absl::Status s = ValidateName("queue", name); !s.ok()) return s;
   if (maxsize < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "queue '", name, "': maxsize must be 0 (unbounded) or more, not ", maxsize));
+    return absl::InvalidArgumentError(
+        absl::StrCat("queue '", name, "': maxsize must be 0 (unbounded) or more, not ", maxsize));
   }
   absl::MutexLock lock(&mu_);
   if (Queue* q = FindLocked(name)) {
     if (exist_ok && q->maxsize == maxsize) return InfoLocked(*q);
-    return absl::AlreadyExistsError(absl::StrCat(
-        "queue '", name, "' already exists", exist_ok ? " with another maxsize" : ""));
+    return absl::AlreadyExistsError(
+        absl::StrCat("queue '", name, "' already exists", exist_ok ? " with another maxsize" : ""));
   }
   if (queues_.size() >= static_cast<size_t>(std::max(0, limits_.max_queues))) {
     return absl::ResourceExhaustedError(
@@ -74,7 +83,7 @@ absl::StatusOr<v1::QueueInfo> QueueManager::Create(const std::string& name, int6
   return info;
 }
 
-absl::Status QueueManager::Delete(const std::string& name) {
+absl::Status MemoryQueueManager::Delete(const std::string& name) {
   FORKPOOL_RETURN_IF_ERROR(ValidateName("queue", name));
   Closures out;
   {
@@ -93,20 +102,21 @@ absl::Status QueueManager::Delete(const std::string& name) {
       out.push_back([done = std::move(p.done), gone] { done(gone, false); });
     }
     for (auto& [id, lease] : q.leased) loop_->CancelTimer(lease.timer);
+    budget_->Release(static_cast<uint64_t>(q.charged));
     queues_.erase(it);
   }
   Run(out);
   return absl::OkStatus();
 }
 
-std::vector<v1::QueueInfo> QueueManager::List() {
+std::vector<v1::QueueInfo> MemoryQueueManager::List() {
   absl::MutexLock lock(&mu_);
   std::vector<v1::QueueInfo> out;
   for (const auto& [name, q] : queues_) out.push_back(InfoLocked(*q));
   return out;
 }
 
-absl::StatusOr<v1::QueueInfo> QueueManager::Info(const std::string& name) {
+absl::StatusOr<v1::QueueInfo> MemoryQueueManager::Info(const std::string& name) {
   FORKPOOL_RETURN_IF_ERROR(ValidateName("queue", name));
   absl::MutexLock lock(&mu_);
   Queue* q = FindLocked(name);
@@ -114,12 +124,13 @@ absl::StatusOr<v1::QueueInfo> QueueManager::Info(const std::string& name) {
   return InfoLocked(*q);
 }
 
-bool QueueManager::HasRoomLocked(const Queue& q, size_t count) const {
+bool MemoryQueueManager::HasRoomLocked(const Queue& q, size_t count) const {
   return q.maxsize == 0 || static_cast<int64_t>(q.items.size() + count) <= q.maxsize;
 }
 
-uint64_t QueueManager::Put(const std::string& name, std::vector<v1::Payload> items,
-                           absl::Time deadline, PutDone done, const absl::Status& refuse_wait) {
+uint64_t MemoryQueueManager::Put(const std::string& name, std::vector<v1::Payload> items,
+                                 absl::Duration timeout, PutDone done,
+                                 const absl::Status& refuse_wait) {
   Closures out;
   uint64_t id = 0;
   absl::Status error = ValidateName("queue", name);
@@ -134,9 +145,9 @@ uint64_t QueueManager::Put(const std::string& name, std::vector<v1::Payload> ite
     } else if (items.empty()) {
       error = absl::InvalidArgumentError(absl::StrCat("put to queue '", name, "' has no items"));
     } else if (q->maxsize > 0 && static_cast<int64_t>(items.size()) > q->maxsize) {
-      error = absl::InvalidArgumentError(
-          absl::StrCat("cannot put ", items.size(), " items at once into queue '", name,
-                       "' of maxsize ", q->maxsize));
+      error = absl::InvalidArgumentError(absl::StrCat("cannot put ", items.size(),
+                                                      " items at once into queue '", name,
+                                                      "' of maxsize ", q->maxsize));
     } else {
       for (const v1::Payload& p : items) {
         const int64_t size = static_cast<int64_t>(p.ByteSizeLong());
@@ -149,10 +160,11 @@ uint64_t QueueManager::Put(const std::string& name, std::vector<v1::Payload> ite
         bytes += size;
       }
       if (error.ok() && bytes > limits_.max_queue_bytes) {
-        error = absl::ResourceExhaustedError(
-            absl::StrCat("put of ", bytes, " bytes exceeds the queue byte limit of ",
-                         limits_.max_queue_bytes, " bytes"));
+        error = absl::ResourceExhaustedError(absl::StrCat("put of ", bytes,
+                                                          " bytes exceeds the queue byte limit of ",
+                                                          limits_.max_queue_bytes, " bytes"));
       }
+      if (error.ok()) error = budget_->Check(static_cast<uint64_t>(bytes), "a queue put");
     }
     if (!error.ok()) {
       out.push_back([done = std::move(done), error] { done(error, false); });
@@ -162,25 +174,27 @@ uint64_t QueueManager::Put(const std::string& name, std::vector<v1::Payload> ite
       q->bytes += bytes;
       out.push_back([done = std::move(done)] { done(absl::OkStatus(), false); });
       ServeLocked(*q, &out);
-    } else if (deadline <= absl::Now()) {
+    } else if (timeout <= absl::ZeroDuration()) {
       out.push_back([done = std::move(done)] { done(absl::OkStatus(), /*full=*/true); });
     } else if (!refuse_wait.ok()) {
       out.push_back([done = std::move(done), refuse_wait] { done(refuse_wait, false); });
     } else {
       id = next_waiter_++;
       Putter p{id, std::move(items), bytes, std::move(done)};
-      if (deadline != absl::InfiniteFuture()) {
-        p.timer = loop_->AddTimer(deadline, [this, name, id] { OnWaitTimeout(name, id); });
+      if (timeout != absl::InfiniteDuration()) {
+        p.timer = loop_->AddTimerAfter(timeout, [this, name, id] { OnWaitTimeout(name, id); });
       }
       q->putters.push_back(std::move(p));
+      SyncBudgetLocked(*q);
     }
   }
   Run(out);
   return id;
 }
 
-uint64_t QueueManager::Get(const std::string& name, int max_items, absl::Time deadline,
-                           absl::Duration lease, GetDone done, const absl::Status& refuse_wait) {
+uint64_t MemoryQueueManager::Get(const std::string& name, int max_items, absl::Duration timeout,
+                                 absl::Duration lease, GetDone done,
+                                 const absl::Status& refuse_wait) {
   Closures out;
   uint64_t id = 0;
   absl::Status error = ValidateName("queue", name);
@@ -208,15 +222,15 @@ uint64_t QueueManager::Get(const std::string& name, int max_items, absl::Time de
       out.push_back(DeliverClosure(name, std::move(done), std::move(items), std::move(plain),
                                    std::move(lease_ids)));
       ServeLocked(*q, &out);
-    } else if (deadline <= absl::Now()) {
+    } else if (timeout <= absl::ZeroDuration()) {
       out.push_back([done = std::move(done)] { done(std::vector<v1::QueueItem>()); });
     } else if (!refuse_wait.ok()) {
       out.push_back([done = std::move(done), refuse_wait] { done(refuse_wait); });
     } else {
       id = next_waiter_++;
       Getter g{id, max_items, lease, std::move(done)};
-      if (deadline != absl::InfiniteFuture()) {
-        g.timer = loop_->AddTimer(deadline, [this, name, id] { OnWaitTimeout(name, id); });
+      if (timeout != absl::InfiniteDuration()) {
+        g.timer = loop_->AddTimerAfter(timeout, [this, name, id] { OnWaitTimeout(name, id); });
       }
       q->getters.push_back(std::move(g));
     }
@@ -225,10 +239,10 @@ uint64_t QueueManager::Get(const std::string& name, int max_items, absl::Time de
   return id;
 }
 
-std::vector<v1::QueueItem> QueueManager::TakeLocked(Queue& q, int max_items,
-                                                    absl::Duration lease,
-                                                    std::vector<StoredItem>* plain,
-                                                    std::vector<std::string>* lease_ids) {
+std::vector<v1::QueueItem> MemoryQueueManager::TakeLocked(Queue& q, int max_items,
+                                                          absl::Duration lease,
+                                                          std::vector<StoredItem>* plain,
+                                                          std::vector<std::string>* lease_ids) {
   std::vector<v1::QueueItem> items;
   int64_t reply_bytes = 0;
   while (!q.items.empty() && static_cast<int>(items.size()) < max_items) {
@@ -247,8 +261,8 @@ std::vector<v1::QueueItem> QueueManager::TakeLocked(Queue& q, int max_items,
       out.set_lease_id(lease_id);
       const std::string name = q.name;
       Lease l{std::move(item)};
-      l.timer = loop_->AddTimer(absl::Now() + lease,
-                                [this, name, lease_id] { OnLeaseExpired(name, lease_id); });
+      l.timer =
+          loop_->AddTimerAfter(lease, [this, name, lease_id] { OnLeaseExpired(name, lease_id); });
       q.leased.emplace(lease_id, std::move(l));
       lease_ids->push_back(lease_id);
     } else {
@@ -260,11 +274,11 @@ std::vector<v1::QueueItem> QueueManager::TakeLocked(Queue& q, int max_items,
   return items;
 }
 
-std::function<void()> QueueManager::DeliverClosure(
+std::function<void()> MemoryQueueManager::DeliverClosure(
     const std::string& queue, GetDone done, absl::StatusOr<std::vector<v1::QueueItem>> items,
     std::vector<StoredItem> plain, std::vector<std::string> lease_ids) {
-  return [this, queue, done = std::move(done), items = std::move(items),
-          plain = std::move(plain), lease_ids = std::move(lease_ids)]() mutable {
+  return [this, queue, done = std::move(done), items = std::move(items), plain = std::move(plain),
+          lease_ids = std::move(lease_ids)]() mutable {
     if (done(std::move(items))) return;
     // The receiver left before its reply was handed over: nothing is lost.
     if (!plain.empty()) Requeue(queue, std::move(plain));
@@ -272,7 +286,7 @@ std::function<void()> QueueManager::DeliverClosure(
   };
 }
 
-void QueueManager::ServeLocked(Queue& q, Closures* out) {
+void MemoryQueueManager::ServeLocked(Queue& q, Closures* out) {
   bool progress = true;
   while (progress) {
     progress = false;
@@ -283,8 +297,8 @@ void QueueManager::ServeLocked(Queue& q, Closures* out) {
       std::vector<StoredItem> plain;
       std::vector<std::string> lease_ids;
       std::vector<v1::QueueItem> items = TakeLocked(q, g.max_items, g.lease, &plain, &lease_ids);
-      out->push_back(DeliverClosure(q.name, std::move(g.done), std::move(items),
-                                    std::move(plain), std::move(lease_ids)));
+      out->push_back(DeliverClosure(q.name, std::move(g.done), std::move(items), std::move(plain),
+                                    std::move(lease_ids)));
       progress = true;
     }
     while (!q.putters.empty() && HasRoomLocked(q, q.putters.front().items.size()) &&
@@ -298,9 +312,10 @@ void QueueManager::ServeLocked(Queue& q, Closures* out) {
       progress = true;
     }
   }
+  SyncBudgetLocked(q);
 }
 
-void QueueManager::Requeue(const std::string& name, std::vector<StoredItem> items) {
+void MemoryQueueManager::Requeue(const std::string& name, std::vector<StoredItem> items) {
   Closures out;
   {
     absl::MutexLock lock(&mu_);
@@ -316,7 +331,8 @@ void QueueManager::Requeue(const std::string& name, std::vector<StoredItem> item
   Run(out);
 }
 
-void QueueManager::ReleaseLeases(const std::string& name, const std::vector<std::string>& ids) {
+void MemoryQueueManager::ReleaseLeases(const std::string& name,
+                                       const std::vector<std::string>& ids) {
   Closures out;
   {
     absl::MutexLock lock(&mu_);
@@ -336,7 +352,7 @@ void QueueManager::ReleaseLeases(const std::string& name, const std::vector<std:
   Run(out);
 }
 
-void QueueManager::OnLeaseExpired(const std::string& name, const std::string& lease_id) {
+void MemoryQueueManager::OnLeaseExpired(const std::string& name, const std::string& lease_id) {
   Closures out;
   {
     absl::MutexLock lock(&mu_);
@@ -352,7 +368,7 @@ void QueueManager::OnLeaseExpired(const std::string& name, const std::string& le
   Run(out);
 }
 
-absl::StatusOr<std::vector<std::string>> QueueManager::Ack(
+absl::StatusOr<std::vector<std::string>> MemoryQueueManager::Ack(
     const std::string& name, const std::vector<std::string>& lease_ids) {
   FORKPOOL_RETURN_IF_ERROR(ValidateName("queue", name));
   absl::MutexLock lock(&mu_);
@@ -369,10 +385,11 @@ absl::StatusOr<std::vector<std::string>> QueueManager::Ack(
     q->bytes -= static_cast<int64_t>(l->second.item.payload.ByteSizeLong());
     q->leased.erase(l);
   }
+  SyncBudgetLocked(*q);
   return unknown;
 }
 
-void QueueManager::CancelWaiter(const std::string& name, uint64_t waiter_id) {
+void MemoryQueueManager::CancelWaiter(const std::string& name, uint64_t waiter_id) {
   if (waiter_id == 0) return;
   Closures out;
   {
@@ -398,7 +415,7 @@ void QueueManager::CancelWaiter(const std::string& name, uint64_t waiter_id) {
   Run(out);
 }
 
-void QueueManager::OnWaitTimeout(const std::string& name, uint64_t waiter_id) {
+void MemoryQueueManager::OnWaitTimeout(const std::string& name, uint64_t waiter_id) {
   std::function<void()> fire;
   Closures out;
   {
