@@ -18,6 +18,7 @@
 namespace forkpool {
 namespace {
 
+using ::forkpool::Queue;
 using ::forkpool::testing::Daemon;
 using ::forkpool::testing::DaemonOptions;
 using ::forkpool::testing::IsOk;
@@ -168,6 +169,34 @@ TEST_F(CoreLimitsTest, AHugeInvalidErrorTextComesBackCappedAndValid) {
   absl::StatusOr<std::vector<std::string>> mapped = client_->pool().Map("fail", {junk});
   ASSERT_FALSE(mapped.ok());
   EXPECT_LE(mapped.status().message().size(), 20u << 10);
+}
+
+TEST_F(CoreLimitsTest, OneByteBudgetBoundsQueuesAndTasksTogether) {
+  // 24 MiB for everything clients make the daemon hold.
+  ASSERT_NO_FATAL_FAILURE(Start({"--max_client_bytes=25165824"}));
+  ASSERT_THAT(client_->CreateQueue("q"), IsOk());
+  Queue q = client_->queue("q");
+  const std::string item(3 << 20, 'i');
+  int put = 0;
+  absl::Status refused;
+  for (; put < 20; ++put) {
+    refused = q.Put(item, absl::ZeroDuration());
+    if (!refused.ok()) break;
+  }
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kResourceExhausted, "--max_client_bytes"));
+  EXPECT_GE(put, 6);
+  EXPECT_LE(put, 8);
+  // A task's input draws on the same budget.
+  EXPECT_THAT(client_->pool().ApplyAsync("echo", std::string(4 << 20, 't')).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, "--max_client_bytes"));
+  // What is taken out is given back.
+  ASSERT_THAT(q.Get(absl::Seconds(1)), IsOk());
+  ASSERT_THAT(q.Get(absl::Seconds(1)), IsOk());
+  EXPECT_THAT(q.Put(item, absl::ZeroDuration()), IsOk());
+  ASSERT_THAT(client_->DeleteQueue("q"), IsOk());
+  absl::StatusOr<std::string> out = client_->pool().Apply("echo", std::string(4 << 20, 't'));
+  ASSERT_THAT(out, IsOk());
+  EXPECT_EQ(out->size(), 4u << 20);
 }
 
 TEST_F(CoreLimitsTest, SixtyGetsOfOneBigResultCostOneCopy) {
