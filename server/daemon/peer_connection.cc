@@ -2,8 +2,10 @@
 #include "server/daemon/peer_connection.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <fstream>
 
@@ -84,7 +86,9 @@ namespace {
 // False when /proc says `pid` is gone, dying, or has SIGKILL pending.
 bool ProcessRuns(pid_t pid) {
   std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  if (!status) return false;
+  // Unreadable is no answer when forkpoold is out of fds (EMFILE): then only a
+  // process that kill() does not find is gone.
+  if (!status) return ::kill(pid, 0) == 0 || errno == EPERM;
   std::string line;
   constexpr uint64_t kKillBit = uint64_t{1} << (9 - 1);  // SIGKILL
   while (std::getline(status, line)) {
