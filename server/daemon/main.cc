@@ -82,6 +82,18 @@ ABSL_FLAG(int64_t, max_queue_bytes, 256 << 20, "most bytes one shared queue may 
 ABSL_FLAG(int, max_connections, 1024,
           "most client connections open at once; more are closed at once (0: "
           "no cap)");
+ABSL_FLAG(int, max_connections_per_uid, 256,
+          "most connections one uid other than root and forkpoold's own may hold open "
+          "(0: no cap)");
+ABSL_FLAG(int, admin_reserved_connections, -1,
+          "of --max_connections, how many only root and forkpoold's own uid may use "
+          "(-1: a sixteenth of --max_connections)");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(5),
+          "a connection that has not sent the HTTP/2 preface and its first SETTINGS frame "
+          "by then is closed (inf: never)");
+ABSL_FLAG(absl::Duration, idle_timeout, absl::Minutes(10),
+          "a connection with no call open for this long is closed (gRPC GOAWAY; a client "
+          "reconnects at its next call) (0 or inf: never)");
 ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "largest request a client may send");
 ABSL_FLAG(absl::Duration, load_timeout, absl::Seconds(30),
           "a pool whose helper has not loaded its libraries by then fails to "
@@ -190,8 +202,36 @@ bool HelperPidsGone(const ChildRegistry& children) { return children.empty(); }
   std::exit(1);
 }
 
+// The Listener's options from the flags; InvalidArgument for a reserve that leaves
+// other users nothing or a handshake timeout that is not positive.
+absl::StatusOr<ListenerOptions> ListenerOptionsFromFlags() {
+  ListenerOptions options;
+  options.limits.max_connections = std::max(0, absl::GetFlag(FLAGS_max_connections));
+  options.limits.max_per_uid = std::max(0, absl::GetFlag(FLAGS_max_connections_per_uid));
+  const int reserved = absl::GetFlag(FLAGS_admin_reserved_connections);
+  options.limits.admin_reserved = reserved < 0 ? options.limits.max_connections / 16 : reserved;
+  if (options.limits.max_connections > 0 &&
+      options.limits.admin_reserved >= options.limits.max_connections) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--admin_reserved_connections=", options.limits.admin_reserved,
+                     " leaves no connection for other users: it must be below --max_connections=",
+                     options.limits.max_connections));
+  }
+  options.limits.daemon_uid = ::geteuid();
+  options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
+  if (options.handshake_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--handshake_timeout must be positive (or inf), not ",
+                     absl::FormatDuration(options.handshake_timeout)));
+  }
+  return options;
+}
+
 int Serve() {
   const absl::Time started = absl::Now();
+  absl::StatusOr<ListenerOptions> listener_flags = ListenerOptionsFromFlags();
+  if (!listener_flags.ok()) Fail("bad flags", listener_flags.status());
+  const ListenerOptions listener_options = *listener_flags;
   std::string socket_path = absl::GetFlag(FLAGS_socket);
   if (socket_path.empty()) socket_path = DefaultSocketPath();
   const bool system_dir = socket_path.rfind("/run/", 0) == 0;
@@ -323,12 +363,21 @@ int Serve() {
   builder.RegisterService(&pool_service);
   builder.RegisterService(&queue_service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes)));
-  builder.AddChannelArgument("grpc.server_handshake_timeout_ms", 5000);
+  // gRPC's grpc.server_handshake_timeout_ms does not apply to fds given to
+  // AddInsecureChannelFromFd: the Listener's HandshakeGate times the handshake.
+  // grpc.max_connection_idle_ms does apply to them (checked with gRPC 1.51: a
+  // GOAWAY, then the fd closes) and counts open calls, so a connection waiting in a
+  // long Get or queue get is not idle.
+  const absl::Duration idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  if (idle_timeout > absl::ZeroDuration() && idle_timeout != absl::InfiniteDuration()) {
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+        static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(idle_timeout), INT32_MAX)));
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) Fail("cannot start the gRPC server", absl::InternalError("BuildAndStart failed"));
   server->GetHealthCheckService()->SetServingStatus(true);
-  if (absl::Status s = (*listener)->Start(loop->get(), server.get(),
-                                          absl::GetFlag(FLAGS_max_connections), &peers);
+  if (absl::Status s = (*listener)->Start(loop->get(), server.get(), listener_options, &peers);
       !s.ok()) {
     Fail("cannot accept connections", s);
   }

@@ -2,8 +2,10 @@
 #include "server/daemon/peer_connection.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <fstream>
 
@@ -29,7 +31,31 @@ bool PeerHungUp(int fd) {
 
 void PeerRegistry::Record(int fd, const Peer& peer) {
   absl::MutexLock lock(&mu_);
-  peers_[fd] = peer;
+  if (auto it = peers_.find(fd); it != peers_.end()) EraseLocked(it);
+  peers_.emplace(fd, peer);
+  ++per_uid_[peer.uid];
+  if (!peer.admin) ++non_admin_;
+}
+
+void PeerRegistry::Forget(int fd) {
+  absl::MutexLock lock(&mu_);
+  if (auto it = peers_.find(fd); it != peers_.end()) EraseLocked(it);
+}
+
+void PeerRegistry::EraseLocked(std::map<int, Peer>::iterator it) {
+  auto uid = per_uid_.find(it->second.uid);
+  if (uid != per_uid_.end() && --uid->second <= 0) per_uid_.erase(uid);
+  if (!it->second.admin) --non_admin_;
+  peers_.erase(it);
+}
+
+ConnectionCounts PeerRegistry::Counts(uid_t uid) const {
+  absl::MutexLock lock(&mu_);
+  ConnectionCounts counts;
+  counts.total = static_cast<int>(peers_.size());
+  counts.non_admin = non_admin_;
+  if (auto it = per_uid_.find(uid); it != per_uid_.end()) counts.same_uid = it->second;
+  return counts;
 }
 
 std::optional<PeerRegistry::Peer> PeerRegistry::Find(int fd) const {
@@ -46,7 +72,11 @@ int PeerRegistry::Prune() {
   for (auto it = peers_.begin(); it != peers_.end();) {
     struct stat st;
     const bool same = ::fstat(it->first, &st) == 0 && st.st_ino == it->second.inode;
-    it = same ? std::next(it) : peers_.erase(it);
+    if (same) {
+      ++it;
+    } else {
+      EraseLocked(it++);
+    }
   }
   return static_cast<int>(peers_.size());
 }
@@ -56,7 +86,9 @@ namespace {
 // False when /proc says `pid` is gone, dying, or has SIGKILL pending.
 bool ProcessRuns(pid_t pid) {
   std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  if (!status) return false;
+  // Unreadable is no answer when forkpoold is out of fds (EMFILE): then only a
+  // process that kill() does not find is gone.
+  if (!status) return ::kill(pid, 0) == 0 || errno == EPERM;
   std::string line;
   constexpr uint64_t kKillBit = uint64_t{1} << (9 - 1);  // SIGKILL
   while (std::getline(status, line)) {

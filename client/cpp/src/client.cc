@@ -1,6 +1,7 @@
 // Client: Connect, pools, health and Wait.
 #include "forkpool/client.h"
 
+#include <climits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -40,6 +41,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   connection->rpc_timeout = options.rpc_timeout;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  if (options.idle_timeout > absl::ZeroDuration() &&
+      options.idle_timeout < absl::Milliseconds(INT_MAX)) {
+    args.SetInt(GRPC_ARG_CLIENT_IDLE_TIMEOUT_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(options.idle_timeout)));
+  }
   connection->channel = grpc::CreateCustomChannel(
       connection->target, grpc::InsecureChannelCredentials(), args);
   if (connection->channel == nullptr) {

@@ -37,6 +37,13 @@ struct ConnectOptions {
   // Largest reply the client accepts (gRPC's default of 4 MiB is too small for
   // batches of results).
   int max_receive_message_bytes = 64 << 20;
+  // A connection with no call open this long is closed by the client (gRPC's
+  // grpc.client_idle_timeout_ms); the next call connects again. Keep it below
+  // forkpoold's --idle_timeout (10 min): a connection the daemon closes first can make
+  // the next call fail with UNAVAILABLE ("Broken pipe") when it comes before this
+  // client has read the daemon's GOAWAY (an idle C++ client reads it within ~5 s).
+  // Zero: gRPC's default (30 min).
+  absl::Duration idle_timeout = absl::Minutes(5);
 };
 
 // What forkpool::Wait waits for.
