@@ -1,5 +1,5 @@
 // Fuzzes the daemon's end of the worker protocol: a real WorkerConnection
-// (server/daemon/worker_connection.h) over a socketpair, with the fuzzer playing a
+// (server/daemon/launch/worker_connection.h) over a socketpair, with the fuzzer playing a
 // worker that writes arbitrary bytes in arbitrary splits to the socket and to its
 // stderr pipe, and closes the socket. Read() must deliver exactly the frames a
 // reference decoder finds in the same bytes, and fail (never crash) on an oversized
@@ -7,6 +7,7 @@
 // bounded tail;
 // Send() must put exactly one well-formed frame on the wire.
 #include <fcntl.h>
+#include <fuzzer/FuzzedDataProvider.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,22 +17,20 @@
 #include <memory>
 #include <string>
 
-#include <fuzzer/FuzzedDataProvider.h>
-
-#include "common/packed_items.h"
 #include "common/frame.h"
+#include "common/packed_items.h"
 #include "common/unique_fd.h"
 #include "fuzz/fuzz_util.h"
-#include "server/daemon/worker_connection.h"
+#include "server/daemon/launch/worker_connection.h"
 
 namespace {
 
+using forkpool::AppendPackedItem;
 using forkpool::FrameDecoder;
 using forkpool::UniqueFd;
 using forkpool::WorkerConnection;
 using forkpool::internal::FromWorker;
 using forkpool::internal::ToWorker;
-using forkpool::AppendPackedItem;
 
 constexpr size_t kStderrTailBytes = 4096;
 
@@ -70,7 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(created.ok(), "WorkerConnection::Create");
   WorkerConnection& conn = **created;
 
-  FrameDecoder reference(limit);  // the same bytes, decoded independently
+  FrameDecoder reference(limit);     // the same bytes, decoded independently
   std::deque<std::string> expected;  // serialised messages Read() must deliver
   bool expect_error = false;         // the reference met a bad frame
   std::string stderr_all;

@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "absl/synchronization/mutex.h"
-#include "server/daemon/clock.h"
+#include "server/daemon/net/clock.h"
 
 namespace forkpool::testing {
 

@@ -40,7 +40,7 @@ struct MapRun {
 // reorder node), counted against a map's bounds.
 inline constexpr uint64_t kMapRunOverheadBytes = sizeof(MapRun) + 64;
 
-// Thread-safe. The Scheduler adds results (under its own lock, which may be held:
+// Thread-safe. Executors add results (under their own lock, which may be held:
 // MapJob's lock is taken after it); the call's reactor takes batches to write.
 class MapJob {
  public:
@@ -141,7 +141,7 @@ struct MapChunk {
   uint64_t first_index = 0;  // the job-wide index of the first item
   // The packed inputs this chunk's items are in: a MapStream message's bytes (owned),
   // or a view of a unary request's, which outlive the job's chunks (the call cannot
-  // end before they are answered or the job is cancelled under the Scheduler's lock).
+  // end before they are answered or the job is cancelled under the broker's lock).
   std::shared_ptr<const PackedItems> inputs;
   size_t begin = 0;  // index in `inputs` of the chunk's first item
   int count = 0;

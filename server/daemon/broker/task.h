@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "forkpool/v1/forkpool.pb.h"
-#include "server/daemon/clock.h"
+#include "server/daemon/net/clock.h"
 
 namespace forkpool {
 

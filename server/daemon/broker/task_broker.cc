@@ -10,8 +10,8 @@
 #include "common/stable_hash.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/time_util.h"
-#include "server/daemon/pool_settings.h"
-#include "server/daemon/task_options.h"
+#include "server/daemon/broker/task_options.h"
+#include "server/daemon/executor/pool_settings.h"
 
 namespace forkpool {
 namespace {

@@ -27,7 +27,7 @@
 #include "server/daemon/broker/pending_queue.h"
 #include "server/daemon/broker/task.h"
 #include "server/daemon/broker/task_store.h"
-#include "server/daemon/clock.h"
+#include "server/daemon/net/clock.h"
 
 namespace forkpool {
 

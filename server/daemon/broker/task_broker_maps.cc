@@ -7,7 +7,7 @@
 #include "common/packed_items.h"
 #include "common/status_macros.h"
 #include "server/daemon/broker/task_broker.h"
-#include "server/daemon/task_options.h"
+#include "server/daemon/broker/task_options.h"
 
 namespace forkpool {
 

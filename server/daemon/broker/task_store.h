@@ -9,7 +9,7 @@
 
 #include "absl/status/status.h"
 #include "server/daemon/broker/task.h"
-#include "server/daemon/clock.h"
+#include "server/daemon/net/clock.h"
 
 namespace forkpool {
 

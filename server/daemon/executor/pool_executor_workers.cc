@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/daemon/executor/pool_executor.h"
+#include "server/daemon/launch/process_util.h"
 #include "server/daemon/log.h"
-#include "server/daemon/process_util.h"
 
 namespace forkpool {
 

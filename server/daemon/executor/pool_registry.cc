@@ -2,8 +2,8 @@
 #include "server/daemon/executor/pool_registry.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/daemon/executor/pool_settings.h"
 #include "server/daemon/log.h"
-#include "server/daemon/pool_settings.h"
 
 namespace forkpool {
 namespace {

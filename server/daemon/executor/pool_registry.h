@@ -17,10 +17,10 @@
 #include "absl/time/time.h"
 #include "forkpool/v1/forkpool.pb.h"
 #include "server/daemon/broker/task_broker.h"
-#include "server/daemon/clock.h"
 #include "server/daemon/executor/pool_executor.h"
 #include "server/daemon/executor/worker_census.h"
 #include "server/daemon/launch/worker_launcher.h"
+#include "server/daemon/net/clock.h"
 
 namespace forkpool {
 

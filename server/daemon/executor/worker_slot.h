@@ -11,8 +11,8 @@
 #include "absl/time/time.h"
 #include "forkpool/v1/forkpool.pb.h"
 #include "server/daemon/broker/task_broker.h"
-#include "server/daemon/clock.h"
 #include "server/daemon/launch/worker_launcher.h"
+#include "server/daemon/net/clock.h"
 
 namespace forkpool {
 

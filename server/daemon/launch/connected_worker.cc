@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "common/utf8.h"
-#include "server/daemon/process_util.h"
+#include "server/daemon/launch/process_util.h"
 
 namespace forkpool {
 

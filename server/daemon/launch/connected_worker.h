@@ -7,11 +7,11 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/daemon/io_loop.h"
 #include "server/daemon/launch/child_registry.h"
 #include "server/daemon/launch/late_reaper.h"
+#include "server/daemon/launch/worker_connection.h"
 #include "server/daemon/launch/worker_launcher.h"
-#include "server/daemon/worker_connection.h"
+#include "server/daemon/net/io_loop.h"
 
 namespace forkpool {
 

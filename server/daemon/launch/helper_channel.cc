@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/proto_status.h"
+#include "server/daemon/launch/process_util.h"
 #include "server/daemon/log.h"
-#include "server/daemon/process_util.h"
 
 namespace forkpool {
 namespace {

@@ -20,9 +20,9 @@
 #include "common/control_message.h"
 #include "common/unique_fd.h"
 #include "forkpool/internal/control.pb.h"
-#include "server/daemon/child_output.h"
-#include "server/daemon/io_loop.h"
+#include "server/daemon/launch/child_output.h"
 #include "server/daemon/launch/child_registry.h"
+#include "server/daemon/net/io_loop.h"
 
 namespace forkpool {
 

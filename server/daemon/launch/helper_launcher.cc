@@ -5,10 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/proto_status.h"
+#include "server/daemon/executor/pool_settings.h"
 #include "server/daemon/launch/connected_worker.h"
+#include "server/daemon/launch/process_util.h"
 #include "server/daemon/log.h"
-#include "server/daemon/pool_settings.h"
-#include "server/daemon/process_util.h"
 
 namespace forkpool {
 

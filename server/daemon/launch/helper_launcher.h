@@ -13,12 +13,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "forkpool/v1/forkpool.pb.h"
-#include "server/daemon/io_loop.h"
 #include "server/daemon/launch/child_registry.h"
 #include "server/daemon/launch/helper_channel.h"
 #include "server/daemon/launch/late_reaper.h"
 #include "server/daemon/launch/root_helper_client.h"
 #include "server/daemon/launch/worker_launcher.h"
+#include "server/daemon/net/io_loop.h"
 
 namespace forkpool {
 

@@ -4,8 +4,8 @@
 #include <signal.h>
 #include <sys/epoll.h>
 
+#include "server/daemon/launch/process_util.h"
 #include "server/daemon/log.h"
-#include "server/daemon/process_util.h"
 
 namespace forkpool {
 

@@ -9,8 +9,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "common/unique_fd.h"
-#include "server/daemon/io_loop.h"
 #include "server/daemon/launch/child_registry.h"
+#include "server/daemon/net/io_loop.h"
 
 namespace forkpool {
 

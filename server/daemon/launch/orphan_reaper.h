@@ -14,8 +14,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
-#include "server/daemon/io_loop.h"
 #include "server/daemon/launch/child_registry.h"
+#include "server/daemon/net/io_loop.h"
 
 namespace forkpool {
 

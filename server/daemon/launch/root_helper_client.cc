@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/proto_status.h"
+#include "server/daemon/launch/process_util.h"
 #include "server/daemon/log.h"
-#include "server/daemon/process_util.h"
 #include "server/helpers/helper_common.h"
 #include "server/helpers/root_helper.h"
 

@@ -16,9 +16,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/daemon/io_loop.h"
 #include "server/daemon/launch/child_registry.h"
 #include "server/daemon/launch/helper_channel.h"
+#include "server/daemon/net/io_loop.h"
 
 namespace forkpool {
 

@@ -14,7 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "forkpool/internal/worker.pb.h"
-#include "server/daemon/process_util.h"
+#include "server/daemon/launch/process_util.h"
 
 namespace forkpool {
 

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "server/daemon/pool_settings.h"
+#include "server/daemon/executor/pool_settings.h"
 
 namespace forkpool {
 

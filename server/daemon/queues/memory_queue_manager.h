@@ -18,7 +18,7 @@
 #include "common/ids.h"
 #include "forkpool/v1/forkpool.pb.h"
 #include "server/daemon/broker/memory_budget.h"
-#include "server/daemon/io_loop.h"
+#include "server/daemon/net/io_loop.h"
 #include "server/daemon/queues/queue_manager.h"
 
 namespace forkpool {

@@ -18,7 +18,7 @@
 #include "common/proto_status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/daemon/process_util.h"
+#include "server/daemon/launch/process_util.h"
 #include "tests/unit/status_matchers.h"
 
 namespace forkpool {
