@@ -29,7 +29,10 @@ absl::Status ValidateDuration(const google::protobuf::Duration& d, absl::string_
     return absl::InvalidArgumentError(
         absl::StrCat(field, " must not be negative (got ", d.seconds(), " s ", d.nanos(), " ns)"));
   }
-  if (d.seconds() > max_seconds || (d.seconds() == max_seconds && d.nanos() > 0)) {
+  // At the longest a Duration goes (its seconds at the maximum, any nanos) a
+  // wait is still valid: "as long as it takes".
+  if (d.seconds() > max_seconds ||
+      (d.seconds() == max_seconds && d.nanos() > 0 && max_seconds < kMaxDurationSeconds)) {
     return absl::InvalidArgumentError(absl::StrCat(field, " of ", d.seconds(), " s ", d.nanos(),
                                                    " ns is too long; at most ",
                                                    Seconds(max_seconds)));

@@ -43,10 +43,28 @@ WorkerSlot* PoolExecutor::FindLocked(uint64_t key) {
 }
 
 void PoolExecutor::Start(CreateDone done, std::function<void()> gone) {
-  absl::MutexLock lock(&mu_);
-  create_done_ = std::move(done);
-  gone_ = std::move(gone);
-  created_at_ = clock_->Now();
+  Notify notify;
+  {
+    absl::MutexLock lock(&mu_);
+    create_done_ = std::move(done);
+    gone_ = std::move(gone);
+    created_at_ = clock_->Now();
+    if (deleting_) {
+      // Deleted between its registration and now: nothing was loaded, and the
+      // name is freed at once.
+      notify.push_back([done = std::move(create_done_), name = settings_.name()] {
+        done(absl::NotFoundError(absl::StrCat("pool '", name, "' was deleted while loading")));
+      });
+      create_done_ = nullptr;
+      WindDownLocked(&notify);
+    } else {
+      StartLocked();
+    }
+  }
+  RunNotify(notify);
+}
+
+void PoolExecutor::StartLocked() {
   std::weak_ptr<PoolExecutor> weak = weak_from_this();
   stop_check_timer_ = clock_->AddTimerAfter(options_.stop_check_interval, [weak] {
     if (auto self = weak.lock()) self->CheckStoppedWorkers();

@@ -122,6 +122,8 @@ class PoolExecutor : public WorkConsumer, public std::enable_shared_from_this<Po
                ExecutorOptions options);
 
   // --- Loading (pool_executor.cc) ---
+  // Arms the stop sweep and starts the first load.
+  void StartLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnLoaded(uint64_t attempt, absl::StatusOr<LoadResult> result);
   void OnHelperLost(uint64_t attempt, const std::string& why);

@@ -124,7 +124,11 @@ void PoolExecutor::OnWorkerIo(uint64_t key, uint32_t events) {
         w.process->OnReady(events, [&](internal::FromWorker& m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
           OnFrameLocked(w, m, &notify);
         });
-    if (!open.ok()) {
+    if (!open.ok() && w.state == v1::WORKER_STATE_STOPPING) {
+      // One we killed (cancelled, terminated): its socket breaks as it dies;
+      // that is no protocol error.
+      w.process->StopReading();
+    } else if (!open.ok()) {
       ProtocolErrorLocked(w, std::string(open.status().message()));
     } else if (!*open && w.state != v1::WORKER_STATE_STOPPING) {
       // EOF: the worker is leaving; its exit says how. Killed in case it

@@ -374,5 +374,27 @@ TEST_F(PoolExecutorTest, DeleteCancelsWorkAndIsGoneOnceItsWorkersAreReaped) {
   EXPECT_THAT(launcher_->starts, SizeIs(0));
 }
 
+TEST_F(PoolExecutorTest, APoolDeletedBeforeItStartedAnswersItsCreateAndIsGoneAtOnce) {
+  // What a CreatePool racing a DeletePool of the same name looks like: the
+  // registry has the executor, the delete reaches it before Start.
+  v1::PoolSettings settings;
+  settings.set_name("p");
+  settings.set_processes(1);
+  auto launcher = std::make_shared<FakeLauncher>();
+  ExecutorDeps deps;
+  deps.clock = &clock_;
+  deps.broker = broker_.get();
+  deps.launcher = launcher;
+  deps.census = &census_;
+  executor_ = PoolExecutor::Create(kGen, settings, std::move(deps), options_);
+  executor_->Delete();
+  executor_->Start([this](absl::StatusOr<v1::PoolInfo> info) { created_ = info.status(); },
+                   [this] { gone_ = true; });
+  EXPECT_THAT(created_, ::forkpool::testing::StatusIs(absl::StatusCode::kNotFound,
+                                                      HasSubstr("deleted while loading")));
+  EXPECT_TRUE(gone_);
+  EXPECT_EQ(launcher->loads, 0);  // no helper was ever asked for
+}
+
 }  // namespace
 }  // namespace forkpool
