@@ -46,7 +46,6 @@ void MapJob::AddAccepted(uint64_t n, bool end, uint64_t input_bytes) {
     input_bytes_ += input_bytes;
     SyncBudgetLocked();
     if (end) input_ended_ = true;
-    seen_.resize(accepted_ - seen_base_, false);
     // An end with everything already taken finishes the job.
     wake = end && taken_ == accepted_;
   }
@@ -61,10 +60,10 @@ void MapJob::AddRun(MapRun run) {
     // Clamped: a run answering items twice must not wrap the count.
     input_bytes_ -= std::min(input_bytes_, run.input_bytes);
     const uint64_t end = run.first_index + run.count;
-    bool fresh = end <= accepted_ && end > run.first_index;
-    for (uint64_t i = run.first_index; fresh && i < end; ++i) fresh = !SeenLocked(i);
+    const bool fresh =
+        end <= accepted_ && end > run.first_index && NoneSeenLocked(run.first_index, end);
     if (fresh) {
-      for (uint64_t i = run.first_index; i < end; ++i) MarkSeenLocked(i);
+      MarkSeenLocked(run.first_index, end);
       AddFreshRunLocked(std::move(run));
     } else {
       // Some items were answered before (or are unknown): keep the runs of the others.
@@ -73,9 +72,9 @@ void MapJob::AddRun(MapRun run) {
       std::optional<MapRun> part;
       size_t next_error = 0;
       for (uint64_t index = run.first_index; reader.Next(&output); ++index) {
-        const bool keep = index < accepted_ && !SeenLocked(index);
+        const bool keep = index < accepted_ && NoneSeenLocked(index, index + 1);
         if (keep) {
-          MarkSeenLocked(index);
+          MarkSeenLocked(index, index + 1);
           if (!part.has_value()) {
             part.emplace();
             part->first_index = index;
@@ -101,16 +100,23 @@ void MapJob::AddRun(MapRun run) {
   wake_();
 }
 
-bool MapJob::SeenLocked(uint64_t index) const {
-  return index < seen_base_ || seen_[index - seen_base_];
+bool MapJob::NoneSeenLocked(uint64_t begin, uint64_t end) const {
+  if (begin < seen_base_) return false;
+  auto it = seen_runs_.lower_bound(begin);
+  if (it != seen_runs_.end() && it->first < end) return false;
+  return it == seen_runs_.begin() || std::prev(it)->second <= begin;
 }
 
-void MapJob::MarkSeenLocked(uint64_t index) {
-  if (index < seen_base_) return;
-  seen_[index - seen_base_] = true;
-  while (!seen_.empty() && seen_.front()) {
-    seen_.pop_front();
-    ++seen_base_;
+void MapJob::MarkSeenLocked(uint64_t begin, uint64_t end) {
+  // Per run, not per item: in order (the usual case) this only moves the base.
+  if (begin == seen_base_) {
+    seen_base_ = end;
+  } else {
+    seen_runs_.emplace(begin, end);
+  }
+  while (!seen_runs_.empty() && seen_runs_.begin()->first <= seen_base_) {
+    seen_base_ = std::max(seen_base_, seen_runs_.begin()->second);
+    seen_runs_.erase(seen_runs_.begin());
   }
 }
 

@@ -114,17 +114,18 @@ class MapJob {
   // Adds one run none of whose items was answered before.
   void AddFreshRunLocked(MapRun run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Whether item `index` was answered (ABSL: within the accepted ones).
-  bool SeenLocked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MarkSeenLocked(uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether no item in [begin, end) was answered yet.
+  bool NoneSeenLocked(uint64_t begin, uint64_t end) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkSeenLocked(uint64_t begin, uint64_t end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Ordered maps: runs after a gap, by first index.
   std::map<uint64_t, MapRun> reorder_ ABSL_GUARDED_BY(mu_);
   std::deque<MapRun> ready_ ABSL_GUARDED_BY(mu_);  // may leave now
-  // Answered indexes from seen_base_ on (every one below it is answered): a
-  // window over the items in flight, so a map streamed for hours stays small.
+  // Which items were answered: every one below seen_base_, and the runs
+  // [begin, end) in seen_runs_ beyond it (as many as runs answered out of
+  // order), so a map streamed for hours stays small.
   uint64_t seen_base_ ABSL_GUARDED_BY(mu_) = 0;
-  std::deque<bool> seen_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, uint64_t> seen_runs_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t unsent_limit_ ABSL_GUARDED_BY(mu_) = 0;
   bool parked_ ABSL_GUARDED_BY(mu_) = false;

@@ -151,14 +151,6 @@ bool TaskBroker::Idle(uint64_t gen) const {
          (it->second.queued == 0 && it->second.pending->empty() && it->second.parked.empty());
 }
 
-void TaskBroker::CountItems(uint64_t gen, int64_t done, int64_t failed) {
-  absl::MutexLock lock(&mu_);
-  if (PoolQueue* q = FindQueueLocked(gen)) {
-    q->counts.done += done;
-    q->counts.failed += failed;
-  }
-}
-
 TaskBroker::PoolQueue* TaskBroker::FindQueueLocked(uint64_t gen) {
   auto it = pools_.find(gen);
   return it == pools_.end() ? nullptr : &it->second;

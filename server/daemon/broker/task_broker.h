@@ -140,8 +140,6 @@ class TaskBroker {
   PoolCounts Counts(uint64_t gen) const;
   // True when the pool has neither queued tasks nor queued map items.
   bool Idle(uint64_t gen) const;
-  // Counts map items answered by the pool's workers.
-  void CountItems(uint64_t gen, int64_t done, int64_t failed);
 
   // --- Tasks (the API) ---
   // Accepts one task. A known idempotency key answers its task at once

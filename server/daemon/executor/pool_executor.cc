@@ -246,8 +246,8 @@ v1::PoolInfo PoolExecutor::InfoLocked() const {
             [](const v1::WorkerInfo& a, const v1::WorkerInfo& b) { return a.index() < b.index(); });
   const PoolCounts counts = broker_->Counts(generation_);
   info.set_queued(counts.queued);
-  info.set_tasks_done(counts.done);
-  info.set_tasks_failed(counts.failed);
+  info.set_tasks_done(counts.done + map_items_done_);
+  info.set_tasks_failed(counts.failed + map_items_failed_);
   info.set_map_inflight_high_water(counts.map_inflight_high_water);
   info.set_workers_started(workers_started_);
   info.set_workers_lost(workers_lost_);

@@ -210,6 +210,9 @@ class PoolExecutor : public WorkConsumer, public std::enable_shared_from_this<Po
   uint64_t next_batch_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t workers_started_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t workers_lost_ ABSL_GUARDED_BY(mu_) = 0;
+  // Map items its workers answered (tasks are counted by the broker).
+  int64_t map_items_done_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t map_items_failed_ ABSL_GUARDED_BY(mu_) = 0;
   // Consecutive worker starts that failed: drives the restart back-off.
   int failed_starts_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_error_ ABSL_GUARDED_BY(mu_);

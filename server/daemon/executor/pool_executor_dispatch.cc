@@ -283,7 +283,9 @@ void PoolExecutor::OnResultsLocked(WorkerSlot& w, internal::FromWorker& m, Notif
       e.set_state(v1::TASK_STATE_FAILED);
       e.set_error(CapText(error.status().message(), options_.max_error_bytes));
     }
-    broker_->CountItems(generation_, count - r.errors_size(), r.errors_size());
+    // Counted here, not in the broker: a lock less per results frame.
+    map_items_done_ += count - r.errors_size();
+    map_items_failed_ += r.errors_size();
     chunk.job->AddRun(std::move(run));
     w.chunk_results += count;
     return;
