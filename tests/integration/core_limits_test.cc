@@ -54,6 +54,19 @@ class CoreLimitsTest : public ::testing::Test {
     return v1::Tasks::NewStub(
         grpc::CreateCustomChannel(daemon_->address(), grpc::InsecureChannelCredentials(), args));
   }
+  // A raw Get of `task_id` waiting up to 30 s (the client library's Get
+  // would hide the reply's shape).
+  absl::StatusOr<v1::GetResponse> RawGet(const std::string& task_id) {
+    auto stub = Stub();
+    grpc::ClientContext ctx;
+    v1::GetRequest request;
+    request.set_task_id(task_id);
+    request.mutable_timeout()->set_seconds(30);
+    v1::GetResponse response;
+    grpc::Status s = stub->Get(&ctx, request, &response);
+    if (!s.ok()) return absl::UnknownError(s.error_message());
+    return response;
+  }
   // The daemon's resident set now.
   int64_t RssKiB() { return ProcStatusKiB(daemon_->pid(), "VmRSS"); }
 
@@ -152,15 +165,10 @@ TEST_F(CoreLimitsTest, AHugeInvalidErrorTextComesBackCappedAndValid) {
   const std::string junk(15 << 20, '\xff');
   absl::StatusOr<AsyncResult> task = client_->pool().ApplyAsync("fail", junk);
   ASSERT_THAT(task, IsOk());
-  auto stub = Stub();
-  grpc::ClientContext ctx;
-  v1::GetRequest request;
-  request.set_task_id(task->id());
-  request.mutable_timeout()->set_seconds(30);
-  v1::GetResponse response;
-  ASSERT_TRUE(stub->Get(&ctx, request, &response).ok());
-  EXPECT_EQ(response.result().state(), v1::TASK_STATE_FAILED);
-  const std::string& error = response.result().error();
+  absl::StatusOr<v1::GetResponse> response = RawGet(task->id());
+  ASSERT_THAT(response, IsOk());
+  EXPECT_EQ(response->result().state(), v1::TASK_STATE_FAILED);
+  const std::string& error = response->result().error();
   EXPECT_LE(error.size(), (16u << 10) + 200);
   EXPECT_GT(error.size(), 1000u);
   EXPECT_THAT(error, HasSubstr("truncated"));
@@ -214,16 +222,9 @@ TEST_F(CoreLimitsTest, SixtyGetsOfOneBigResultCostOneCopy) {
   std::atomic<int64_t> peak{before};
   for (int i = 0; i < kGets; ++i) {
     getters.emplace_back([&] {
-      auto stub = Stub();
-      grpc::ClientContext ctx;
-      v1::GetRequest request;
-      request.set_task_id(task->id());
-      request.mutable_timeout()->set_seconds(30);
-      v1::GetResponse response;
-      grpc::Status s = stub->Get(&ctx, request, &response);
-      if (s.ok() && response.ready() && response.result().output().data() == big &&
-          response.result().state() == v1::TASK_STATE_SUCCEEDED &&
-          response.result().task_id() == task->id()) {
+      absl::StatusOr<v1::GetResponse> r = RawGet(task->id());
+      if (r.ok() && r->ready() && r->result().output().data() == big &&
+          r->result().state() == v1::TASK_STATE_SUCCEEDED && r->result().task_id() == task->id()) {
         right.fetch_add(1);
       }
     });

@@ -43,11 +43,9 @@ class PoolExecutorTest : public ::testing::Test {
     broker_ = std::make_unique<TaskBroker>(&clock_, bo, std::make_unique<MemoryTaskStore>());
   }
 
-  // Creates pool "p" of `processes` workers, loads it and has every worker
-  // say hello.
-  void MakePool(int processes, v1::PoolSettings settings = {}) {
+  // Makes the executor of pool "p" on a fresh FakeLauncher (not started).
+  void MakeExecutor(v1::PoolSettings settings) {
     settings.set_name("p");
-    settings.set_processes(processes);
     auto launcher = std::make_shared<FakeLauncher>();
     launcher_ = launcher.get();
     ExecutorDeps deps;
@@ -56,6 +54,13 @@ class PoolExecutorTest : public ::testing::Test {
     deps.launcher = launcher;
     deps.census = &census_;
     executor_ = PoolExecutor::Create(kGen, settings, std::move(deps), options_);
+  }
+
+  // Creates pool "p" of `processes` workers, loads it and has every worker
+  // say hello.
+  void MakePool(int processes, v1::PoolSettings settings = {}) {
+    settings.set_processes(processes);
+    MakeExecutor(settings);
     PoolEntry entry;
     entry.name = "p";
     entry.consumer = executor_;
@@ -378,22 +383,15 @@ TEST_F(PoolExecutorTest, APoolDeletedBeforeItStartedAnswersItsCreateAndIsGoneAtO
   // What a CreatePool racing a DeletePool of the same name looks like: the
   // registry has the executor, the delete reaches it before Start.
   v1::PoolSettings settings;
-  settings.set_name("p");
   settings.set_processes(1);
-  auto launcher = std::make_shared<FakeLauncher>();
-  ExecutorDeps deps;
-  deps.clock = &clock_;
-  deps.broker = broker_.get();
-  deps.launcher = launcher;
-  deps.census = &census_;
-  executor_ = PoolExecutor::Create(kGen, settings, std::move(deps), options_);
+  MakeExecutor(settings);
   executor_->Delete();
   executor_->Start([this](absl::StatusOr<v1::PoolInfo> info) { created_ = info.status(); },
                    [this] { gone_ = true; });
   EXPECT_THAT(created_, ::forkpool::testing::StatusIs(absl::StatusCode::kNotFound,
                                                       HasSubstr("deleted while loading")));
   EXPECT_TRUE(gone_);
-  EXPECT_EQ(launcher->loads, 0);  // no helper was ever asked for
+  EXPECT_EQ(launcher_->loads, 0);  // no helper was ever asked for
 }
 
 }  // namespace
