@@ -10,7 +10,7 @@
 
 namespace forkpool {
 
-MemoryQueueManager::MemoryQueueManager(IoLoop* loop, QueueLimits limits, MemoryBudget* budget)
+MemoryQueueManager::MemoryQueueManager(Clock* loop, QueueLimits limits, MemoryBudget* budget)
     : loop_(loop), limits_(limits), budget_(budget != nullptr ? budget : &own_budget_) {}
 
 void MemoryQueueManager::SyncBudgetLocked(Queue& q) {

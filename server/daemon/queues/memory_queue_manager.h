@@ -1,5 +1,5 @@
 // MemoryQueueManager: the QueueManager of one daemon, in its memory, with its waits
-// and leases as timers on the IoLoop.
+// and leases as timers on a Clock (the IoLoop).
 #ifndef FORKPOOL_SERVER_DAEMON_QUEUES_MEMORY_QUEUE_MANAGER_H_
 #define FORKPOOL_SERVER_DAEMON_QUEUES_MEMORY_QUEUE_MANAGER_H_
 
@@ -18,18 +18,18 @@
 #include "common/ids.h"
 #include "forkpool/v1/forkpool.pb.h"
 #include "server/daemon/broker/memory_budget.h"
-#include "server/daemon/net/io_loop.h"
+#include "server/daemon/net/clock.h"
 #include "server/daemon/queues/queue_manager.h"
 
 namespace forkpool {
 
 // Thread-safe. Waiter callbacks run without the lock, on the calling thread or the
-// IoLoop's thread (timeouts, leases).
+// clock's timer thread (timeouts, leases).
 class MemoryQueueManager : public QueueManager {
  public:
   // `budget` (shared with the broker; null: unbounded) counts every queue's
   // items and waiting puts.
-  MemoryQueueManager(IoLoop* loop, QueueLimits limits, MemoryBudget* budget = nullptr);
+  MemoryQueueManager(Clock* clock, QueueLimits limits, MemoryBudget* budget = nullptr);
   ~MemoryQueueManager() override;
   absl::StatusOr<v1::QueueInfo> Create(const std::string& name, int64_t maxsize,
                                        bool exist_ok) override;
@@ -51,18 +51,18 @@ class MemoryQueueManager : public QueueManager {
     int max_items;
     absl::Duration lease;
     GetDone done;
-    IoLoop::TimerId timer = 0;
+    Clock::TimerId timer = 0;
   };
   struct Putter {
     uint64_t id;
     std::vector<v1::Payload> items;
     int64_t bytes;
     PutDone done;
-    IoLoop::TimerId timer = 0;
+    Clock::TimerId timer = 0;
   };
   struct Lease {
     StoredItem item;
-    IoLoop::TimerId timer = 0;
+    Clock::TimerId timer = 0;
   };
   struct Queue {
     std::string name;
@@ -101,7 +101,7 @@ class MemoryQueueManager : public QueueManager {
   void SyncBudgetLocked(Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void Run(Closures& closures);
 
-  IoLoop* const loop_;
+  Clock* const loop_;  // its timers (the IoLoop; a FakeClock in tests)
   const QueueLimits limits_;
   MemoryBudget own_budget_{0};
   MemoryBudget* const budget_;

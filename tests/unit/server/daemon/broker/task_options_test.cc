@@ -58,7 +58,10 @@ TEST(ValidateDurationTest, PastTheMaximumIsInvalid) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("timeout of 315576000001 s"), HasSubstr("too long"),
                              HasSubstr("10,000 years"))));
-  EXPECT_THAT(ValidateDuration(D(kMaxDurationSeconds, 1), "timeout"),
+  // The longest Duration there is (its seconds at the maximum, any nanos, as
+  // protobuf's own check allows) is a valid wait.
+  EXPECT_THAT(ValidateDuration(D(kMaxDurationSeconds, 999'999'999), "timeout"), IsOk());
+  EXPECT_THAT(ValidateDuration(D(10, 1), "lease", 10),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too long")));
   EXPECT_THAT(ValidateDuration(D(INT64_MAX, 0), "timeout"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too long")));
