@@ -59,8 +59,8 @@ TEST_F(PoolApiTest, MultiprocessingSeedExample) {
       ASSERT_THAT((*next)->output, IsOk());
       seen.push_back(*(*next)->output);
     }
-    EXPECT_THAT(seen, UnorderedElementsAreArray(
-                          {"0", "1", "4", "9", "16", "25", "36", "49", "64", "81"}));
+    EXPECT_THAT(
+        seen, UnorderedElementsAreArray({"0", "1", "4", "9", "16", "25", "36", "49", "64", "81"}));
 
     // res = pool.apply_async(f, (20,)); print(res.get(timeout=1))
     absl::StatusOr<AsyncResult> r20 = pool->ApplyAsync("square", "20");
@@ -123,8 +123,7 @@ TEST_F(PoolApiTest, CloseThenJoinWaitsForRunningWorkAndRefusesNewWork) {
   const std::set<pid_t> workers = AwaitIdleWorkers("closing", 2);
 
   // join before close is refused, as in multiprocessing (ValueError there).
-  EXPECT_THAT(pool.Join(absl::ZeroDuration()),
-              StatusIs(absl::StatusCode::kFailedPrecondition, ""));
+  EXPECT_THAT(pool.Join(absl::ZeroDuration()), StatusIs(absl::StatusCode::kFailedPrecondition, ""));
 
   const absl::Time submitted = absl::Now();
   std::vector<AsyncResult> sleepers;
@@ -142,10 +141,8 @@ TEST_F(PoolApiTest, CloseThenJoinWaitsForRunningWorkAndRefusesNewWork) {
   ASSERT_THAT(closed, IsOk());
   EXPECT_TRUE(closed->closed());
   // New work of every kind is refused.
-  EXPECT_THAT(pool->ApplyAsync("square", "2"),
-              StatusIs(absl::StatusCode::kFailedPrecondition, ""));
-  EXPECT_THAT(pool->Map("square", Numbers(3)),
-              StatusIs(absl::StatusCode::kFailedPrecondition, ""));
+  EXPECT_THAT(pool->ApplyAsync("square", "2"), StatusIs(absl::StatusCode::kFailedPrecondition, ""));
+  EXPECT_THAT(pool->Map("square", Numbers(3)), StatusIs(absl::StatusCode::kFailedPrecondition, ""));
   // A join with a zero timeout sees the work still running.
   EXPECT_THAT(pool.Join(absl::ZeroDuration()),
               StatusIs(absl::StatusCode::kDeadlineExceeded, "not joined"));
@@ -184,7 +181,8 @@ TEST_F(PoolApiTest, TerminatePoolCancelsRunningWorkAndKillsWorkers) {
 TEST_F(PoolApiTest, MapAsyncIsNotReadyUntilItsItemsEnd) {
   MapAsyncResult r = client_->pool().MapAsync("sleep", {"0.3", "0.3", "0.3"});
   EXPECT_FALSE(r.Ready());
-  EXPECT_THAT(r.Get(absl::ZeroDuration()), StatusIs(absl::StatusCode::kDeadlineExceeded, "not ready"));
+  EXPECT_THAT(r.Get(absl::ZeroDuration()),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, "not ready"));
   EXPECT_THAT(r.Get(absl::Seconds(20)),
               IsOkAndHolds(std::vector<std::string>{"0.3", "0.3", "0.3"}));
   EXPECT_TRUE(r.Ready());

@@ -1,6 +1,8 @@
 // Integration tests of the daemon's shared queues (the daemon as multiprocessing's
 // Manager) through the real forkpoold, the C++ client (Queue, QueueStream), the
 // generated async stub and the forkpool CLI.
+#include "forkpool/queue.h"
+
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -25,7 +27,6 @@
 #include "absl/time/clock.h"
 #include "daemon_fixture.h"
 #include "forkpool/client.h"
-#include "forkpool/queue.h"
 #include "forkpool/v1/forkpool.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -91,7 +92,8 @@ class QueueTest : public ::testing::Test {
   }
 
   // Polls until the daemon reports `n` blocked getters on `name`.
-  bool AwaitGetters(const std::string& name, int64_t n, absl::Duration timeout = absl::Seconds(20)) {
+  bool AwaitGetters(const std::string& name, int64_t n,
+                    absl::Duration timeout = absl::Seconds(20)) {
     return PollUntil(
         [&] {
           absl::StatusOr<v1::QueueInfo> info = client_->queue(name).Info();
@@ -348,8 +350,7 @@ TEST_F(QueueTest, PutBlocksOnFullQueueUntilAGet) {
   EXPECT_TRUE(PollUntil([&] { return put_done.load(); }));
   putter.join();
   EXPECT_THAT(put_status, IsOk());
-  EXPECT_THAT(q.GetMany(5, absl::ZeroDuration()),
-              IsOkAndHolds(std::vector<std::string>{"2", "3"}));
+  EXPECT_THAT(q.GetMany(5, absl::ZeroDuration()), IsOkAndHolds(std::vector<std::string>{"2", "3"}));
 }
 
 // 1,000 gets blocked at once (the generated stub's async API, one channel, no client
@@ -386,8 +387,7 @@ TEST_F(QueueTest, ThousandBlockedGettersHoldNoThreads) {
   ASSERT_TRUE(AwaitGetters("wait", 1000)) << "waiting: " << Info("wait").waiting_getters();
   const int threads_1000 = ThreadCount(daemon_->pid());
   EXPECT_LE(threads_1000, threads_10 + 8)
-      << "1,000 blocked getters cost the daemon threads: " << threads_10 << " -> "
-      << threads_1000;
+      << "1,000 blocked getters cost the daemon threads: " << threads_10 << " -> " << threads_1000;
   EXPECT_LT(threads_1000, 100);
 
   // Wake them all: 10 with items, the rest with the delete.
@@ -399,8 +399,9 @@ TEST_F(QueueTest, ThousandBlockedGettersHoldNoThreads) {
   for (size_t i = 0; i < calls.size(); ++i) {
     void* tag = nullptr;
     bool fine = false;
-    ASSERT_EQ(cq.AsyncNext(&tag, &fine, std::chrono::system_clock::now() + std::chrono::seconds(30)),
-              grpc::CompletionQueue::GOT_EVENT);
+    ASSERT_EQ(
+        cq.AsyncNext(&tag, &fine, std::chrono::system_clock::now() + std::chrono::seconds(30)),
+        grpc::CompletionQueue::GOT_EVENT);
     Call* call = static_cast<Call*>(tag);
     if (call->status.ok() && call->response.items_size() == 1) {
       ++ok;
@@ -660,8 +661,7 @@ TEST_F(QueueLimitTest, BlockedPerStreamCapIsTheFlags) {
 }
 
 // Spawns `forkpool --address A queue get NAME` (waits forever) with stdout to `out`.
-pid_t SpawnCliGetter(const std::string& address, const std::string& name,
-                     const std::string& out) {
+pid_t SpawnCliGetter(const std::string& address, const std::string& name, const std::string& out) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
@@ -682,8 +682,8 @@ pid_t SpawnCliGetter(const std::string& address, const std::string& name,
 // getter takes what the queue has. Counts the items that never reached a later getter.
 struct KillRounds {
   int rounds = 0;
-  int lost = 0;            // items no later getter received
-  int64_t requeued = 0;    // the daemon's counter at the end
+  int lost = 0;          // items no later getter received
+  int64_t requeued = 0;  // the daemon's counter at the end
   std::vector<std::string> lost_items;
 };
 
@@ -735,8 +735,9 @@ class QueueKillTest : public QueueTest {
     EXPECT_EQ(info.waiting_getters(), 0);
     EXPECT_EQ(info.leased(), 0);
     result.requeued = info.requeued();
-    std::cerr << "[ info ] " << rounds << " rounds (" << (reap_before_put ? "put after reaping" : "put right after kill")
-              << "): requeued " << result.requeued << ", lost " << result.lost << "\n";
+    std::cerr << "[ info ] " << rounds << " rounds ("
+              << (reap_before_put ? "put after reaping" : "put right after kill") << "): requeued "
+              << result.requeued << ", lost " << result.lost << "\n";
     return result;
   }
 };

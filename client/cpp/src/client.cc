@@ -19,13 +19,12 @@ absl::Status CheckHealth(const internal::Connection& connection, absl::Duration 
   internal::SetDeadline(context, timeout);
   const grpc::Status status = health.Check(&context, request, &response);
   if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        status.error_message());
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   }
   if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    return absl::UnavailableError(absl::StrCat(
-        "health check says ",
-        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
+    return absl::UnavailableError(
+        absl::StrCat("health check says ",
+                     grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
   }
   return absl::OkStatus();
 }
@@ -46,8 +45,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
     args.SetInt(GRPC_ARG_CLIENT_IDLE_TIMEOUT_MS,
                 static_cast<int>(absl::ToInt64Milliseconds(options.idle_timeout)));
   }
-  connection->channel = grpc::CreateCustomChannel(
-      connection->target, grpc::InsecureChannelCredentials(), args);
+  connection->channel =
+      grpc::CreateCustomChannel(connection->target, grpc::InsecureChannelCredentials(), args);
   if (connection->channel == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("cannot make a channel to '", address, "'"));
   }
@@ -136,9 +135,9 @@ absl::StatusOr<v1::PoolInfo> Client::JoinPool(const std::string& name,
   // The daemon answers with the pool as it is when the timeout passes.
   if (response.workers_size() > 0 || response.busy() > 0 || response.queued() > 0) {
     return absl::DeadlineExceededError(absl::StrCat(
-        "pool '", name, "' not joined after ", absl::FormatDuration(timeout.value_or(absl::ZeroDuration())),
-        " (", response.busy(), " busy, ", response.queued(), " queued, ",
-        response.workers_size(), " workers)"));
+        "pool '", name, "' not joined after ",
+        absl::FormatDuration(timeout.value_or(absl::ZeroDuration())), " (", response.busy(),
+        " busy, ", response.queued(), " queued, ", response.workers_size(), " workers)"));
   }
   return response;
 }
@@ -157,7 +156,8 @@ absl::StatusOr<v1::PoolInfo> Client::TerminatePool(const std::string& name) cons
 absl::Status Client::Health() const {
   absl::Status s = CheckHealth(*connection_, connection_->rpc_timeout);
   if (s.ok()) return s;
-  return absl::Status(s.code(), absl::StrCat("forkpoold at ", connection_->address, ": ", s.message()));
+  return absl::Status(s.code(),
+                      absl::StrCat("forkpoold at ", connection_->address, ": ", s.message()));
 }
 
 namespace {
@@ -195,8 +195,7 @@ absl::StatusOr<WaitOutcome> WaitCall(const internal::Connection& connection,
 
 }  // namespace
 
-absl::StatusOr<WaitOutcome> Client::Wait(const std::vector<std::string>& task_ids,
-                                         WaitMode mode,
+absl::StatusOr<WaitOutcome> Client::Wait(const std::vector<std::string>& task_ids, WaitMode mode,
                                          std::optional<absl::Duration> timeout) const {
   return WaitCall(*connection_, task_ids, mode, timeout, nullptr);
 }

@@ -10,15 +10,17 @@ constexpr char kReplacement[] = "\xef\xbf\xbd";
 
 TEST(ValidUtf8, ValidTextIsUnchanged) {
   for (const std::string s : {std::string(""), std::string("plain ascii"),
-                              std::string("gr\xc3\xbc\xc3\x9f dich"),       // two-byte
-                              std::string("\xe2\x82\xac 100"),             // three-byte
-                              std::string("\xf0\x9f\x98\x80 smile")}) {    // four-byte
+                              std::string("gr\xc3\xbc\xc3\x9f dich"),    // two-byte
+                              std::string("\xe2\x82\xac 100"),           // three-byte
+                              std::string("\xf0\x9f\x98\x80 smile")}) {  // four-byte
     EXPECT_EQ(ValidUtf8(s), s);
   }
 }
 
 TEST(ValidUtf8, InvalidBytesAreReplacedOneByOne) {
-  EXPECT_EQ(ValidUtf8("a\xff" "b"), std::string("a") + kReplacement + "b");
+  EXPECT_EQ(ValidUtf8("a\xff"
+                      "b"),
+            std::string("a") + kReplacement + "b");
   EXPECT_EQ(ValidUtf8("\xff\xfe"), std::string(kReplacement) + kReplacement);
   // A truncated sequence at the end.
   EXPECT_EQ(ValidUtf8("x\xe2\x82"), std::string("x") + kReplacement + kReplacement);
@@ -26,9 +28,9 @@ TEST(ValidUtf8, InvalidBytesAreReplacedOneByOne) {
 
 TEST(ValidUtf8, OverlongFormsAndSurrogatesAreInvalid) {
   EXPECT_EQ(ValidUtf8("\xc0\xaf"), std::string(kReplacement) + kReplacement);  // overlong '/'
-  EXPECT_EQ(ValidUtf8("\xed\xa0\x80"),                                          // U+D800
+  EXPECT_EQ(ValidUtf8("\xed\xa0\x80"),                                         // U+D800
             std::string(kReplacement) + kReplacement + kReplacement);
-  EXPECT_EQ(ValidUtf8("\xf4\x90\x80\x80"),                                      // > U+10FFFF
+  EXPECT_EQ(ValidUtf8("\xf4\x90\x80\x80"),  // > U+10FFFF
             std::string(kReplacement) + kReplacement + kReplacement + kReplacement);
 }
 

@@ -1,7 +1,8 @@
 // The forkpool C++ client: connects to forkpoold over gRPC and runs tasks in its pools.
 //
-//   FORKPOOL_ASSIGN_OR_RETURN(auto client, forkpool::Client::Connect("unix:/run/forkpool/forkpoold.sock"));
-//   absl::StatusOr<std::string> out = client->pool().Apply("square", "7");  // "49"
+//   FORKPOOL_ASSIGN_OR_RETURN(auto client,
+//   forkpool::Client::Connect("unix:/run/forkpool/forkpoold.sock")); absl::StatusOr<std::string>
+//   out = client->pool().Apply("square", "7");  // "49"
 //
 // Every fallible call returns absl::Status / absl::StatusOr; nothing throws. What each
 // code means is in forkpool/task_status.h.
@@ -159,8 +160,7 @@ class Client {
 class ScopedPool {
  public:
   // Creates pool `settings.name` (kAlreadyExists for a taken name, as CreatePool).
-  static absl::StatusOr<ScopedPool> Create(const Client& client,
-                                           const v1::PoolSettings& settings);
+  static absl::StatusOr<ScopedPool> Create(const Client& client, const v1::PoolSettings& settings);
 
   ScopedPool(ScopedPool&& other) noexcept;
   ScopedPool& operator=(ScopedPool&& other) noexcept;
